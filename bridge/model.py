@@ -1,0 +1,107 @@
+"""The one alert model every source is parsed into.
+
+Nothing after bridge/sources/ reads a raw payload: routing, rendering and delivery
+see only these frozen objects. Times are timezone-aware UTC datetimes; an alert that
+has not ended (Alertmanager's and Grafana's `0001-01-01T00:00:00Z`) has `ends_at`
+None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Mapping
+
+FIRING = "firing"
+RESOLVED = "resolved"
+
+# FNV-1a 64 constants, as in prometheus/common model/fnv.go.
+_FNV_OFFSET = 14695981039346656037
+_FNV_PRIME = 1099511628211
+_SEPARATOR = 0xFF
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """Prometheus' label-set fingerprint: 16 lowercase hex digits.
+
+    FNV-1a 64 over the sorted pairs written as `name 0xFF value 0xFF`
+    (prometheus/common model/signature.go labelSetToFingerprint), so an alert we
+    build ourselves (legacy Grafana) gets the id Alertmanager would give it.
+    """
+    h = _FNV_OFFSET
+    for name in sorted(labels):
+        for chunk in (name.encode(), bytes([_SEPARATOR]), labels[name].encode(), bytes([_SEPARATOR])):
+            for byte in chunk:
+                h ^= byte
+                h = (h * _FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+@dataclass(frozen=True)
+class Alert:
+    status: str                              # FIRING or RESOLVED
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    starts_at: datetime | None
+    ends_at: datetime | None                 # None: not ended
+    generator_url: str = ""                  # source link (Prometheus graph, Grafana rule)
+    fingerprint: str = ""
+    # Grafana's extras; empty when the source has none.
+    silence_url: str = ""
+    dashboard_url: str = ""
+    panel_url: str = ""
+    image_url: str = ""
+    values: Mapping[str, float | None] | None = None
+    value_string: str = ""
+
+    @property
+    def is_firing(self) -> bool:
+        return self.status == FIRING
+
+
+def _common(maps: list[Mapping[str, str]]) -> dict[str, str]:
+    if not maps:
+        return {}
+    first, *rest = maps
+    return {k: v for k, v in first.items() if all(m.get(k) == v for m in rest)}
+
+
+@dataclass(frozen=True)
+class Notification:
+    source: str                              # "alertmanager" or "grafana"
+    receiver: str
+    status: str                              # FIRING if any alert fires, else RESOLVED
+    group_key: str
+    group_labels: Mapping[str, str]
+    common_labels: Mapping[str, str]
+    common_annotations: Mapping[str, str]
+    external_url: str
+    truncated_alerts: int
+    alerts: tuple[Alert, ...]
+    # Free text a source adds to the whole group (Grafana's `title`/`message`).
+    title: str = ""
+    message: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def firing(self) -> list[Alert]:
+        return [a for a in self.alerts if a.is_firing]
+
+    @property
+    def resolved(self) -> list[Alert]:
+        return [a for a in self.alerts if not a.is_firing]
+
+    def subset(self, alerts: list[Alert] | tuple[Alert, ...]) -> "Notification":
+        """The same group holding only `alerts` (one bot's share, or one card's part).
+
+        Status and the common labels and annotations are recomputed over the subset,
+        as Alertmanager computes them over the alerts of the message it sends.
+        """
+        alerts = tuple(alerts)
+        return replace(
+            self,
+            alerts=alerts,
+            status=FIRING if any(a.is_firing for a in alerts) else RESOLVED,
+            common_labels=_common([a.labels for a in alerts]),
+            common_annotations=_common([a.annotations for a in alerts]),
+        )
