@@ -1,13 +1,48 @@
-"""Configuration: YAML parsed once into typed, frozen objects. (Loader below.)"""
+"""Configuration: YAML parsed once, at start-up, into typed frozen objects.
+
+Every problem is collected and reported at once, each prefixed with its key path
+(`route.routes[1].matchers[0]: ...`), so one run of `check-config` shows them all.
+Nothing after this module reads a raw YAML dict.
+
+Order of work: read YAML -> expand ${VAR} / ${VAR:-default} in every string ->
+read *_file values -> build typed objects with defaults -> cross-check (bot names
+used by routes, template names).
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
-from zoneinfo import ZoneInfo
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import yaml
+
+from .errors import ConfigError
+from .feishu import RATE_PER_MINUTE, RATE_PER_SECOND
+from .routing import MatcherError, Route, parse_matchers
 from .secret import Secret, WebhookURL
+
+# The configuration `feishu-alert-bridge serve` runs without --config: the example
+# file, shipped inside the package (bridge/config.example.yaml links to it).
+EMBEDDED_DEFAULT = Path(__file__).with_name("config.example.yaml")
+
+BOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Feishu allows at most 10 keywords per bot (custom-bot guide, 安全设置 keywords).
+MAX_KEYWORDS = 10
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_STORAGE_PATH = "feishu-alert-bridge-outbox.db"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Requests per bot; Feishu's own limits are the defaults (see bridge.feishu)."""
+
+    per_second: int = RATE_PER_SECOND
+    per_minute: int = RATE_PER_MINUTE
 
 
 @dataclass(frozen=True)
@@ -21,8 +56,432 @@ class Bot:
     proxy_url: Secret | None = None          # may carry proxy credentials
     connect_timeout: float = 5.0             # seconds
     read_timeout: float = 10.0               # seconds
+    rate_limit: RateLimit = field(default_factory=RateLimit)
 
     @property
     def sends(self) -> bool:
         """False for a dry-run bot: it logs the message instead of sending it."""
         return self.webhook_url is not None and not self.dry_run
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    # The SQLite outbox. Relative paths resolve against the config file's directory
+    # (the working directory for the embedded default).
+    path: Path = Path(DEFAULT_STORAGE_PATH)
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    max_age: float = 3600.0          # retryable failures stop and dead-letter after this (seconds)
+    dedupe_window: float = 600.0     # the same notification again within this is dropped
+    coalesce: bool = True            # a newer message for a group supersedes a waiting older one
+    backoff_base: float = 1.0        # first retry delay; doubles with jitter ...
+    backoff_cap: float = 60.0        # ... up to this
+    shutdown_grace: float = 10.0     # on SIGTERM, in-flight sends get this long
+
+
+@dataclass(frozen=True)
+class Config:
+    bots: Mapping[str, Bot]
+    route: Route
+    templates_dir: Path | None = None
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    source: str = "<embedded default>"       # where it was read from, for messages
+
+
+def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file (the embedded default when path is None)."""
+    path = Path(path) if path is not None else EMBEDDED_DEFAULT
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    if path == EMBEDDED_DEFAULT:
+        # Relative paths in the embedded default mean the working directory: the
+        # package's own directory may not be writable.
+        return loads(text, env=env, source="<embedded default>", base_dir=Path.cwd())
+    return loads(text, env=env, source=str(path), base_dir=path.parent)
+
+
+def loads(text: str, *, env: Mapping[str, str] | None = None, source: str = "<string>",
+          base_dir: Path | None = None) -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}{where}: invalid YAML: {problem}") from None
+    reader = _Reader(env=os.environ if env is None else env, base_dir=base_dir or Path.cwd())
+    config = reader.config(raw, source)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    assert config is not None
+    return config
+
+
+# --- the reader: walks the raw tree, collecting problems with their key paths ----------
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|h|m|s))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_SIZE = re.compile(r"^(\d+)\s*(B|KB|KiB|MB|MiB)?$")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2}
+
+_TOP_KEYS = {"bots", "route", "templates_dir", "timezone", "server", "storage", "delivery"}
+_BOT_KEYS = {"name", "webhook_url", "webhook_url_file", "secret", "secret_file", "keywords",
+             "template", "dry_run", "proxy_url", "connect_timeout", "read_timeout", "rate_limit"}
+_ROUTE_KEYS = {"bots", "matchers", "continue", "routes"}
+_SERVER_KEYS = {"max_body_bytes"}
+_RATE_KEYS = {"per_second", "per_minute"}
+_STORAGE_KEYS = {"path"}
+_DELIVERY_KEYS = {"max_age", "dedupe_window", "coalesce", "backoff_base", "backoff_cap", "shutdown_grace"}
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str], base_dir: Path):
+        self.env = env
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+        self.bot_index: dict[str, int] = {}
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}" if path else message)
+
+    # -- generic pieces --
+
+    def mapping(self, value: Any, path: str, allowed: set[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"expected a mapping, got {_kind(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                hint = _closest(str(key), allowed)
+                self.problem(_join(path, str(key)), "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""))
+        return value
+
+    def string(self, value: Any, path: str) -> str | None:
+        """A string scalar with ${VAR} expanded; None (and a problem) otherwise."""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            self.problem(path, f"expected a string, got {_kind(value)}")
+            return None
+        return self.expand(str(value), path)
+
+    def expand(self, text: str, path: str) -> str | None:
+        ok = True
+
+        def substitute(m: re.Match[str]) -> str:
+            nonlocal ok
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group(1), m.group(2)
+            if default is not None:  # shell's ${VAR:-default}: unset or empty takes the default
+                return self.env.get(name) or default
+            if name in self.env:
+                return self.env[name]
+            ok = False
+            self.problem(path, f"environment variable {name} is not set (use ${{{name}:-default}} for a default)")
+            return ""
+
+        result = _VAR.sub(substitute, text)
+        return result if ok else None
+
+    def boolean(self, value: Any, path: str, default: bool) -> bool:
+        if value is None:
+            return default
+        if isinstance(value, str):
+            expanded = self.expand(value, path)
+            if expanded is not None and expanded.lower() in ("true", "false"):
+                return expanded.lower() == "true"
+        if isinstance(value, bool):
+            return value
+        self.problem(path, f"expected true or false, got {value!r}")
+        return default
+
+    def duration(self, value: Any, path: str, default: float) -> float:
+        """Seconds from `10s`, `1m30s`, `500ms` (Go/Alertmanager style) or a number of seconds."""
+        if value is None:
+            return default
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        text = self.expand(value, path) if isinstance(value, str) else None
+        if text is not None and _DURATION.match(text.strip()):
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+            if seconds > 0:
+                return seconds
+        self.problem(path, f"expected a positive duration like 10s, 1m or 500ms, got {value!r}")
+        return default
+
+    def size(self, value: Any, path: str, default: int) -> int:
+        if value is None:
+            return default
+        text = str(value).strip() if not isinstance(value, bool) else ""
+        m = _SIZE.match(text)
+        if m and int(m.group(1)) > 0:
+            return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+        self.problem(path, f"expected a size in bytes like 1048576 or 10MiB, got {value!r}")
+        return default
+
+    def string_list(self, value: Any, path: str) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(path, f"expected a list, got {_kind(value)}")
+            return []
+        items = [self.string(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [s for s in items if s is not None]
+
+    def secret_value(self, section: dict[str, Any], key: str, path: str) -> str | None:
+        """`key` inline or `key_file` read from a file (Kubernetes secrets), never both."""
+        inline, file_key = section.get(key), f"{key}_file"
+        if inline is not None and section.get(file_key) is not None:
+            self.problem(_join(path, key), f"set either {key} or {file_key}, not both")
+            return None
+        if section.get(file_key) is not None:
+            file_path = self.string(section[file_key], _join(path, file_key))
+            if file_path is None:
+                return None
+            target = self.base_dir / file_path
+            try:
+                return target.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                self.problem(_join(path, file_key), f"cannot read {file_path}: {exc.strerror or exc}")
+                return None
+        if inline is None:
+            return None
+        return self.string(inline, _join(path, key))
+
+    def http_url(self, value: str, path: str, *, show: Callable[[str], str]) -> bool:
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
+            self.problem(path, f"expected an http(s) URL with a host, got {show(value)!r}")
+        return ok
+
+    # -- sections --
+
+    def config(self, raw: Any, source: str) -> Config | None:
+        if raw is None:
+            self.problem("", f"{source}: the config file is empty; it needs at least bots and route")
+            return None
+        top = self.mapping(raw, "", _TOP_KEYS)
+        if not top and raw is not None and not isinstance(raw, dict):
+            return None
+        bots = self.bots(top.get("bots"))
+        route = self.route(top.get("route"), "route", inherited=(), known=set(bots), root=True)
+        templates_dir = self.templates_dir(top.get("templates_dir"))
+        self.check_templates(bots, templates_dir)
+        return Config(
+            bots=bots,
+            route=route,
+            templates_dir=templates_dir,
+            timezone=self.timezone(top.get("timezone")),
+            server=self.server(top.get("server")),
+            storage=self.storage(top.get("storage")),
+            delivery=self.delivery(top.get("delivery")),
+            source=source,
+        )
+
+    def bots(self, raw: Any) -> dict[str, Bot]:
+        if raw is None:
+            self.problem("bots", "at least one bot is required")
+            return {}
+        if not isinstance(raw, list) or not raw:
+            self.problem("bots", f"expected a non-empty list of bots, got {_kind(raw)}")
+            return {}
+        bots: dict[str, Bot] = {}
+        first_seen: dict[str, int] = {}
+        for i, item in enumerate(raw):
+            bot = self.bot(item, f"bots[{i}]")
+            if bot is None:
+                continue
+            if bot.name in first_seen:
+                self.problem(f"bots[{i}].name", f"duplicate bot name {bot.name!r} (also bots[{first_seen[bot.name]}])")
+                continue
+            first_seen[bot.name] = i
+            bots[bot.name] = bot
+        self.bot_index = first_seen  # later checks name a bot by its position in the file
+        return bots
+
+    def bot(self, raw: Any, path: str) -> Bot | None:
+        if not isinstance(raw, dict):
+            self.problem(path, f"expected a mapping with at least a name, got {_kind(raw)}")
+            return None
+        section = self.mapping(raw, path, _BOT_KEYS)
+        name = self.string(section.get("name"), f"{path}.name") if "name" in section else None
+        if "name" not in section:
+            self.problem(f"{path}.name", "required")
+        elif name is not None and not BOT_NAME.match(name):
+            self.problem(f"{path}.name", f"{name!r} is not a valid bot name (letters, digits, '_', '.', '-'; it is used in URLs)")
+            name = None
+        url = self.secret_value(section, "webhook_url", path)
+        if url is not None and url != "":
+            self.http_url(url, f"{path}.webhook_url", show=lambda u: str(WebhookURL(u)))
+        secret = self.secret_value(section, "secret", path)
+        proxy = self.string(section["proxy_url"], f"{path}.proxy_url") if section.get("proxy_url") is not None else None
+        if proxy:
+            self.http_url(proxy, f"{path}.proxy_url", show=lambda _: "<proxy url>")
+        keywords = self.string_list(section.get("keywords"), f"{path}.keywords")
+        if len(keywords) > MAX_KEYWORDS:
+            self.problem(f"{path}.keywords", f"Feishu allows at most {MAX_KEYWORDS} keywords, got {len(keywords)}")
+        if any(not k for k in keywords):
+            self.problem(f"{path}.keywords", "keywords must not be empty strings")
+        template = self.string(section.get("template", "default"), f"{path}.template") or "default"
+        if name is None:
+            return None
+        return Bot(
+            name=name,
+            webhook_url=WebhookURL(url) if url else None,
+            secret=Secret(secret) if secret else None,
+            keywords=tuple(keywords),
+            template=template,
+            dry_run=self.boolean(section.get("dry_run"), f"{path}.dry_run", False),
+            proxy_url=Secret(proxy) if proxy else None,
+            connect_timeout=self.duration(section.get("connect_timeout"), f"{path}.connect_timeout", 5.0),
+            read_timeout=self.duration(section.get("read_timeout"), f"{path}.read_timeout", 10.0),
+            rate_limit=self.rate_limit(section.get("rate_limit"), f"{path}.rate_limit"),
+        )
+
+    def rate_limit(self, raw: Any, path: str) -> RateLimit:
+        section = self.mapping(raw, path, _RATE_KEYS)
+        limit = RateLimit(
+            per_second=self.positive_int(section.get("per_second"), f"{path}.per_second", RATE_PER_SECOND),
+            per_minute=self.positive_int(section.get("per_minute"), f"{path}.per_minute", RATE_PER_MINUTE),
+        )
+        # Above Feishu's own limits every extra request would only earn a rate-limit answer.
+        if limit.per_second > RATE_PER_SECOND:
+            self.problem(f"{path}.per_second", f"Feishu allows at most {RATE_PER_SECOND} per second per bot")
+        if limit.per_minute > RATE_PER_MINUTE:
+            self.problem(f"{path}.per_minute", f"Feishu allows at most {RATE_PER_MINUTE} per minute per bot")
+        return limit
+
+    def route(self, raw: Any, path: str, *, inherited: tuple[str, ...], known: set[str], root: bool = False) -> Route:
+        if raw is None and root:
+            self.problem(path, "required: the route tree's root names the bots alerts go to by default")
+            return Route()
+        section = self.mapping(raw, path, _ROUTE_KEYS)
+        if root:
+            for key in ("matchers", "continue"):
+                if key in section:
+                    self.problem(f"{path}.{key}", "not allowed on the root route (every alert enters at the root)")
+        matchers = []
+        for i, text in enumerate(self.string_list(section.get("matchers"), f"{path}.matchers")):
+            try:
+                matchers.extend(parse_matchers(text))
+            except MatcherError as exc:
+                self.problem(f"{path}.matchers[{i}]", str(exc))
+        bots = inherited
+        if section.get("bots") is not None:
+            bots = tuple(self.string_list(section["bots"], f"{path}.bots"))
+            for i, bot in enumerate(bots):
+                if bot not in known and known:
+                    self.problem(f"{path}.bots[{i}]", f"unknown bot {bot!r} (known: {', '.join(sorted(known))})")
+        if root and not bots:
+            self.problem(f"{path}.bots", "required on the root route: where alerts go when no child route matches")
+        children_raw = section.get("routes")
+        children: list[Route] = []
+        if children_raw is not None and not isinstance(children_raw, list):
+            self.problem(f"{path}.routes", f"expected a list of routes, got {_kind(children_raw)}")
+        elif children_raw:
+            children = [self.route(child, f"{path}.routes[{i}]", inherited=bots, known=known)
+                        for i, child in enumerate(children_raw)]
+        return Route(
+            matchers=tuple(matchers),
+            bots=bots,
+            continue_=False if root else self.boolean(section.get("continue"), f"{path}.continue", False),
+            routes=tuple(children),
+        )
+
+    def templates_dir(self, raw: Any) -> Path | None:
+        if raw is None:
+            return None
+        text = self.string(raw, "templates_dir")
+        if text is None:
+            return None
+        directory = self.base_dir / text
+        if not directory.is_dir():
+            self.problem("templates_dir", f"{text} is not a directory")
+            return None
+        return directory
+
+    def check_templates(self, bots: Mapping[str, Bot], templates_dir: Path | None) -> None:
+        from .render import template_names  # here, not at import: render pulls in Jinja2
+
+        names = template_names(templates_dir)
+        for bot in bots.values():
+            if bot.template not in names:
+                self.problem(f"bots[{self.bot_index[bot.name]}].template", f"unknown template {bot.template!r} (known: {', '.join(sorted(names))})")
+
+    def timezone(self, raw: Any) -> ZoneInfo:
+        if raw is None:
+            return ZoneInfo("UTC")
+        name = self.string(raw, "timezone")
+        try:
+            return ZoneInfo(name) if name else ZoneInfo("UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem("timezone", f"unknown time zone {name!r} (use an IANA name like Asia/Shanghai or UTC)")
+            return ZoneInfo("UTC")
+
+    def storage(self, raw: Any) -> StorageConfig:
+        section = self.mapping(raw, "storage", _STORAGE_KEYS)
+        text = self.string(section["path"], "storage.path") if section.get("path") is not None else None
+        return StorageConfig(path=self.base_dir / (text or DEFAULT_STORAGE_PATH))
+
+    def delivery(self, raw: Any) -> DeliveryConfig:
+        s, d = self.mapping(raw, "delivery", _DELIVERY_KEYS), DeliveryConfig()
+        config = DeliveryConfig(
+            max_age=self.duration(s.get("max_age"), "delivery.max_age", d.max_age),
+            dedupe_window=self.duration(s.get("dedupe_window"), "delivery.dedupe_window", d.dedupe_window),
+            coalesce=self.boolean(s.get("coalesce"), "delivery.coalesce", d.coalesce),
+            backoff_base=self.duration(s.get("backoff_base"), "delivery.backoff_base", d.backoff_base),
+            backoff_cap=self.duration(s.get("backoff_cap"), "delivery.backoff_cap", d.backoff_cap),
+            shutdown_grace=self.duration(s.get("shutdown_grace"), "delivery.shutdown_grace", d.shutdown_grace),
+        )
+        if config.backoff_cap < config.backoff_base:
+            self.problem("delivery.backoff_cap", "must not be smaller than delivery.backoff_base")
+        return config
+
+    def positive_int(self, value: Any, path: str, default: int) -> int:
+        if value is None:
+            return default
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        self.problem(path, f"expected a positive whole number, got {value!r}")
+        return default
+
+    def server(self, raw: Any) -> ServerConfig:
+        section = self.mapping(raw, "server", _SERVER_KEYS)
+        return ServerConfig(
+            max_body_bytes=self.size(section.get("max_body_bytes"), "server.max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+        )
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def _closest(key: str, allowed: set[str]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75)
+    return matches[0] if matches else None

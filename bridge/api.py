@@ -1,0 +1,47 @@
+"""Webhook endpoints: thin handlers. Parse at the edge, hand to the pipeline, answer."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import NotFound, UnsupportedMediaType
+
+from . import sources
+from .errors import PayloadError
+
+blueprint = Blueprint("webhooks", __name__)
+
+
+@blueprint.post("/alertmanager", defaults={"bot": None})
+@blueprint.post("/alertmanager/<bot>")
+def alertmanager(bot: str | None) -> Response:
+    return _accept("alertmanager", bot)
+
+
+@blueprint.post("/grafana", defaults={"bot": None})
+@blueprint.post("/grafana/<bot>")
+def grafana(bot: str | None) -> Response:
+    return _accept("grafana", bot)
+
+
+def _accept(source: str, bot: str | None) -> Response:
+    bridge = current_app.extensions["bridge"]
+    if bot is not None and bot not in bridge.config.bots:
+        raise NotFound(f"unknown bot {bot!r}: configured bots are {', '.join(bridge.config.bots)}")
+    notification = sources.parse(source, _json_body())
+    accepted = bridge.pipeline.accept(notification, only_bot=bot)
+    return jsonify(accepted.as_json())
+
+
+def _json_body() -> object:
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
+    raw = request.get_data(cache=False)  # raises 413 over server.max_body_bytes
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise PayloadError("body is not UTF-8 encoded JSON") from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None

@@ -1,0 +1,20 @@
+"""Operations endpoints, named as in Prometheus and Alertmanager: /-/healthy, /-/ready."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+
+blueprint = Blueprint("ops", __name__)
+
+
+@blueprint.get("/-/healthy")
+def healthy() -> Response:
+    return jsonify(status="healthy")
+
+
+@blueprint.get("/-/ready")
+def ready() -> tuple[Response, int] | Response:
+    bridge = current_app.extensions.get("bridge")
+    if bridge is None:
+        return jsonify(status="not ready"), 503
+    return jsonify(status="ready", bots=list(bridge.config.bots))

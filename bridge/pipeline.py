@@ -1,0 +1,85 @@
+"""The accept path: route each alert, render one or more messages per bot, hand them to delivery.
+
+This is everything between a parsed notification and the outbox. It runs inside the
+HTTP handler, so it does no network I/O: sending happens in the delivery layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .config import Config
+from .model import Alert, Notification
+from .render import Renderer
+from .routing import route_alert
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One Feishu message for one bot, rendered and unsigned (signing happens at send time)."""
+
+    bot: str
+    group_key: str
+    source: str
+    body: dict
+    part: int = 1
+    parts: int = 1
+
+
+@dataclass(frozen=True)
+class Accepted:
+    alerts: int
+    messages: Mapping[str, int] = field(default_factory=dict)   # bot -> messages queued
+
+    def as_json(self) -> dict:
+        return {"status": "accepted", "alerts": self.alerts, "messages": dict(self.messages)}
+
+
+class Pipeline:
+    def __init__(self, config: Config, renderer: Renderer, delivery, logger: logging.Logger):
+        self.config = config
+        self.renderer = renderer
+        self.delivery = delivery
+        self.log = logger
+
+    def route(self, notification: Notification, only_bot: str | None = None) -> dict[str, list[Alert]]:
+        """Each bot's share of the alerts, in the notification's order.
+
+        With only_bot (the /alertmanager/<bot> endpoints) the route tree is skipped:
+        the sender has already routed.
+        """
+        if only_bot is not None:
+            return {only_bot: list(notification.alerts)} if notification.alerts else {}
+        shares: dict[str, list[Alert]] = {}
+        for alert in notification.alerts:
+            for bot in route_alert(self.config.route, alert.labels):
+                shares.setdefault(bot, []).append(alert)
+        return shares
+
+    def render(self, notification: Notification, only_bot: str | None = None) -> list[OutgoingMessage]:
+        out: list[OutgoingMessage] = []
+        for name, alerts in self.route(notification, only_bot).items():
+            bot = self.config.bots[name]
+            bodies = self.renderer.render(notification.subset(alerts), bot)
+            out.extend(
+                OutgoingMessage(bot=name, group_key=notification.group_key, source=notification.source,
+                                body=body, part=i, parts=len(bodies))
+                for i, body in enumerate(bodies, start=1)
+            )
+        return out
+
+    def accept(self, notification: Notification, only_bot: str | None = None) -> Accepted:
+        """Route, render and store; raises StorageError when the messages could not be stored."""
+        messages = self.render(notification, only_bot)
+        self.delivery.enqueue(messages)
+        per_bot: dict[str, int] = {}
+        for m in messages:
+            per_bot[m.bot] = per_bot.get(m.bot, 0) + 1
+        self.log.info(
+            "accepted",
+            extra={"event": "accepted", "source": notification.source, "group_key": notification.group_key,
+                   "alerts": len(notification.alerts), "messages": per_bot},
+        )
+        return Accepted(alerts=len(notification.alerts), messages=per_bot)
