@@ -75,9 +75,35 @@ def _parser() -> argparse.ArgumentParser:
         description="Validate the config and render every bot's template against built-in sample alerts. "
                     "Exit 0 when all is well, 2 with every problem and its key path otherwise.",
         epilog="example: feishu-alert-bridge check-config /etc/feishu-alert-bridge/config.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("path", metavar="PATH", help="config file")
     check.set_defaults(run=_check_config)
+
+    render = sub.add_parser(
+        "render", help="print the messages a payload would produce",
+        description="Print, per bot, the exact Feishu message(s) a webhook payload would produce after "
+                    "routing, keyword and size-splitting (the signature is omitted). Nothing is sent.",
+        epilog="example: feishu-alert-bridge render --config config.yaml --payload alert.json --bot ops",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    render.add_argument("--config", metavar="PATH", help="config file (default: the embedded example config)")
+    render.add_argument("--payload", metavar="FILE", required=True, help="a webhook body (JSON); - for stdin")
+    render.add_argument("--source", choices=("auto", "alertmanager", "grafana"), default="auto",
+                        help="who sent the payload (default: told from its shape)")
+    render.add_argument("--bot", metavar="NAME", help="skip the route tree and render for this bot only")
+    render.set_defaults(run=_render)
+
+    send_test = sub.add_parser(
+        "send-test", help="send one test card to a bot and explain Feishu's answer",
+        description="Send one test card (a built-in sample alert) to a bot, signed and keyworded as "
+                    "the service would, and print Feishu's answer in words. Exit 0 when it was accepted.",
+        epilog="example: feishu-alert-bridge send-test --config config.yaml --bot ops",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    send_test.add_argument("--config", metavar="PATH", help="config file (default: the embedded example config)")
+    send_test.add_argument("--bot", metavar="NAME", required=True, help="the bot to send to")
+    send_test.set_defaults(run=_send_test)
     return parser
 
 
@@ -120,3 +146,73 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"{args.path}: OK ({len(config.bots)} bot{'s' if len(config.bots) != 1 else ''}: "
           f"{', '.join(config.bots)})")
     return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    import json
+    import logging
+
+    from . import config as config_module
+    from . import sources
+    from .errors import PayloadError
+    from .pipeline import Pipeline
+    from .render import Renderer
+
+    config = config_module.load(args.config)
+    if args.bot is not None and args.bot not in config.bots:
+        raise BridgeError(f"unknown bot {args.bot!r}: configured bots are {', '.join(config.bots)}")
+    try:
+        raw = sys.stdin.read() if args.payload == "-" else open(args.payload, encoding="utf-8").read()
+    except OSError as exc:
+        raise BridgeError(f"cannot read {args.payload}: {exc.strerror or exc}") from None
+    try:
+        payload = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BridgeError(f"{args.payload}: malformed JSON: {exc.msg} at line {exc.lineno}") from None
+    source = args.source if args.source != "auto" else _guess_source(payload)
+    try:
+        notification = sources.parse(source, payload)
+    except PayloadError as exc:
+        raise BridgeError(f"{args.payload}: not a valid {source} payload: {exc}") from None
+    log = logging.getLogger("bridge.cli")
+    pipeline = Pipeline(config, Renderer(config.templates_dir, config.timezone, log), None, log)
+    messages = pipeline.render(notification, only_bot=args.bot)
+    if not messages:
+        print("no bot gets a message from this payload")
+    for m in messages:
+        size = len(json.dumps(m.body, ensure_ascii=False, separators=(",", ":")).encode())
+        print(f"# bot {m.bot}: message {m.part}/{m.parts}, {size} bytes")
+        print(json.dumps(m.body, ensure_ascii=False, indent=2))
+    return 0
+
+
+def _guess_source(payload: object) -> str:
+    if isinstance(payload, dict) and (payload.get("version") == "1" or "ruleName" in payload
+                                      or "evalMatches" in payload):
+        return "grafana"
+    return "alertmanager"
+
+
+def _send_test(args: argparse.Namespace) -> int:
+    from . import config as config_module
+    from .feishu import FeishuClient, Outcome
+    from .render import Renderer
+    from .samples import firing
+
+    config = config_module.load(args.config)
+    bot = config.bots.get(args.bot)
+    if bot is None:
+        raise BridgeError(f"unknown bot {args.bot!r}: configured bots are {', '.join(config.bots)}")
+    if not bot.sends:
+        raise BridgeError(f"bot {bot.name!r} is a dry-run bot (no webhook URL, or dry_run: true): nothing to send to")
+    messages = Renderer(config.templates_dir, config.timezone).render(firing(), bot)
+    result = FeishuClient().send(bot, messages[0])
+    where = f"bot {bot.name} ({bot.webhook_url})"
+    if result.outcome is Outcome.SENT:
+        print(f"{where}: sent; Feishu accepted the test card")
+        return 0
+    code = f"code {result.code}" if result.code is not None else f"HTTP {result.http_status or '-'}"
+    print(f"{where}: not sent ({code}): {result.advice}", file=sys.stderr)
+    if result.detail:
+        print(f"  Feishu said: {result.detail}", file=sys.stderr)
+    return 1

@@ -1,0 +1,88 @@
+"""The command line: render and send-test, run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(body)
+    return path
+
+
+def test_every_command_has_help_with_an_example():
+    for command in ("serve", "check-config", "render", "send-test"):
+        result = run(command, "--help")
+        assert result.returncode == 0 and "example: feishu-alert-bridge " + command in result.stdout
+
+
+def test_render_prints_each_bots_messages_after_routing(tmp_path):
+    config = write_config(tmp_path, """
+bots: [{name: ops, keywords: [告警]}, {name: infra, template: text}]
+route: {bots: [ops], routes: [{matchers: ['team="infra"'], bots: [infra], continue: true}]}
+""")
+    result = run("render", "--config", str(config), "--payload",
+                 str(FIXTURES / "alertmanager" / "am025-mixed-resolved-firing.json"))
+    assert result.returncode == 0, result.stderr
+    assert "# bot infra: message 1/1" in result.stdout and "# bot ops" not in result.stdout
+
+    result = run("render", "--config", str(config), "--bot", "ops", "--payload",
+                 str(FIXTURES / "alertmanager" / "am025-mixed-resolved-firing.json"))
+    assert "# bot ops: message 1/1" in result.stdout
+    body = json.loads(result.stdout.split("\n", 1)[1])
+    assert body["card"]["header"]["title"]["content"].startswith("告警 ")  # the keyword, put in the title
+
+
+def test_render_shows_the_split_of_a_big_group(tmp_path):
+    payload = json.loads((FIXTURES / "alertmanager" / "am025-firing-single.json").read_text())
+    template = payload["alerts"][0]
+    payload["alerts"] = [{**template, "labels": {**template["labels"], "instance": f"node-{i}:9100"},
+                          "fingerprint": ""} for i in range(500)]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(payload))
+    result = run("render", "--payload", str(path))
+    assert result.returncode == 0, result.stderr
+    headers = [line for line in result.stdout.splitlines() if line.startswith("# bot default: message ")]
+    parts = len(headers)
+    assert parts > 1 and headers[-1].startswith(f"# bot default: message {parts}/{parts}")
+    assert all(int(h.split(", ")[1].split()[0]) <= 20 * 1024 for h in headers)
+    assert sum(result.stdout.count(f"node&#45;{i}&#58;9100\\n") for i in range(500)) == 500
+
+
+def test_render_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"alerts": 1}')
+    result = run("render", "--payload", str(bad))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "not a valid alertmanager payload" in result.stderr
+    result = run("render", "--payload", str(tmp_path / "missing.json"))
+    assert result.returncode == 1 and result.stderr.startswith("error: cannot read")
+
+
+def test_send_test_explains_feishus_answer(tmp_path, fake_feishu):
+    url = fake_feishu.add_bot("tok-cli-5150", secret="right-secret")
+    good = write_config(tmp_path, f"bots: [{{name: ops, webhook_url: '{url}', secret: right-secret}}]\n"
+                                  "route: {bots: [ops]}\n")
+    result = run("send-test", "--config", str(good), "--bot", "ops")
+    assert result.returncode == 0, result.stderr
+    assert "sent" in result.stdout and len(fake_feishu.received("tok-cli-5150")) == 1
+
+    wrong = write_config(tmp_path, f"bots: [{{name: ops, webhook_url: '{url}', secret: wrong-secret}}]\n"
+                                   "route: {bots: [ops]}\n")
+    result = run("send-test", "--config", str(wrong), "--bot", "ops")
+    assert result.returncode == 1
+    assert "signature" in result.stderr and "clock" in result.stderr and "code 19021" in result.stderr
+    assert "tok-cli-5150" not in result.stderr + result.stdout and "wrong-secret" not in result.stderr
+
+    result = run("send-test", "--config", str(good), "--bot", "nobody")
+    assert result.returncode == 1 and "unknown bot 'nobody'" in result.stderr
