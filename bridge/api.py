@@ -7,10 +7,16 @@ import json
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import NotFound, UnsupportedMediaType
 
-from . import sources
+from . import auth, sources
 from .errors import PayloadError
 
 blueprint = Blueprint("webhooks", __name__)
+
+
+@blueprint.before_request
+def authenticate() -> Response | None:
+    bridge = current_app.extensions["bridge"]
+    return auth.require(bridge.config.auth, request, bridge.log, grafana=request.endpoint == "webhooks.grafana")
 
 
 @blueprint.post("/alertmanager", defaults={"bot": None})

@@ -87,6 +87,37 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class GrafanaHMAC:
+    """Grafana's webhook HMAC (contact point "HMAC signature" settings)."""
+
+    secret: Secret
+    header: str = "X-Grafana-Alerting-Signature"   # Grafana's default header name
+    timestamp_header: str | None = None            # Grafana has no default: set both sides alike
+    max_skew: float = 300.0                        # older signed timestamps are refused as replays
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Inbound authentication; everything None means off."""
+
+    bearer_token: Secret | None = None
+    basic_username: str | None = None
+    basic_password: Secret | None = None
+    grafana_hmac: GrafanaHMAC | None = None
+    protect_operations: bool = False               # also guard /metrics and /-/* (off: probes work)
+
+    @property
+    def credentials_required(self) -> bool:
+        return self.bearer_token is not None or self.basic_username is not None
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: str = "json"                           # json | text
+    level: str = "info"
+
+
+@dataclass(frozen=True)
 class Config:
     bots: Mapping[str, Bot]
     route: Route
@@ -95,6 +126,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     source: str = "<embedded default>"       # where it was read from, for messages
 
 
@@ -138,7 +171,13 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 _SIZE = re.compile(r"^(\d+)\s*(B|KB|KiB|MB|MiB)?$")
 _SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2}
 
-_TOP_KEYS = {"bots", "route", "templates_dir", "timezone", "server", "storage", "delivery"}
+_TOP_KEYS = {"bots", "route", "templates_dir", "timezone", "server", "storage", "delivery", "auth", "log"}
+_AUTH_KEYS = {"bearer_token", "bearer_token_file", "basic", "grafana_hmac", "protect_operations"}
+_BASIC_KEYS = {"username", "password", "password_file"}
+_HMAC_KEYS = {"secret", "secret_file", "header", "timestamp_header", "max_skew"}
+_LOG_KEYS = {"format", "level"}
+_LOG_FORMATS = ("json", "text")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 _BOT_KEYS = {"name", "webhook_url", "webhook_url_file", "secret", "secret_file", "keywords",
              "template", "dry_run", "proxy_url", "connect_timeout", "read_timeout", "rate_limit"}
 _ROUTE_KEYS = {"bots", "matchers", "continue", "routes"}
@@ -294,6 +333,8 @@ class _Reader:
             server=self.server(top.get("server")),
             storage=self.storage(top.get("storage")),
             delivery=self.delivery(top.get("delivery")),
+            auth=self.auth(top.get("auth")),
+            log=self.log(top.get("log")),
             source=source,
         )
 
@@ -455,6 +496,59 @@ class _Reader:
         if config.backoff_cap < config.backoff_base:
             self.problem("delivery.backoff_cap", "must not be smaller than delivery.backoff_base")
         return config
+
+    def auth(self, raw: Any) -> AuthConfig:
+        section = self.mapping(raw, "auth", _AUTH_KEYS)
+        token = self.secret_value(section, "bearer_token", "auth")
+        if token == "":
+            self.problem("auth.bearer_token", "is empty; remove the key to turn bearer auth off")
+        username = password = None
+        if section.get("basic") is not None:
+            basic = self.mapping(section["basic"], "auth.basic", _BASIC_KEYS)
+            username = self.string(basic.get("username"), "auth.basic.username") if "username" in basic else None
+            password = self.secret_value(basic, "password", "auth.basic")
+            if not username:
+                self.problem("auth.basic.username", "required when auth.basic is set")
+            if not password:
+                self.problem("auth.basic.password", "required when auth.basic is set (or password_file)")
+        return AuthConfig(
+            bearer_token=Secret(token) if token else None,
+            basic_username=username or None,
+            basic_password=Secret(password) if password else None,
+            grafana_hmac=self.grafana_hmac(section.get("grafana_hmac")),
+            protect_operations=self.boolean(section.get("protect_operations"), "auth.protect_operations", False),
+        )
+
+    def grafana_hmac(self, raw: Any) -> GrafanaHMAC | None:
+        if raw is None:
+            return None
+        section = self.mapping(raw, "auth.grafana_hmac", _HMAC_KEYS)
+        secret = self.secret_value(section, "secret", "auth.grafana_hmac")
+        if not secret:
+            self.problem("auth.grafana_hmac.secret", "required when auth.grafana_hmac is set (or secret_file)")
+            return None
+        default = GrafanaHMAC(secret=Secret(secret))
+        header = self.string(section["header"], "auth.grafana_hmac.header") if "header" in section else None
+        ts_header = (self.string(section["timestamp_header"], "auth.grafana_hmac.timestamp_header")
+                     if section.get("timestamp_header") is not None else None)
+        return GrafanaHMAC(
+            secret=default.secret,
+            header=header or default.header,
+            timestamp_header=ts_header or None,
+            max_skew=self.duration(section.get("max_skew"), "auth.grafana_hmac.max_skew", default.max_skew),
+        )
+
+    def log(self, raw: Any) -> LogConfig:
+        section = self.mapping(raw, "log", _LOG_KEYS)
+        config = LogConfig()
+        fmt = self.string(section["format"], "log.format") if section.get("format") is not None else config.format
+        level = self.string(section["level"], "log.level") if section.get("level") is not None else config.level
+        if fmt is not None and fmt not in _LOG_FORMATS:
+            self.problem("log.format", f"expected one of {', '.join(_LOG_FORMATS)}, got {fmt!r}")
+        if level is not None and level.lower() not in _LOG_LEVELS:
+            self.problem("log.level", f"expected one of {', '.join(_LOG_LEVELS)}, got {level!r}")
+        return LogConfig(format=fmt if fmt in _LOG_FORMATS else config.format,
+                         level=level.lower() if level and level.lower() in _LOG_LEVELS else config.level)
 
     def positive_int(self, value: Any, path: str, default: int) -> int:
         if value is None:

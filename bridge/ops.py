@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from . import auth
 
 blueprint = Blueprint("ops", __name__)
+
+
+@blueprint.before_request
+def authenticate() -> Response | None:
+    # Off by default, so that kubelet probes and Prometheus scrapes need no credentials.
+    bridge = current_app.extensions["bridge"]
+    if not bridge.config.auth.protect_operations:
+        return None
+    return auth.require(bridge.config.auth, request, bridge.log)
 
 
 @blueprint.get("/-/healthy")
