@@ -63,10 +63,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="gunicorn worker processes (env BRIDGE_WORKERS; default 2)")
     serve.add_argument("--threads", type=int, default=int(os.environ.get("BRIDGE_THREADS", 4)),
                        help="threads per worker (env BRIDGE_THREADS; default 4)")
-    serve.add_argument("--log-format", choices=("json", "text"), default=os.environ.get("BRIDGE_LOG_FORMAT", "json"),
-                       help="log format (env BRIDGE_LOG_FORMAT; default json)")
-    serve.add_argument("--log-level", default=os.environ.get("BRIDGE_LOG_LEVEL", "info"),
-                       choices=("debug", "info", "warning", "error"), help="log level (default info)")
+    serve.add_argument("--log-format", choices=("json", "text"), default=os.environ.get("BRIDGE_LOG_FORMAT"),
+                       help="log format (env BRIDGE_LOG_FORMAT; default: the config's log.format, json)")
+    serve.add_argument("--log-level", default=os.environ.get("BRIDGE_LOG_LEVEL"),
+                       choices=("debug", "info", "warning", "error"),
+                       help="log level (env BRIDGE_LOG_LEVEL; default: the config's log.level, info)")
     serve.add_argument("--dev", action="store_true", help="use Flask's development server instead of gunicorn")
     serve.set_defaults(run=_serve)
 
@@ -111,8 +112,9 @@ def _serve(args: argparse.Namespace) -> int:
     from . import config as config_module
     from .logs import configure
 
-    log = configure(args.log_format, args.log_level)
     config = config_module.load(args.config)  # fail fast, before any worker starts
+    log_level = args.log_level or config.log.level
+    log = configure(args.log_format or config.log.format, log_level)
     log.info("starting", extra={"event": "starting", "config": config.source, "bots": list(config.bots),
                                 "dry_run_bots": [b.name for b in config.bots.values() if not b.sends]})
     if args.dev:
@@ -123,7 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import run
 
     return run(args.config, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
-               log_level=args.log_level)
+               log_level=log_level)
 
 
 def _check_config(args: argparse.Namespace) -> int:
