@@ -3,27 +3,73 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from pathlib import Path
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from .config import Config, load
 from .delivery import Delivery
-from .errors import PayloadError, StorageError
+from .errors import ConfigError, PayloadError, StorageError
 from .feishu import FeishuClient
 from .pipeline import Pipeline
+from .reload import Watcher, generation_path
 from .render import Renderer
 
 
-@dataclass
 class Bridge:
-    """What the handlers need, built once per app from one Config."""
+    """What the handlers need, built from one Config and swapped whole on reload.
 
-    config: Config
-    pipeline: Pipeline
-    delivery: Delivery
-    log: logging.Logger
+    Handlers read `config` and `pipeline` as attributes; a reload replaces both
+    under a lock, so a request sees either the old or the new configuration.
+    """
+
+    def __init__(self, config: Config, delivery: Delivery, log: logging.Logger):
+        self.delivery = delivery
+        self.log = log
+        self._lock = threading.Lock()
+        self.config = config
+        self.pipeline = Pipeline(config, Renderer(config.templates_dir, config.timezone, log), delivery, log)
+        self.watcher = Watcher(self.reload_or_keep, generation_path(config.storage.path), self._config_file(),
+                               config.file_signature, lambda: (self.config.reload.watch, self.config.reload.interval))
+
+    def _config_file(self) -> Path | None:
+        source = self.config.source
+        return None if source.startswith("<") else Path(source)
+
+    def reload(self) -> Config:
+        """Load the config file again; on any error raise and keep the running config."""
+        with self._lock:
+            source = self.config.source
+            if source == "<string>":
+                raise ConfigError("this app was built from a config in memory: there is no file to reload")
+            config = load(None if source == "<embedded default>" else source)
+            pipeline = Pipeline(config, Renderer(config.templates_dir, config.timezone, self.log), self.delivery,
+                                self.log)
+            if config.storage.path != self.config.storage.path:
+                self.log.warning("storage.path changed: it takes effect at the next start",
+                                 extra={"event": "reload_storage_path"})
+            self.config, self.pipeline = config, pipeline
+            self.watcher.acknowledge(config.file_signature)
+        self.log.info("configuration reloaded", extra={"event": "reloaded", "config": config.source,
+                                                        "bots": list(config.bots)})
+        return config
+
+    def reload_or_keep(self) -> None:
+        try:
+            self.reload()
+        except ConfigError as exc:
+            self.log.error("reload failed; keeping the running configuration: %s", "; ".join(exc.problems),
+                           extra={"event": "reload_failed"})
+
+    def start(self) -> None:
+        self.delivery.start()
+        self.watcher.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.watcher.stop()
+        self.delivery.stop(timeout=timeout)
 
 
 def create_app(config: Config | None = None, *, client: FeishuClient | None = None,
@@ -31,9 +77,8 @@ def create_app(config: Config | None = None, *, client: FeishuClient | None = No
     """Build the app from a validated Config (the embedded default when None)."""
     config = config if config is not None else load()
     log = logger or logging.getLogger("bridge")
-    renderer = Renderer(config.templates_dir, config.timezone, log)
     delivery = Delivery(config.bots, client or FeishuClient(), log)
-    bridge = Bridge(config=config, pipeline=Pipeline(config, renderer, delivery, log), delivery=delivery, log=log)
+    bridge = Bridge(config, delivery, log)
 
     app = Flask("bridge")
     # Werkzeug refuses bodies over this with 413 before the handler reads them.
@@ -47,7 +92,7 @@ def create_app(config: Config | None = None, *, client: FeishuClient | None = No
     app.register_blueprint(ops.blueprint)
     _register_error_handlers(app, log)
     if start_delivery:
-        delivery.start()
+        bridge.start()
     return app
 
 

@@ -118,13 +118,17 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("starting", extra={"event": "starting", "config": config.source, "bots": list(config.bots),
                                 "dry_run_bots": [b.name for b in config.bots.values() if not b.sends]})
     if args.dev:
+        import signal
+
         from .app import create_app
 
-        create_app(config, logger=log).run(host=args.host, port=args.port, threaded=True)
+        app = create_app(config, logger=log)
+        signal.signal(signal.SIGHUP, lambda *_: app.extensions["bridge"].reload_or_keep())
+        app.run(host=args.host, port=args.port, threaded=True)
         return 0
     from .server import run
 
-    return run(args.config, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
+    return run(args.config, config.storage.path, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
                log_level=log_level)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -112,6 +112,12 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class ReloadConfig:
+    watch: bool = False              # reload when the config file changes on disk (a ConfigMap update)
+    interval: float = 5.0            # how often the file is checked
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "json"                           # json | text
     level: str = "info"
@@ -128,13 +134,16 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
     source: str = "<embedded default>"       # where it was read from, for messages
+    file_signature: tuple[int, int, int] | None = None   # the file as it was read, for reload
 
 
 def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate a config file (the embedded default when path is None)."""
     path = Path(path) if path is not None else EMBEDDED_DEFAULT
     try:
+        signature = file_signature(path)  # before reading: a change after this is noticed later
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
@@ -142,7 +151,16 @@ def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | No
         # Relative paths in the embedded default mean the working directory: the
         # package's own directory may not be writable.
         return loads(text, env=env, source="<embedded default>", base_dir=Path.cwd())
-    return loads(text, env=env, source=str(path), base_dir=path.parent)
+    return replace(loads(text, env=env, source=str(path), base_dir=path.parent), file_signature=signature)
+
+
+def file_signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file does; stat() follows the symlinks a ConfigMap swaps."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def loads(text: str, *, env: Mapping[str, str] | None = None, source: str = "<string>",
@@ -171,7 +189,9 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 _SIZE = re.compile(r"^(\d+)\s*(B|KB|KiB|MB|MiB)?$")
 _SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2}
 
-_TOP_KEYS = {"bots", "route", "templates_dir", "timezone", "server", "storage", "delivery", "auth", "log"}
+_TOP_KEYS = {"bots", "route", "templates_dir", "timezone", "server", "storage", "delivery", "auth", "log",
+             "reload"}
+_RELOAD_KEYS = {"watch", "interval"}
 _AUTH_KEYS = {"bearer_token", "bearer_token_file", "basic", "grafana_hmac", "protect_operations"}
 _BASIC_KEYS = {"username", "password", "password_file"}
 _HMAC_KEYS = {"secret", "secret_file", "header", "timestamp_header", "max_skew"}
@@ -335,6 +355,7 @@ class _Reader:
             delivery=self.delivery(top.get("delivery")),
             auth=self.auth(top.get("auth")),
             log=self.log(top.get("log")),
+            reload=self.reload(top.get("reload")),
             source=source,
         )
 
@@ -536,6 +557,13 @@ class _Reader:
             header=header or default.header,
             timestamp_header=ts_header or None,
             max_skew=self.duration(section.get("max_skew"), "auth.grafana_hmac.max_skew", default.max_skew),
+        )
+
+    def reload(self, raw: Any) -> ReloadConfig:
+        section, default = self.mapping(raw, "reload", _RELOAD_KEYS), ReloadConfig()
+        return ReloadConfig(
+            watch=self.boolean(section.get("watch"), "reload.watch", default.watch),
+            interval=self.duration(section.get("interval"), "reload.interval", default.interval),
         )
 
     def log(self, raw: Any) -> LogConfig:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from . import auth
+from .errors import ConfigError
+from .reload import generation_path, request_reload
 
 blueprint = Blueprint("ops", __name__)
 
@@ -29,3 +31,22 @@ def ready() -> tuple[Response, int] | Response:
     if bridge is None:
         return jsonify(status="not ready"), 503
     return jsonify(status="ready", bots=list(bridge.config.bots))
+
+
+@blueprint.post("/-/reload")
+def reload() -> tuple[Response, int] | Response:
+    """Reload config and templates here, then ask the other workers to do the same.
+
+    500 with every problem on failure (Prometheus answers a failed reload with 500
+    too); the running configuration stays.
+    """
+    bridge = current_app.extensions["bridge"]
+    try:
+        config = bridge.reload()
+    except ConfigError as exc:
+        bridge.log.error("reload failed; keeping the running configuration: %s", "; ".join(exc.problems),
+                         extra={"event": "reload_failed"})
+        return jsonify(error="reload failed; the running configuration stays", problems=exc.problems), 500
+    request_reload(generation_path(config.storage.path))
+    bridge.watcher.acknowledge(config.file_signature)
+    return jsonify(status="reloaded", bots=list(config.bots))

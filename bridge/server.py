@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import os
 
+import logging
+import sys
+
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+
+from .config import load
+from .errors import ConfigError
+from .reload import generation_path, request_reload
 
 
 def _worker_exit(server, worker) -> None:
@@ -18,24 +26,49 @@ def _worker_exit(server, worker) -> None:
     app = getattr(worker, "wsgi", None)
     bridge = getattr(app, "extensions", {}).get("bridge") if app is not None else None
     if bridge is not None:
-        bridge.delivery.stop(timeout=10.0)
+        bridge.stop(timeout=10.0)
+
+
+class _Arbiter(Arbiter):
+    """gunicorn's master, with SIGHUP meaning "reload the config in place".
+
+    gunicorn's own HUP restarts every worker; with a broken config file the new
+    workers fail to boot and gunicorn stops. Here the master validates the file
+    first and, if it is good, asks each worker to reload (bridge/reload.py).
+    """
+
+    def handle_hup(self) -> None:
+        log = logging.getLogger("bridge")
+        try:
+            load(self.app.config_path)
+        except ConfigError as exc:
+            log.error("SIGHUP: reload refused; keeping the running configuration: %s", "; ".join(exc.problems),
+                      extra={"event": "reload_failed"})
+            return
+        request_reload(generation_path(self.app.storage_path))
+        log.info("SIGHUP: workers asked to reload", extra={"event": "reload_requested"})
 
 
 class _Server(BaseApplication):
-    def __init__(self, config_path: str | None, options: dict):
+    def __init__(self, config_path: str | None, storage_path, options: dict):
         self.config_path = config_path
+        self.storage_path = storage_path       # where the reload counter lives, fixed at start
         self.options = options
         super().__init__()
+
+    def run(self) -> None:
+        try:
+            _Arbiter(self).run()
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
 
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
 
     def load(self):
-        import logging
-
         from .app import create_app
-        from .config import load
 
         return create_app(load(self.config_path), logger=logging.getLogger("bridge"))
 
@@ -62,6 +95,7 @@ def settings(host: str, port: int, workers: int, threads: int, log_level: str) -
     }
 
 
-def run(config_path: str | None, *, host: str, port: int, workers: int, threads: int, log_level: str) -> int:
-    _Server(config_path, settings(host, port, workers, threads, log_level)).run()
+def run(config_path: str | None, storage_path, *, host: str, port: int, workers: int, threads: int,
+        log_level: str) -> int:
+    _Server(config_path, storage_path, settings(host, port, workers, threads, log_level)).run()
     return 0

@@ -45,7 +45,7 @@ storage: {{path: {tmp_path / 'outbox.db'}}}
 def app(fake_feishu, tmp_path):
     app = make_app(fake_feishu, tmp_path)
     yield app
-    app.extensions["bridge"].delivery.stop(timeout=5)
+    app.extensions["bridge"].stop(timeout=5)
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_unknown_bot_is_404_and_known_bot_skips_the_route_tree(fake_feishu, tmp_
         assert len(fake_feishu.wait_for("tok-db-0002", 1)) == 1
         assert fake_feishu.received("tok-ops-0001") == []  # the root's bot got nothing
     finally:
-        app.extensions["bridge"].delivery.stop(timeout=5)
+        app.extensions["bridge"].stop(timeout=5)
 
 
 def test_body_over_the_limit_is_413(fake_feishu, tmp_path):
@@ -139,7 +139,7 @@ def test_body_over_the_limit_is_413(fake_feishu, tmp_path):
         response = post(app.test_client(), "/alertmanager", padded)
         assert response.status_code == 413 and "error" in response.get_json()
     finally:
-        app.extensions["bridge"].delivery.stop(timeout=5)
+        app.extensions["bridge"].stop(timeout=5)
 
 
 ROUTE_TREE = """
@@ -184,7 +184,7 @@ def test_each_alert_is_routed_on_its_own_and_each_bot_gets_its_share(fake_feishu
         assert names("tok-oncall") == {"Disk"}
         assert names("tok-ops-0001") == {"Cpu", "Mem"}
     finally:
-        app.extensions["bridge"].delivery.stop(timeout=5)
+        app.extensions["bridge"].stop(timeout=5)
 
 
 def test_dry_run_bot_logs_the_message_instead_of_sending(fake_feishu, tmp_path, caplog):
@@ -193,9 +193,9 @@ def test_dry_run_bot_logs_the_message_instead_of_sending(fake_feishu, tmp_path, 
         with caplog.at_level(logging.INFO, logger="bridge"):
             body = (FIXTURES / "alertmanager" / "am025-firing-single.json").read_bytes()
             assert post(app.test_client(), "/alertmanager", body).status_code == 200
-            app.extensions["bridge"].delivery.stop(timeout=5)
+            app.extensions["bridge"].stop(timeout=5)
         dry = [r for r in caplog.records if getattr(r, "event", "") == "dry_run"]
         assert len(dry) == 1 and '"msg_type"' in dry[0].getMessage()
         assert fake_feishu.attempts("tok-ops-0001") == []
     finally:
-        app.extensions["bridge"].delivery.stop(timeout=5)
+        app.extensions["bridge"].stop(timeout=5)

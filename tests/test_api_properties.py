@@ -47,7 +47,7 @@ storage: {{path: {tmp / 'outbox.db'}}}
     log.setLevel(logging.WARNING)
     app = create_app(config, logger=log)
     yield app.test_client()
-    app.extensions["bridge"].delivery.stop(timeout=5)
+    app.extensions["bridge"].stop(timeout=5)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

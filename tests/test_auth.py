@@ -38,7 +38,7 @@ auth:
 def bearer_and_basic(tmp_path):
     app = app_with(tmp_path, f"  bearer_token: {TOKEN}\n  basic: {{username: am, password: {PASSWORD}}}\n")
     yield app.test_client()
-    app.extensions["bridge"].delivery.stop(timeout=5)
+    app.extensions["bridge"].stop(timeout=5)
 
 
 def basic(user: str, password: str) -> str:
@@ -81,7 +81,7 @@ def test_operations_are_open_by_default_and_guarded_when_asked(bearer_and_basic,
         assert client.get("/-/ready").status_code == 401
         assert client.get("/-/healthy", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     finally:
-        app.extensions["bridge"].delivery.stop(timeout=5)
+        app.extensions["bridge"].stop(timeout=5)
 
 
 def grafana_headers(body: bytes, secret: str = HMAC_SECRET, ts: int | None = None) -> dict:
@@ -104,7 +104,7 @@ def test_grafana_hmac_without_timestamp(tmp_path):
         # The HMAC is Grafana's: Alertmanager's endpoint does not ask for it.
         assert post(client, "/alertmanager").status_code == 200
     finally:
-        app.extensions["bridge"].delivery.stop(timeout=5)
+        app.extensions["bridge"].stop(timeout=5)
 
 
 def test_grafana_hmac_with_timestamp_refuses_a_stale_one(tmp_path):
@@ -119,7 +119,7 @@ def test_grafana_hmac_with_timestamp_refuses_a_stale_one(tmp_path):
         # A signature over the body alone is not enough once a timestamp header is configured.
         assert post(client, "/grafana", GRAFANA_BODY, **grafana_headers(GRAFANA_BODY)).status_code == 401
     finally:
-        app.extensions["bridge"].delivery.stop(timeout=5)
+        app.extensions["bridge"].stop(timeout=5)
 
 
 def test_auth_config_mistakes_are_named(tmp_path):
