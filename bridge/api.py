@@ -19,6 +19,20 @@ def authenticate() -> Response | None:
     return auth.require(bridge.config.auth, request, bridge.log, grafana=request.endpoint == "webhooks.grafana")
 
 
+# The result label of feishu_bridge_notifications_received_total, by HTTP status.
+_RESULTS = {200: "accepted", 400: "bad_request", 401: "unauthorized", 404: "unknown_bot", 413: "too_large",
+            415: "unsupported_media_type", 503: "not_stored"}
+
+
+@blueprint.after_request
+def count(response: Response) -> Response:
+    source = (request.endpoint or "").rpartition(".")[2]
+    if source in ("alertmanager", "grafana"):
+        result = _RESULTS.get(response.status_code, "error")
+        current_app.extensions["bridge"].metrics.notifications.labels(source, result).inc()
+    return response
+
+
 @blueprint.post("/alertmanager", defaults={"bot": None})
 @blueprint.post("/alertmanager/<bot>")
 def alertmanager(bot: str | None) -> Response:
@@ -37,6 +51,8 @@ def _accept(source: str, bot: str | None) -> Response:
         raise NotFound(f"unknown bot {bot!r}: configured bots are {', '.join(bridge.config.bots)}")
     notification = sources.parse(source, _json_body())
     accepted = bridge.pipeline.accept(notification, only_bot=bot)
+    for name, count in accepted.routed.items():
+        bridge.metrics.alerts_routed.labels(name).inc(count)
     return jsonify(accepted.as_json())
 
 

@@ -13,6 +13,7 @@ from .config import Config, load
 from .delivery import Delivery
 from .errors import ConfigError, PayloadError, StorageError
 from .feishu import FeishuClient
+from .metrics import Metrics
 from .pipeline import Pipeline
 from .reload import Watcher, generation_path
 from .render import Renderer
@@ -25,14 +26,22 @@ class Bridge:
     under a lock, so a request sees either the old or the new configuration.
     """
 
-    def __init__(self, config: Config, delivery: Delivery, log: logging.Logger):
+    def __init__(self, config: Config, delivery: Delivery, log: logging.Logger, metrics: Metrics):
         self.delivery = delivery
         self.log = log
+        self.metrics = metrics
         self._lock = threading.Lock()
         self.config = config
-        self.pipeline = Pipeline(config, Renderer(config.templates_dir, config.timezone, log), delivery, log)
+        self.pipeline = self._pipeline(config)
         self.watcher = Watcher(self.reload_or_keep, generation_path(config.storage.path), self._config_file(),
                                config.file_signature, lambda: (self.config.reload.watch, self.config.reload.interval))
+
+    def _pipeline(self, config: Config) -> Pipeline:
+        def count_error(template: str) -> None:
+            self.metrics.render_errors.labels(template).inc()
+
+        renderer = Renderer(config.templates_dir, config.timezone, self.log, on_error=count_error)
+        return Pipeline(config, renderer, self.delivery, self.log)
 
     def _config_file(self) -> Path | None:
         source = self.config.source
@@ -42,16 +51,21 @@ class Bridge:
         """Load the config file again; on any error raise and keep the running config."""
         with self._lock:
             source = self.config.source
-            if source == "<string>":
-                raise ConfigError("this app was built from a config in memory: there is no file to reload")
-            config = load(None if source == "<embedded default>" else source)
-            pipeline = Pipeline(config, Renderer(config.templates_dir, config.timezone, self.log), self.delivery,
-                                self.log)
+            try:
+                if source == "<string>":
+                    raise ConfigError("this app was built from a config in memory: there is no file to reload")
+                config = load(None if source == "<embedded default>" else source)
+                pipeline = self._pipeline(config)
+            except ConfigError:
+                self.metrics.reload_ok.set(0)
+                raise
             if config.storage.path != self.config.storage.path:
                 self.log.warning("storage.path changed: it takes effect at the next start",
                                  extra={"event": "reload_storage_path"})
             self.config, self.pipeline = config, pipeline
             self.watcher.acknowledge(config.file_signature)
+            self.metrics.reload_ok.set(1)
+            self.metrics.reload_time.set_to_current_time()
         self.log.info("configuration reloaded", extra={"event": "reloaded", "config": config.source,
                                                         "bots": list(config.bots)})
         return config
@@ -73,12 +87,14 @@ class Bridge:
 
 
 def create_app(config: Config | None = None, *, client: FeishuClient | None = None,
-               logger: logging.Logger | None = None, start_delivery: bool = True) -> Flask:
+               logger: logging.Logger | None = None, metrics: Metrics | None = None,
+               start_delivery: bool = True) -> Flask:
     """Build the app from a validated Config (the embedded default when None)."""
     config = config if config is not None else load()
     log = logger or logging.getLogger("bridge")
+    metrics = metrics or Metrics()
     delivery = Delivery(config.bots, client or FeishuClient(), log)
-    bridge = Bridge(config, delivery, log)
+    bridge = Bridge(config, delivery, log, metrics)
 
     app = Flask("bridge")
     # Werkzeug refuses bodies over this with 413 before the handler reads them.

@@ -25,6 +25,7 @@ class JSONFormatter(logging.Formatter):
         entry = {
             "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
+            "pid": record.process,             # which gunicorn worker
             "msg": record.getMessage(),
             **_extras(record),
         }

@@ -50,3 +50,10 @@ def reload() -> tuple[Response, int] | Response:
     request_reload(generation_path(config.storage.path))
     bridge.watcher.acknowledge(config.file_signature)
     return jsonify(status="reloaded", bots=list(config.bots))
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(current_app.extensions["bridge"].metrics.scrape(), content_type=CONTENT_TYPE_LATEST)

@@ -32,6 +32,7 @@ class OutgoingMessage:
 class Accepted:
     alerts: int
     messages: Mapping[str, int] = field(default_factory=dict)   # bot -> messages queued
+    routed: Mapping[str, int] = field(default_factory=dict)     # bot -> alerts routed to it
 
     def as_json(self) -> dict:
         return {"status": "accepted", "alerts": self.alerts, "messages": dict(self.messages)}
@@ -59,8 +60,11 @@ class Pipeline:
         return shares
 
     def render(self, notification: Notification, only_bot: str | None = None) -> list[OutgoingMessage]:
+        return self._render_shares(notification, self.route(notification, only_bot))
+
+    def _render_shares(self, notification: Notification, shares: dict[str, list[Alert]]) -> list[OutgoingMessage]:
         out: list[OutgoingMessage] = []
-        for name, alerts in self.route(notification, only_bot).items():
+        for name, alerts in shares.items():
             bot = self.config.bots[name]
             bodies = self.renderer.render(notification.subset(alerts), bot)
             out.extend(
@@ -72,7 +76,8 @@ class Pipeline:
 
     def accept(self, notification: Notification, only_bot: str | None = None) -> Accepted:
         """Route, render and store; raises StorageError when the messages could not be stored."""
-        messages = self.render(notification, only_bot)
+        shares = self.route(notification, only_bot)
+        messages = self._render_shares(notification, shares)
         self.delivery.enqueue(messages)
         per_bot: dict[str, int] = {}
         for m in messages:
@@ -82,4 +87,5 @@ class Pipeline:
             extra={"event": "accepted", "source": notification.source, "group_key": notification.group_key,
                    "alerts": len(notification.alerts), "messages": per_bot},
         )
-        return Accepted(alerts=len(notification.alerts), messages=per_bot)
+        return Accepted(alerts=len(notification.alerts), messages=per_bot,
+                        routed={bot: len(alerts) for bot, alerts in shares.items()})

@@ -414,7 +414,9 @@ class _Group:
 class Renderer:
     """Compiles every template once; renders a notification into the messages for one bot."""
 
-    def __init__(self, templates_dir: Path | None, timezone: ZoneInfo, logger: logging.Logger | None = None):
+    def __init__(self, templates_dir: Path | None, timezone: ZoneInfo, logger: logging.Logger | None = None,
+                 on_error: Callable[[str], None] | None = None):
+        self._on_error = on_error              # told the template's name when it fails (a metric)
         if templates_dir is not None and not templates_dir.is_dir():
             raise ConfigError(f"{templates_dir}: not a directory")
         self._timezone = timezone
@@ -446,7 +448,10 @@ class Renderer:
         try:
             return self.render_strict(notification, bot)
         except TemplateError as exc:
-            self._logger.error("%s; bot %s gets the plain fallback card", exc, bot.name)
+            self._logger.error("%s; bot %s gets the plain fallback card", exc, bot.name,
+                               extra={"event": "template_error", "bot": bot.name, "template": bot.template})
+            if self._on_error is not None:
+                self._on_error(bot.template)
             return self.fallback(notification, bot)
 
     def render_strict(self, notification: Notification, bot: Bot) -> list[dict]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 
 import logging
+import shutil
 import sys
+import tempfile
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
@@ -20,6 +22,8 @@ from .config import load
 from .errors import ConfigError
 from .reload import generation_path, request_reload
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"   # the same name as bridge.metrics', not imported from there
+
 
 def _worker_exit(server, worker) -> None:
     # Let the delivery thread finish what it holds before the worker goes away.
@@ -27,6 +31,31 @@ def _worker_exit(server, worker) -> None:
     bridge = getattr(app, "extensions", {}).get("bridge") if app is not None else None
     if bridge is not None:
         bridge.stop(timeout=10.0)
+
+
+def _child_exit(server, worker) -> None:
+    from .metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
+def prepare_metrics_dir() -> str | None:
+    """Point prometheus_client's multiprocess mode at an empty directory, before any worker
+    starts (its files from a previous run would be summed into this one's).
+
+    prometheus_client picks its storage when first imported, so nothing in this
+    process may import it (bridge.metrics included) before this has run.
+    """
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        created = tempfile.mkdtemp(prefix="feishu-alert-bridge-metrics-")
+        os.environ[MULTIPROC_ENV] = created
+        return created                     # ours: removed at exit
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(directory, name))
+    return None
 
 
 class _Arbiter(Arbiter):
@@ -89,6 +118,7 @@ def settings(host: str, port: int, workers: int, threads: int, log_level: str) -
         # The heartbeat file: /dev/shm works with a read-only root filesystem.
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
         "worker_exit": _worker_exit,
+        "child_exit": _child_exit,
         # gunicorn's control socket lives under $HOME, which is read-only in the container
         # and which nobody here uses.
         "control_socket_disable": True,
@@ -97,5 +127,10 @@ def settings(host: str, port: int, workers: int, threads: int, log_level: str) -
 
 def run(config_path: str | None, storage_path, *, host: str, port: int, workers: int, threads: int,
         log_level: str) -> int:
-    _Server(config_path, storage_path, settings(host, port, workers, threads, log_level)).run()
+    created = prepare_metrics_dir()
+    try:
+        _Server(config_path, storage_path, settings(host, port, workers, threads, log_level)).run()
+    finally:
+        if created:
+            shutil.rmtree(created, ignore_errors=True)
     return 0

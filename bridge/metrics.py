@@ -1,0 +1,122 @@
+"""Every metric the bridge exports, defined in one place (names start with feishu_bridge_).
+
+Labels are bot names, sources, outcomes, reasons and Feishu codes: never a webhook
+URL, token or secret.
+
+Under gunicorn several worker processes count, so prometheus_client runs in
+multiprocess mode: `serve` points PROMETHEUS_MULTIPROC_DIR at an empty directory
+before any worker starts, each process writes its values there, and a scrape sums
+them (MultiProcessCollector). Outside gunicorn (tests, --dev) the metrics live on the
+registry passed in, so two apps in one process never share counters.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Feishu answers within a few hundred ms when healthy; the top buckets catch timeouts.
+SEND_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        # In multiprocess mode values go to files, and registering them with a registry
+        # as well would report this process's share twice.
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = None if multiprocess() else self.registry
+        self.notifications = Counter(
+            "feishu_bridge_notifications_received_total",
+            "Webhook requests received, by source and result (accepted, bad_request, unauthorized, "
+            "unknown_bot, too_large, unsupported_media_type, not_stored, error).",
+            ["source", "result"], registry=reg)
+        self.alerts_routed = Counter(
+            "feishu_bridge_alerts_routed_total", "Alerts routed to each bot.", ["bot"], registry=reg)
+        self.messages = Counter(
+            "feishu_bridge_messages_total",
+            "Send attempts by bot and outcome (sent, retry, permanent, dry_run).", ["bot", "outcome"], registry=reg)
+        self.feishu_errors = Counter(
+            "feishu_bridge_feishu_errors_total",
+            "Feishu answers that were not success, by bot, reason and Feishu code (none when there was no "
+            "code, e.g. a timeout).", ["bot", "reason", "code"], registry=reg)
+        self.retries = Counter(
+            "feishu_bridge_retries_total", "Messages scheduled for another attempt.", ["bot"], registry=reg)
+        self.dead_letters = Counter(
+            "feishu_bridge_dead_letters_total", "Messages given up on (permanent error or too old).",
+            ["bot", "reason"], registry=reg)
+        self.duplicates = Counter(
+            "feishu_bridge_duplicates_dropped_total",
+            "Notifications dropped as already seen within delivery.dedupe_window.", ["bot"], registry=reg)
+        self.superseded = Counter(
+            "feishu_bridge_messages_superseded_total",
+            "Waiting messages replaced by a newer state of the same group.", ["bot"], registry=reg)
+        self.send_seconds = Histogram(
+            "feishu_bridge_send_duration_seconds", "Time of one request to Feishu.", ["bot"],
+            buckets=SEND_BUCKETS, registry=reg)
+        self.render_errors = Counter(
+            "feishu_bridge_render_errors_total", "Template failures (the bot got the fallback card).",
+            ["template"], registry=reg)
+        self.reload_ok = Gauge(
+            "feishu_bridge_config_last_reload_successful",
+            "1 if the last configuration (re)load succeeded in every worker.",
+            registry=reg, multiprocess_mode="livemin")
+        self.reload_time = Gauge(
+            "feishu_bridge_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully.",
+            registry=reg, multiprocess_mode="livemax")
+        # Metrics exist only once a configuration has loaded. Set at once: a booting worker's
+        # gauge at its initial 0 would otherwise pull the livemin sum to 0 for a moment.
+        self.reload_ok.set(1)
+        self.reload_time.set_to_current_time()
+        self._outbox: _OutboxCollector | None = None
+
+    def watch_outbox(self, probe: Callable[[], Iterable[tuple[str, int, float]]]) -> None:
+        """`probe()` yields (bot, depth, oldest_age_seconds), read from the outbox at scrape time."""
+        self._outbox = _OutboxCollector(probe)
+        if not multiprocess():
+            self.registry.register(self._outbox)
+
+    def scrape(self) -> bytes:
+        if not multiprocess():
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        if self._outbox is not None:
+            registry.register(self._outbox)
+        return generate_latest(registry)
+
+
+class _OutboxCollector:
+    """Outbox depth and age come from the shared store itself, so every worker reports the
+    same truth however many processes there are."""
+
+    def __init__(self, probe: Callable[[], Iterable[tuple[str, int, float]]]):
+        self._probe = probe
+
+    def collect(self):
+        depth = GaugeMetricFamily("feishu_bridge_outbox_depth", "Messages waiting to be sent, per bot.",
+                                  labels=["bot"])
+        age = GaugeMetricFamily("feishu_bridge_outbox_oldest_age_seconds",
+                                "Age of the oldest message waiting, per bot (0 when none).", labels=["bot"])
+        for bot, count, oldest in self._probe():
+            depth.add_metric([bot], count)
+            age.add_metric([bot], oldest)
+        yield depth
+        yield age
+
+
+def mark_process_dead(pid: int) -> None:
+    """gunicorn's child_exit: drop a dead worker's live gauges from the sums."""
+    if multiprocess():
+        from prometheus_client import multiprocess as mp
+
+        mp.mark_process_dead(pid)
