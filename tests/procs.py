@@ -1,4 +1,5 @@
-"""Running real processes in tests: the bridge under gunicorn, as in production.
+"""Running real processes in tests: the bridge under gunicorn, as in production, and the
+real Alertmanager and Prometheus binaries for the end-to-end tests.
 
 Each process gets a free loopback port, its output goes to a file under the test's
 tmp_path (shown when a test fails), and it is always stopped at the end.
@@ -7,6 +8,7 @@ tmp_path (shown when a test fails), and it is always stopped at the end.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,3 +75,138 @@ class BridgeProcess:
                 self.proc.wait(5)
         self._log.close()
         return self.proc.returncode
+
+
+# -- the real Alertmanager and Prometheus (Debian packages), for tests/e2e -----------------
+
+ALERTMANAGER_BINARY = "prometheus-alertmanager"
+PROMETHEUS_BINARY = "prometheus"
+LOG_TAIL_CHARS = 20_000
+
+
+def require_binary(name: str, package: str) -> str:
+    """The binary's path; a missing binary is an error that says how to install it.
+
+    The end-to-end tests fail rather than skip without it: CI installs it, so a missing
+    binary means a broken set-up, not an optional test.
+    """
+    path = shutil.which(name)
+    if path is None:
+        raise FileNotFoundError(
+            f"{name!r} is not on PATH: the end-to-end tests drive the real binary. "
+            f"Install it with `apt-get install -y {package}` (bash .ci/run does this)."
+        )
+    return path
+
+
+def _without_proxies() -> dict[str, str]:
+    # Go honours *_proxy variables; everything here is loopback and must stay so.
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+def wait_ok(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Waits for 200 (Prometheus answers 503 on /-/ready until its TSDB is open)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered 200")
+        try:
+            answer = requests.get(url, timeout=1, proxies={"http": "", "https": ""})
+            if answer.status_code == 200:
+                return
+            last = f"HTTP {answer.status_code}"
+        except requests.RequestException as exc:
+            last = type(exc).__name__
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout}s (last: {last})")
+
+
+class DaemonProcess:
+    """A server binary on a free loopback port, its files and log under one work directory.
+
+    If it does not become ready, the exception carries the end of its log.
+    """
+
+    name = "daemon"
+
+    def __init__(self, argv: list[str], workdir: Path, port: int):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.workdir = workdir
+        self.log_path = workdir / f"{self.name}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=_without_proxies(), start_new_session=True)
+        try:
+            wait_ok(f"{self.url}/-/ready", self.proc)
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start: {exc}\n--- {self.log_path} ---\n"
+                               f"{self.log()[-LOG_TAIL_CHARS:]}") from None
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+class AlertmanagerProcess(DaemonProcess):
+    """The real Alertmanager, clustering off, its storage in workdir/data."""
+
+    name = "alertmanager"
+
+    def __init__(self, config_yaml: str, workdir: Path, *, binary: str | None = None):
+        binary = binary or require_binary(ALERTMANAGER_BINARY, "prometheus-alertmanager")
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "alertmanager.yml"
+        config.write_text(config_yaml)
+        port = free_port()
+        super().__init__([
+            binary, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+            f"--web.external-url=http://127.0.0.1:{port}", "--log.level=debug",
+        ], workdir, port)
+
+    def post_alerts(self, alerts: list[dict]) -> None:
+        """POST /api/v2/alerts, as Prometheus does."""
+        answer = requests.post(f"{self.url}/api/v2/alerts", json=alerts, timeout=5,
+                               proxies={"http": "", "https": ""})
+        if answer.status_code != 200:
+            raise AssertionError(f"alertmanager refused the alerts: HTTP {answer.status_code} {answer.text}")
+
+
+class PrometheusProcess(DaemonProcess):
+    """The real Prometheus, its TSDB in workdir/data, rule files written next to its config.
+
+    --rules.alert.resend-delay defaults to 1m, and the first send of a rule that fires on
+    its first evaluation is lost (Alertmanager not yet discovered): 1s keeps tests short.
+    """
+
+    name = "prometheus"
+
+    def __init__(self, config_yaml: str, rules: dict[str, str], workdir: Path, *,
+                 binary: str | None = None, resend_delay: str = "1s"):
+        binary = binary or require_binary(PROMETHEUS_BINARY, "prometheus")
+        workdir.mkdir(parents=True, exist_ok=True)
+        for filename, text in rules.items():
+            (workdir / filename).write_text(text)
+        config = workdir / "prometheus.yml"
+        config.write_text(config_yaml)
+        port = free_port()
+        super().__init__([
+            binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", f"--web.external-url=http://127.0.0.1:{port}",
+            f"--rules.alert.resend-delay={resend_delay}", "--log.level=debug",
+        ], workdir, port)

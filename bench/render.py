@@ -1,0 +1,82 @@
+"""Route and render time: Pipeline.render (route tree, Jinja2 card, keyword, size-splitting).
+
+    python bench/render.py [--runs 21] [--sizes 1,10,100,1000]
+
+In this process, no server. For each size, one Alertmanager notification with that many
+alerts is parsed once, then routed and rendered --runs times; prints the median and the
+fastest run in ms, how many messages (cards) it became and their total size.
+Target: <= 50 ms for 1000 alerts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+
+import benchlib
+
+from bridge import sources
+from bridge.config import loads
+from bridge.pipeline import Pipeline
+from bridge.render import Renderer
+
+TARGET_MS_1000 = 50.0
+# A small tree, so routing is measured too: every alert goes through two matchers.
+CONFIG = """\
+bots:
+  - name: ops
+    dry_run: true
+    keywords: ["告警"]
+  - name: db
+    dry_run: true
+route:
+  bots: [ops]
+  routes:
+    - matchers: ['team="db"']
+      bots: [db]
+    - matchers: ['severity=~"critical|page"', 'env!="staging"']
+      bots: [ops]
+"""
+
+
+def measure(pipeline: Pipeline, alerts: int, runs: int) -> tuple[float, float, int, int]:
+    notification = sources.parse("alertmanager", benchlib.payload(alerts, group="render"))
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        messages = pipeline.render(notification)
+        times.append((time.perf_counter() - start) * 1000)
+    size = sum(len(json.dumps(m.body, ensure_ascii=False, separators=(",", ":")).encode()) for m in messages)
+    return statistics.median(times), min(times), len(messages), size
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=21, help="runs per size; the median is shown (default 21)")
+    parser.add_argument("--sizes", default="1,10,100,1000", help="alerts per notification")
+    args = parser.parse_args()
+    config = loads(CONFIG)
+    log = logging.getLogger("bench.render")
+    pipeline = Pipeline(config, Renderer(config.templates_dir, config.timezone, log), None, log)
+    pipeline.render(sources.parse("alertmanager", benchlib.payload(3, group="warm-up")))
+
+    print(f"machine: {benchlib.machine()}")
+    print(f"Pipeline.render, default template, median of {args.runs} runs")
+    print(f"{'alerts':>7} {'median ms':>10} {'min ms':>8} {'messages':>9} {'bytes':>9}")
+    result = {}
+    for alerts in (int(s) for s in args.sizes.split(",")):
+        median, fastest, messages, size = measure(pipeline, alerts, args.runs)
+        result[alerts] = median
+        print(f"{alerts:>7} {median:>10.2f} {fastest:>8.2f} {messages:>9} {size:>9}", flush=True)
+    if 1000 in result:
+        verdict = "ok" if result[1000] <= TARGET_MS_1000 else "ABOVE TARGET"
+        print(f"1000 alerts: {result[1000]:.1f} ms (target <= {TARGET_MS_1000:g} ms): {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
