@@ -29,7 +29,8 @@ ENV PATH=/opt/bridge/bin:$PATH \
 USER 10001:10001
 VOLUME ["/var/lib/feishu-alert-bridge"]
 EXPOSE 9095
+# Asks the port the server listens on: BRIDGE_PORT when set, like `serve`.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9095/-/healthy', timeout=2).status == 200 else 1)"]
+  CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('BRIDGE_PORT') or '9095'; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/-/healthy', timeout=2).status == 200 else 1)"]
 ENTRYPOINT ["feishu-alert-bridge"]
 CMD ["serve"]

@@ -1,0 +1,192 @@
+{{/* Names, labels and the pieces of the bridge's config.yaml. */}}
+
+{{- define "fab.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "fab.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "fab.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "fab.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "fab.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "fab.labels" -}}
+helm.sh/chart: {{ include "fab.chart" . }}
+{{ include "fab.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "fab.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "fab.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "fab.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "fab.secretName" -}}
+{{- default (include "fab.fullname" .) .Values.existingSecret }}
+{{- end }}
+
+{{- define "fab.pvcName" -}}
+{{- default (printf "%s-outbox" (include "fab.fullname" .)) .Values.persistence.existingClaim }}
+{{- end }}
+
+{{/* Where things live in the container. The outbox directory is the image's VOLUME. */}}
+{{- define "fab.configDir" -}}/etc/feishu-alert-bridge/config{{- end }}
+{{- define "fab.secretsDir" -}}/etc/feishu-alert-bridge/secrets{{- end }}
+{{- define "fab.templatesDir" -}}/etc/feishu-alert-bridge/templates{{- end }}
+{{- define "fab.dataDir" -}}/var/lib/feishu-alert-bridge{{- end }}
+
+{{/*
+The chart-managed Secret's data: {key: value} for every secret value set in config.
+Empty when existingSecret is used; a secret value in config is then an error, since
+it would be silently ignored.
+*/}}
+{{- define "fab.secretData" -}}
+{{- $data := dict }}
+{{- $existing := .Values.existingSecret }}
+{{- range $i, $bot := .Values.config.bots }}
+{{- range $field, $suffix := dict "webhook_url" "webhook-url" "secret" "secret" "proxy_url" "proxy-url" }}
+{{- $value := get $bot $field }}
+{{- if $value }}
+{{- if $existing }}
+{{- fail (printf "config.bots[%d].%s is set, but existingSecret is used: put it in Secret %s under key %s-%s and list that key in existingSecretKeys" $i $field $existing $bot.name $suffix) }}
+{{- end }}
+{{- $_ := set $data (printf "%s-%s" $bot.name $suffix) (toString $value) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.config.auth }}
+{{- $pairs := list (list "auth.bearer_token" "auth-bearer-token" .bearer_token) }}
+{{- $pairs = append $pairs (list "auth.basic.password" "auth-basic-password" (dig "basic" "password" "" .)) }}
+{{- $pairs = append $pairs (list "auth.grafana_hmac.secret" "auth-grafana-hmac" (dig "grafana_hmac" "secret" "" .)) }}
+{{- range $pairs }}
+{{- if index . 2 }}
+{{- if $existing }}
+{{- fail (printf "config.%s is set, but existingSecret is used: put it in Secret %s under key %s and list that key in existingSecretKeys" (index . 0) $existing (index . 1)) }}
+{{- end }}
+{{- $_ := set $data (index . 1) (toString (index . 2)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $data }}
+{{- end }}
+
+{{/* The Secret keys the pod gets, as a JSON list: what the config may refer to. */}}
+{{- define "fab.secretKeys" -}}
+{{- if .Values.existingSecret }}
+{{- toJson .Values.existingSecretKeys }}
+{{- else }}
+{{- include "fab.secretData" . | fromJson | keys | sortAlpha | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* The bots, with their secret fields replaced by files and environment references. */}}
+{{- define "fab.bots" -}}
+{{- $keys := include "fab.secretKeys" . | fromJsonArray }}
+{{- $dir := include "fab.secretsDir" . }}
+{{- $bots := list }}
+{{- range $i, $bot := .Values.config.bots }}
+{{- $out := omit $bot "webhook_url" "secret" "proxy_url" }}
+{{- $key := printf "%s-webhook-url" $bot.name }}
+{{- if has $key $keys }}{{ $_ := set $out "webhook_url_file" (printf "%s/%s" $dir $key) }}{{ end }}
+{{- $key = printf "%s-secret" $bot.name }}
+{{- if has $key $keys }}{{ $_ := set $out "secret_file" (printf "%s/%s" $dir $key) }}{{ end }}
+{{- if has (printf "%s-proxy-url" $bot.name) $keys }}
+{{- $_ := set $out "proxy_url" (printf "${BRIDGE_BOT_%d_PROXY_URL}" $i) }}
+{{- end }}
+{{- $bots = append $bots $out }}
+{{- end }}
+{{- toJson $bots }}
+{{- end }}
+
+{{/*
+The auth section, or an empty dict. Rendered only when the user turned some inbound
+authentication on: a bridge that predates `auth:` rejects the key at start-up.
+*/}}
+{{- define "fab.auth" -}}
+{{- $keys := include "fab.secretKeys" . | fromJsonArray }}
+{{- $dir := include "fab.secretsDir" . }}
+{{- $values := .Values.config.auth | default dict }}
+{{- $auth := dict }}
+{{- if has "auth-bearer-token" $keys }}
+{{- $_ := set $auth "bearer_token_file" (printf "%s/auth-bearer-token" $dir) }}
+{{- end }}
+{{- $username := dig "basic" "username" "" $values }}
+{{- if $username }}
+{{- if not (has "auth-basic-password" $keys) }}
+{{- fail "config.auth.basic.username needs a password: config.auth.basic.password, or key auth-basic-password in existingSecret" }}
+{{- end }}
+{{- $_ := set $auth "basic" (dict "username" $username "password_file" (printf "%s/auth-basic-password" $dir)) }}
+{{- end }}
+{{- if has "auth-grafana-hmac" $keys }}
+{{- $hmac := omit (dig "grafana_hmac" (dict) $values) "secret" }}
+{{- $_ := set $hmac "secret_file" (printf "%s/auth-grafana-hmac" $dir) }}
+{{- $_ := set $auth "grafana_hmac" $hmac }}
+{{- end }}
+{{- toJson $auth }}
+{{- end }}
+
+{{/* config.yaml: what the ConfigMap holds. */}}
+{{- define "fab.configYaml" -}}
+{{- $config := omit .Values.config "bots" "auth" "server" "delivery" }}
+{{- $_ := set $config "bots" (include "fab.bots" . | fromJsonArray) }}
+{{- with .Values.config.server }}{{ $_ := set $config "server" . }}{{ end }}
+{{- with .Values.config.delivery }}{{ $_ := set $config "delivery" . }}{{ end }}
+{{- $auth := include "fab.auth" . | fromJson }}
+{{- if $auth }}{{ $_ := set $config "auth" $auth }}{{ end }}
+{{- $_ = set $config "storage" (dict "path" (printf "%s/outbox.db" (include "fab.dataDir" .))) }}
+{{- if .Values.customTemplates }}
+{{- $_ = set $config "templates_dir" (include "fab.templatesDir" .) }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/* The proxy environment variables the bots' proxy_url refer to. */}}
+{{- define "fab.proxyEnv" -}}
+{{- $keys := include "fab.secretKeys" . | fromJsonArray }}
+{{- $secret := include "fab.secretName" . }}
+{{- range $i, $bot := .Values.config.bots }}
+{{- $key := printf "%s-proxy-url" $bot.name }}
+{{- if has $key $keys }}
+- name: {{ printf "BRIDGE_BOT_%d_PROXY_URL" $i }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $key }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* True (non-empty) when webhook senders must authenticate. */}}
+{{- define "fab.authOn" -}}
+{{- $auth := include "fab.auth" . | fromJson }}
+{{- if or $auth.bearer_token_file $auth.basic }}true{{ end }}
+{{- end }}
