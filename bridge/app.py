@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import uuid
 from pathlib import Path
 
-from flask import Flask, jsonify
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .config import Config, load
@@ -17,6 +19,9 @@ from .metrics import Metrics
 from .pipeline import Pipeline
 from .reload import Watcher, generation_path
 from .render import Renderer
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class Bridge:
@@ -107,9 +112,26 @@ def create_app(config: Config | None = None, *, client: FeishuClient | None = No
     app.register_blueprint(api.blueprint)
     app.register_blueprint(ops.blueprint)
     _register_error_handlers(app, log)
+    _register_request_id(app)
     if start_delivery:
         bridge.start()
     return app
+
+
+def _register_request_id(app: Flask) -> None:
+    """Every request gets an id (the caller's X-Request-Id if it sent a sane one), logged
+    with each line about it and returned in the answer, to match a sender's log to ours."""
+
+    @app.before_request
+    def assign() -> None:
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+
+    @app.after_request
+    def answer(response):
+        if "request_id" in g:
+            response.headers["X-Request-Id"] = g.request_id
+        return response
 
 
 def _register_error_handlers(app: Flask, log: logging.Logger) -> None:

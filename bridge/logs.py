@@ -44,10 +44,22 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class RequestContext(logging.Filter):
+    """Adds the HTTP request's id to every line logged while handling it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flask import g, has_request_context
+
+        if has_request_context() and getattr(record, "request_id", None) is None:
+            record.request_id = g.get("request_id")
+        return True
+
+
 def configure(fmt: str = "json", level: str = "info") -> logging.Logger:
     """Send the bridge's log to stderr in the chosen format; returns the `bridge` logger."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RequestContext())
     log = logging.getLogger("bridge")
     log.handlers[:] = [handler]
     log.setLevel(level.upper())

@@ -199,3 +199,24 @@ def test_dry_run_bot_logs_the_message_instead_of_sending(fake_feishu, tmp_path, 
         assert fake_feishu.attempts("tok-ops-0001") == []
     finally:
         app.extensions["bridge"].stop(timeout=5)
+
+
+def test_each_request_has_an_id_in_the_answer_and_the_log(client, caplog):
+    from bridge.logs import RequestContext
+
+    handler_filter = RequestContext()
+    logging.getLogger("bridge").addFilter(handler_filter)
+    try:
+        with caplog.at_level(logging.INFO, logger="bridge"):
+            body = (FIXTURES / "alertmanager" / "am025-firing-single.json").read_bytes()
+            given = client.post("/alertmanager", data=body, content_type="application/json",
+                                headers={"X-Request-Id": "am-retry-7"})
+            made = client.post("/alertmanager", data=body, content_type="application/json")
+            odd = client.post("/alertmanager", data=body, content_type="application/json",
+                              headers={"X-Request-Id": "<script>" * 20})
+    finally:
+        logging.getLogger("bridge").removeFilter(handler_filter)
+    assert given.headers["X-Request-Id"] == "am-retry-7"
+    assert len(made.headers["X-Request-Id"]) == 16 and odd.headers["X-Request-Id"] != "<script>" * 20
+    accepted = [r for r in caplog.records if getattr(r, "event", "") == "accepted"]
+    assert [r.request_id for r in accepted][:1] == ["am-retry-7"]
