@@ -1,71 +1,425 @@
-"""Delivery: take rendered messages and get them to Feishu, acting on the client's outcome.
+"""Delivery: get every stored message to Feishu, in order, within each bot's rate limit.
 
-This first version sends each message once, in a background thread, so the HTTP
-handler never waits on Feishu. (The durable outbox with rate limits and retries
-replaces the in-memory queue; see the delivery issue.)
+Accepting only writes: `enqueue` stores the messages in the SQLite outbox (one
+transaction, committed before it returns, StorageError otherwise) and wakes the
+senders. It never waits for quota or for Feishu.
+
+Sending, per process (each gunicorn worker runs one Delivery):
+- one sender thread per configured bot. A sender sends only while its process holds
+  the bot's lease in the outbox (bridge.outbox), so across all processes exactly one
+  sends for a bot: messages leave in the order they were committed, and one sliding
+  window limiter suffices. Its send times live in the outbox, so a process taking the
+  bot over keeps to the same windows (bridge.ratelimit: never a burst over the limit).
+- one watcher thread: every POLL_INTERVAL it reads SQLite's `data_version`, which
+  moves when any other connection commits, and wakes the senders; it renews this
+  process's leases and prunes old rows. A message accepted by another process is
+  therefore picked up within about POLL_INTERVAL; one accepted here, at once.
+
+Outcomes (the client only classifies; the policy is here): SENT is done. RETRY pauses
+the bot with jittered exponential backoff (honouring Retry-After); later messages wait
+behind it, and after delivery.max_age the message becomes a dead letter. PERMANENT is a
+dead letter at once, logged with what to fix. Dead letters stay in the outbox for
+`outbox list` / `outbox retry`. A process killed mid-send leaves the message marked in
+flight; the next lease holder sends it again (at least once).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
+import os
+import random
+import socket
 import threading
-from typing import Iterable, Mapping
+import time
+import uuid
+from typing import TYPE_CHECKING, Iterable
 
-from .config import Bot
-from .feishu import FeishuClient, Outcome
+from .config import Bot, Config
+from .errors import StorageError
+from .feishu import UNEXPECTED_ANSWER, FeishuClient, Outcome, SendResult
+from .outbox import LEASE_RENEW, LEASE_TTL, Head, LeaseLost, Outbox
 from .pipeline import OutgoingMessage
+from .ratelimit import backoff, next_allowed
 
-_STOP = object()
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+# How often a process looks for messages other processes accepted: the idle latency
+# when the accepting process is not the sender. A PRAGMA is microseconds.
+POLL_INTERVAL = 0.025
+# A sender with nothing to do re-checks this often even without a wake-up.
+IDLE_WAIT = 1.0
+# After a storage error a sender retries this much later instead of spinning.
+ERROR_PAUSE = 1.0
+PRUNE_EVERY = 60.0
+
+
+class Counters:
+    """Per-bot event counts of this process (sent, retries, dead_letters, duplicates,
+    superseded, dry_run), for metrics and tests."""
+
+    NAMES = ("sent", "retries", "dead_letters", "duplicates", "superseded", "dry_run")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def add(self, name: str, bot: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[(name, bot)] = self._counts.get((name, bot), 0) + n
+
+    def get(self, name: str, bot: str) -> int:
+        with self._lock:
+            return self._counts.get((name, bot), 0)
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            out: dict[str, dict[str, int]] = {name: {} for name in self.NAMES}
+            for (name, bot), n in self._counts.items():
+                out.setdefault(name, {})[bot] = n
+            return out
 
 
 class Delivery:
-    def __init__(self, bots: Mapping[str, Bot], client: FeishuClient, logger: logging.Logger):
-        self.bots = bots
+    def __init__(self, config: Config, client: FeishuClient, logger: logging.Logger, *,
+                 metrics: Metrics | None = None, outbox: Outbox | None = None):
+        self.config = config
         self.client = client
         self.log = logger
-        self._queue: queue.Queue = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self.metrics = metrics
+        self.outbox = outbox if outbox is not None else Outbox(config.storage.path)
+        # Unique per Delivery, so two in one process (tests) are two owners.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.counters = Counters()
+        self._rng = random.Random()
+        self._cond = threading.Condition()
+        self._generation = 0          # bumped on every wake-up reason
+        self._stopping = False
+        self._stop_event = threading.Event()
+        self._senders: dict[str, threading.Thread] = {}
+        self._held: set[str] = set()  # bots whose lease this process holds (guarded by _cond)
+        self._watcher: threading.Thread | None = None
+        if metrics is not None:
+            metrics.watch_outbox(self._probe)
 
+    # -- the accept side ----------------------------------------------------------------
     def enqueue(self, messages: Iterable[OutgoingMessage]) -> None:
-        for message in messages:
-            self._queue.put(message)
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="bridge-delivery", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Send what is queued (up to timeout), then stop the worker."""
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            try:
-                self.deliver(item)
-            except Exception:  # a bug here must not kill the worker and strand the queue
-                self.log.exception("delivery failed", extra={"event": "delivery_bug", "bot": item.bot})
-
-    def deliver(self, message: OutgoingMessage) -> None:
-        bot = self.bots[message.bot]
-        fields = {"bot": bot.name, "group_key": message.group_key, "part": f"{message.part}/{message.parts}"}
-        if not bot.sends:
-            # Dry-run bots print what they would send, so the service is useful with no Feishu account.
-            self.log.info("dry run: would send %s", json.dumps(message.body, ensure_ascii=False),
-                          extra={"event": "dry_run", **fields})
+        """Store the messages (all or none); raises StorageError when they could not be."""
+        messages = list(messages)
+        if not messages:
             return
-        result = self.client.send(bot, message.body)
-        fields.update(outcome=result.outcome.name.lower(), reason=result.reason, code=result.code)
+        settings = self.config.delivery
+        stored = self.outbox.store(messages, dedupe_window=settings.dedupe_window, coalesce=settings.coalesce)
+        for m in stored.duplicates:
+            self.log.info("duplicate notification dropped (already stored within delivery.dedupe_window)",
+                          extra={"event": "duplicate", "bot": m.bot, "group_key": m.group_key,
+                                 "part": f"{m.part}/{m.parts}"})
+            self._count("duplicates", m.bot)
+        for message_id, bot, group_key in stored.superseded:
+            self.log.info("waiting message superseded by a newer one of its group",
+                          extra={"event": "superseded", "bot": bot, "group_key": group_key, "message_id": message_id})
+            self._count("superseded", bot)
+        if stored.ids:
+            self._wake()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._watcher is not None:
+            return
+        try:
+            self.outbox.open()
+            self._warn_orphans()
+        except StorageError as exc:
+            # Keep serving: enqueue answers 503 and the senders keep trying, so a volume
+            # that mounts late or a lock that clears needs no restart.
+            self.log.error("%s", exc, extra={"event": "storage_error"})
+        self._watcher = threading.Thread(target=self._watch, name="bridge-outbox-watch", daemon=True)
+        self._watcher.start()
+        with self._cond:
+            for name in self.config.bots:
+                self._start_sender(name)
+
+    def _warn_orphans(self) -> None:
+        for bot, count, _ in self.outbox.depths():
+            if bot not in self.config.bots:
+                self.log.warning("%d message(s) wait for bot %s, which is not configured; they are sent if it "
+                                 "comes back (`outbox list` shows them)", count, bot,
+                                 extra={"event": "unknown_bot_waiting", "bot": bot, "messages": count})
+
+    def configure(self, config: Config) -> None:
+        """Use a reloaded configuration: bots added get a sender, removed ones stop."""
+        with self._cond:
+            self.config = config
+            if self._watcher is not None and not self._stopping:
+                for name in config.bots:
+                    self._start_sender(name)
+            self._generation += 1
+            self._cond.notify_all()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Start no new send; give the ones in flight up to `timeout` (default
+        delivery.shutdown_grace) to finish; leave the rest stored; release the leases."""
+        grace = self.config.delivery.shutdown_grace if timeout is None else timeout
+        deadline = time.monotonic() + grace
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            senders = dict(self._senders)
+        self._stop_event.set()
+        for thread in senders.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._watcher is not None:
+            self._watcher.join(max(0.0, deadline - time.monotonic()))
+        stuck = sorted(name for name, thread in senders.items() if thread.is_alive())
+        if stuck:
+            # Their leases lapse in LEASE_TTL; the next holder sends the message again.
+            self.log.warning("stopped with a send still in flight for %s", ", ".join(stuck),
+                             extra={"event": "stop_in_flight", "bots": stuck})
+
+    def depths(self) -> list[tuple[str, int, float]]:
+        """(bot, waiting, oldest age in seconds) for every configured bot (0, 0 when idle)."""
+        found = {bot: (count, age) for bot, count, age in self.outbox.depths()}
+        names = list(self.config.bots) + sorted(set(found) - set(self.config.bots))
+        return [(name, *found.get(name, (0, 0.0))) for name in names]
+
+    def _probe(self) -> list[tuple[str, int, float]]:
+        try:
+            return self.depths()
+        except StorageError as exc:
+            # A scrape must still answer (with the other metrics) when the outbox is unreadable.
+            self.log.warning("%s", exc, extra={"event": "storage_error", "where": "metrics"})
+            return []
+
+    # -- threads ------------------------------------------------------------------------
+    def _start_sender(self, name: str) -> None:
+        """Called with self._cond held."""
+        thread = self._senders.get(name)
+        if thread is None or not thread.is_alive():
+            thread = threading.Thread(target=self._send_loop, args=(name,), name=f"bridge-send-{name}", daemon=True)
+            self._senders[name] = thread
+            thread.start()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def _sleep(self, seen: int, seconds: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != seen or self._stopping, seconds)
+
+    def _watch(self) -> None:
+        version, renewed, pruned, failure = None, 0.0, 0.0, None
+        while not self._stop_event.is_set():
+            try:
+                current = self.outbox.data_version()
+                if current != version:
+                    version = current
+                    self._wake()
+                now = time.monotonic()
+                if self._held and now - renewed >= LEASE_RENEW:
+                    self.outbox.renew(self.owner, LEASE_TTL)
+                    renewed = now
+                if now - pruned >= PRUNE_EVERY:
+                    # Sent rows are kept only as long as deduplication looks back.
+                    self.outbox.prune(time.time() - self.config.delivery.dedupe_window)
+                    pruned = now
+                failure = self._recovered(failure, "watcher")
+            except Exception as exc:  # the watcher must outlive any error: it keeps the leases
+                failure = self._failed(failure, exc, "watcher")
+            self._stop_event.wait(POLL_INTERVAL)
+        self.outbox.close()
+
+    def _send_loop(self, name: str) -> None:
+        holding, failure = False, None
+        try:
+            while True:
+                with self._cond:
+                    if self._stopping:
+                        return
+                    bot = self.config.bots.get(name)
+                    if bot is None:      # removed by a reload
+                        if self._senders.get(name) is threading.current_thread():
+                            del self._senders[name]
+                        return
+                    seen = self._generation
+                try:
+                    holding, wait = self._step(bot, holding)
+                    self._holds(name, holding)
+                    failure = self._recovered(failure, name)
+                except Exception as exc:  # a sender that dies strands its bot's messages
+                    failure, wait = self._failed(failure, exc, name), ERROR_PAUSE
+                    # Take the lease afresh: that puts a message whose result could not be
+                    # recorded back to pending, instead of leaving it in flight for good.
+                    holding = False
+                    self._holds(name, False)
+                if wait > 0:
+                    self._sleep(seen, wait)
+        finally:
+            self._leave(name, holding)
+
+    def _holds(self, name: str, holding: bool) -> None:
+        with self._cond:
+            (self._held.add if holding else self._held.discard)(name)
+
+    def _leave(self, name: str, holding: bool) -> None:
+        self._holds(name, False)
+        try:
+            if holding:
+                self.outbox.release(name, self.owner)
+        except StorageError:
+            pass  # the lease lapses by itself in LEASE_TTL
+        finally:
+            self.outbox.close()
+
+    def _failed(self, previous: str | None, exc: Exception, where: str) -> str:
+        text = str(exc)
+        if text != previous:  # once per distinct failure, not once per retry
+            if isinstance(exc, StorageError):
+                self.log.error("%s", text, extra={"event": "storage_error", "where": where})
+            else:
+                self.log.exception("delivery failed unexpectedly", extra={"event": "delivery_bug", "where": where})
+        return text
+
+    def _recovered(self, previous: str | None, where: str) -> None:
+        if previous is not None:
+            self.log.info("outbox usable again", extra={"event": "storage_recovered", "where": where})
+        return None
+
+    # -- one step of a sender -------------------------------------------------------------
+    def _step(self, bot: Bot, holding: bool) -> tuple[bool, float]:
+        """Do the next thing for this bot; returns (holding the lease, seconds to wait)."""
+        if not holding:
+            return self._try_lease(bot.name)
+        head = self.outbox.head(bot.name)
+        if head is None:
+            return True, IDLE_WAIT
+        state = self.outbox.bot_state(bot.name)
+        now = time.time()
+        due = max(now, state.paused_until)
+        if bot.sends:
+            ends = self.outbox.recent_ends(bot.name, bot.rate_limit.per_minute)
+            due = max(due, next_allowed(ends, bot.rate_limit, now))
+        if due > now:
+            return True, due - now
+        if self._stopping:
+            return True, 0.0
+        try:
+            if not bot.sends:
+                self._dry_run(bot, head)
+                return True, 0.0
+            send_id = self.outbox.claim(head.id, bot.name, self.owner, record=True)
+        except LeaseLost:
+            self.log.warning("lost the lease of bot %s; another process sends for it", bot.name,
+                             extra={"event": "lease_lost", "bot": bot.name})
+            return False, 0.0
+        if send_id is not None:
+            self._deliver(bot, head, send_id, state.backoff)
+        return True, 0.0
+
+    def _dry_run(self, bot: Bot, head: Head) -> None:
+        """Dry-run bots print what they would send, so the service is useful with no Feishu account."""
+        if self.outbox.mark_logged(head.id, bot.name, self.owner):
+            self.log.info("dry run: would send %s", head.body,
+                          extra={"event": "dry_run", "bot": bot.name, "group_key": head.group_key,
+                                 "part": f"{head.part}/{head.parts}", "message_id": head.id})
+            self._count("dry_run", bot.name)
+
+    def _try_lease(self, name: str) -> tuple[bool, float]:
+        state = self.outbox.bot_state(name)
+        now = time.time()
+        if state.owner not in (None, self.owner) and state.expires > now:
+            return False, state.expires - now   # or sooner, if woken by a change
+        takeover = self.outbox.acquire(name, self.owner, LEASE_TTL)
+        if takeover is None:
+            return False, LEASE_RENEW
+        if takeover.requeued:
+            self.log.warning("took over bot %s; %d message(s) left in flight by %s will be sent again",
+                             name, takeover.requeued, takeover.previous or "an earlier run",
+                             extra={"event": "takeover", "bot": name, "requeued": takeover.requeued})
+        return True, 0.0
+
+    def _deliver(self, bot: Bot, head: Head, send_id: int, last_delay: float) -> None:
+        fields = {"bot": bot.name, "group_key": head.group_key, "part": f"{head.part}/{head.parts}",
+                  "message_id": head.id, "attempt": head.attempts + 1}
+        started = time.monotonic()
+        try:
+            result = self.client.send(bot, json.loads(head.body))
+        except Exception:
+            self.log.exception("the Feishu client failed; the message will be retried",
+                               extra={"event": "delivery_bug", **fields})
+            result = SendResult(Outcome.RETRY, UNEXPECTED_ANSWER, detail="the client raised an error (see the log)")
+        if self.metrics is not None:
+            self.metrics.send_seconds.labels(bot.name).observe(time.monotonic() - started)
+        self._settle(bot, head, send_id, result, last_delay, fields)
+
+    def _settle(self, bot: Bot, head: Head, send_id: int, result: SendResult, last_delay: float,
+                fields: dict) -> None:
+        fields = {**fields, "outcome": result.outcome.value, "reason": result.reason, "code": result.code}
+        self._count_result(bot.name, result)
         if result.outcome is Outcome.SENT:
-            self.log.info("sent", extra={"event": "sent", **fields})
+            ours = self.outbox.mark_sent(head.id, send_id, bot.name, self.owner, result.code)
+            self.log.info("sent", extra={"event": "sent", "queued_seconds": round(time.time() - head.created, 3),
+                                         **fields})
+            self._count("sent", bot.name)
+        elif result.outcome is Outcome.PERMANENT:
+            ours = self._dead(bot, head, send_id, result, result.detail, fields)
         else:
-            self.log.error("not delivered: %s (%s)", result.advice, result.detail,
-                           extra={"event": "send_failed", **fields})
+            ours = self._retry(bot, head, send_id, result, last_delay, fields)
+        if not ours:
+            self.log.warning("the lease of bot %s lapsed during a send; the new holder may send it again",
+                             bot.name, extra={"event": "lease_lost", **fields})
+
+    def _retry(self, bot: Bot, head: Head, send_id: int, result: SendResult, last_delay: float,
+               fields: dict) -> bool:
+        settings = self.config.delivery
+        now = time.time()
+        age = now - head.created
+        if age >= settings.max_age:
+            detail = f"gave up after {head.attempts + 1} attempts in {age:.0f}s (delivery.max_age); {result.detail}"
+            return self._dead(bot, head, send_id, result, detail, fields)
+        delay = backoff(last_delay, settings.backoff_base, settings.backoff_cap, self._rng)
+        # The last attempt lands at max_age, not beyond; Feishu's own "wait" wins over both.
+        when = min(now + delay, head.created + settings.max_age)
+        if result.retry_after is not None:
+            when = max(when, now + result.retry_after)
+        ours = self.outbox.reschedule(head.id, send_id, bot.name, self.owner, when=when, delay=delay,
+                                      reason=result.reason, code=result.code, detail=result.detail)
+        self.log.warning("not delivered yet, retrying in %.1fs: %s (%s)", when - now, result.advice, result.detail,
+                         extra={"event": "retry", "retry_in": round(when - now, 3), **fields})
+        self._count("retries", bot.name)
+        return ours
+
+    def _dead(self, bot: Bot, head: Head, send_id: int, result: SendResult, detail: str, fields: dict) -> bool:
+        ours = self.outbox.dead_letter(head.id, send_id, bot.name, self.owner, reason=result.reason,
+                                       code=result.code, detail=detail)
+        self.log.error("not delivered, kept as dead letter %d: %s (%s)", head.id, result.advice, detail,
+                       extra={"event": "dead_letter", **fields})
+        self._count("dead_letters", bot.name, reason=result.reason)
+        return ours
+
+    # -- counting -----------------------------------------------------------------------
+    def _count(self, name: str, bot: str, reason: str = "") -> None:
+        self.counters.add(name, bot)
+        if self.metrics is None:
+            return
+        m = self.metrics
+        if name == "retries":
+            m.retries.labels(bot).inc()
+        elif name == "dead_letters":
+            m.dead_letters.labels(bot, reason).inc()
+        elif name == "duplicates":
+            m.duplicates.labels(bot).inc()
+        elif name == "superseded":
+            m.superseded.labels(bot).inc()
+        elif name == "dry_run":
+            m.messages.labels(bot, "dry_run").inc()
+
+    def _count_result(self, bot: str, result: SendResult) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.messages.labels(bot, result.outcome.value).inc()
+        if result.outcome is not Outcome.SENT:
+            code = "none" if result.code is None else str(result.code)
+            self.metrics.feishu_errors.labels(bot, result.reason, code).inc()

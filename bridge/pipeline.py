@@ -6,12 +6,14 @@ HTTP handler, so it does no network I/O: sending happens in the delivery layer.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from .config import Config
-from .model import Alert, Notification
+from .model import Alert, Notification, fingerprint
 from .render import Renderer
 from .routing import route_alert
 
@@ -26,6 +28,26 @@ class OutgoingMessage:
     body: dict
     part: int = 1
     parts: int = 1
+    # The same notification delivered twice (an Alertmanager retry, each member of an HA
+    # pair) gets the same identity, so the outbox keeps one; "" turns deduplication off.
+    identity: str = ""
+
+
+def notification_identity(notification: Notification) -> str:
+    """A digest of what makes a notification the same one again.
+
+    It leaves out what differs between the members of an Alertmanager HA pair (receiver,
+    external URL) and what templates add; it keeps the group, its status and each
+    alert's fingerprint, status, start and end (a firing alert's endsAt is zeroed at
+    each flush, protocols.md B.2, so it is the same on both members).
+    """
+    alerts = sorted(
+        (a.fingerprint or fingerprint(a.labels), a.status,
+         a.starts_at.isoformat() if a.starts_at else "", a.ends_at.isoformat() if a.ends_at else "")
+        for a in notification.alerts
+    )
+    doc = [notification.source, notification.group_key, notification.status, alerts]
+    return hashlib.sha256(json.dumps(doc, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -66,10 +88,13 @@ class Pipeline:
         out: list[OutgoingMessage] = []
         for name, alerts in shares.items():
             bot = self.config.bots[name]
-            bodies = self.renderer.render(notification.subset(alerts), bot)
+            share = notification.subset(alerts)
+            bodies = self.renderer.render(share, bot)
+            identity = notification_identity(share)
             out.extend(
                 OutgoingMessage(bot=name, group_key=notification.group_key, source=notification.source,
-                                body=body, part=i, parts=len(bodies))
+                                body=body, part=i, parts=len(bodies),
+                                identity=f"{identity}:{name}:{i}/{len(bodies)}")
                 for i, body in enumerate(bodies, start=1)
             )
         return out
