@@ -68,6 +68,7 @@ class Bridge:
                 self.log.warning("storage.path changed: it takes effect at the next start",
                                  extra={"event": "reload_storage_path"})
             self.config, self.pipeline = config, pipeline
+            self.delivery.configure(config)   # new bots get a sender; changed URLs, secrets, limits apply
             self.watcher.acknowledge(config.file_signature)
             self.metrics.reload_ok.set(1)
             self.metrics.reload_time.set_to_current_time()
@@ -98,7 +99,7 @@ def create_app(config: Config | None = None, *, client: FeishuClient | None = No
     config = config if config is not None else load()
     log = logger or logging.getLogger("bridge")
     metrics = metrics or Metrics()
-    delivery = Delivery(config.bots, client or FeishuClient(), log)
+    delivery = Delivery(config, client or FeishuClient(), log, metrics=metrics)
     bridge = Bridge(config, delivery, log, metrics)
 
     app = Flask("bridge")

@@ -105,6 +105,38 @@ def _parser() -> argparse.ArgumentParser:
     send_test.add_argument("--config", metavar="PATH", help="config file (default: the embedded example config)")
     send_test.add_argument("--bot", metavar="NAME", required=True, help="the bot to send to")
     send_test.set_defaults(run=_send_test)
+
+    outbox = sub.add_parser(
+        "outbox", help="list or re-queue stored messages (dead letters)",
+        description="Look into the durable outbox that the service sends from (storage.path of the config).",
+        epilog="examples:\n  feishu-alert-bridge outbox list --dead --config config.yaml\n"
+               "  feishu-alert-bridge outbox retry --all-dead --config config.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    listing = outbox_sub.add_parser(
+        "list", help="show waiting messages and dead letters",
+        description="Show the messages waiting to be sent and the dead letters (or only these with --dead): "
+                    "id, bot, state, attempts, age and the last reason. Bodies, URLs and secrets are not shown.",
+        epilog="example: feishu-alert-bridge outbox list --dead --config config.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    listing.add_argument("--config", metavar="PATH", help="config file (default: the embedded example config)")
+    listing.add_argument("--dead", action="store_true", help="only dead letters")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(run=_outbox_list)
+    retry = outbox_sub.add_parser(
+        "retry", help="queue dead letters again",
+        description="Queue dead letters again, as if just accepted: by ID, or every one with --all-dead. "
+                    "The running service picks them up within a second.",
+        epilog="example: feishu-alert-bridge outbox retry 42 --config config.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    retry.add_argument("--config", metavar="PATH", help="config file (default: the embedded example config)")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", metavar="ID", nargs="?", type=int, help="a dead letter's id (from outbox list)")
+    which.add_argument("--all-dead", action="store_true", help="every dead letter")
+    retry.set_defaults(run=_outbox_retry)
     return parser
 
 
@@ -222,3 +254,58 @@ def _send_test(args: argparse.Namespace) -> int:
     if result.detail:
         print(f"  Feishu said: {result.detail}", file=sys.stderr)
     return 1
+
+
+def _open_outbox(config_path: str | None):
+    from . import config as config_module
+    from .outbox import Outbox
+
+    config = config_module.load(config_path)
+    if not config.storage.path.exists():
+        raise BridgeError(f"no outbox at {config.storage.path} (storage.path): has the service run with this config?")
+    return Outbox(config.storage.path)
+
+
+def _outbox_list(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    entries = _open_outbox(args.config).list(dead=True if args.dead else None)
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry.as_dict(), ensure_ascii=False))
+        return 0
+    if not entries:
+        print("no dead letters" if args.dead else "the outbox is empty: nothing waiting, no dead letters")
+        return 0
+    now = time.time()
+    print(f"{'ID':>6}  {'BOT':<16} {'STATE':<8} {'PART':>5} {'TRIES':>5} {'AGE':>7}  REASON")
+    for e in entries:
+        reason = " ".join(str(x) for x in (e.reason, f"code {e.code}" if e.code is not None else None,
+                                           e.detail) if x)
+        print(f"{e.id:>6}  {e.bot:<16} {e.state:<8} {f'{e.part}/{e.parts}':>5} {e.attempts:>5} "
+              f"{_age(now - e.created):>7}  {reason}")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    s = int(max(0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _outbox_retry(args: argparse.Namespace) -> int:
+    outbox = _open_outbox(args.config)
+    if args.all_dead:
+        count = outbox.retry_all_dead()
+        print(f"{count} dead letter{'s' if count != 1 else ''} queued again")
+        return 0
+    if outbox.retry(args.id) == 0:
+        raise BridgeError(f"no dead letter with id {args.id} (see: feishu-alert-bridge outbox list --dead)")
+    print(f"dead letter {args.id} queued again")
+    return 0

@@ -29,7 +29,10 @@ def healthy() -> Response:
 def ready() -> tuple[Response, int] | Response:
     bridge = current_app.extensions.get("bridge")
     if bridge is None:
-        return jsonify(status="not ready"), 503
+        return jsonify(status="not ready", reason="no configuration loaded"), 503
+    problem = bridge.delivery.outbox.writable_problem()
+    if problem is not None:
+        return jsonify(status="not ready", reason=f"outbox not writable: {problem}"), 503
     return jsonify(status="ready", bots=list(bridge.config.bots))
 
 

@@ -30,7 +30,7 @@ def _worker_exit(server, worker) -> None:
     app = getattr(worker, "wsgi", None)
     bridge = getattr(app, "extensions", {}).get("bridge") if app is not None else None
     if bridge is not None:
-        bridge.stop(timeout=10.0)
+        bridge.stop()  # waits up to delivery.shutdown_grace for the send in flight
 
 
 def _child_exit(server, worker) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -193,7 +195,10 @@ def test_dry_run_bot_logs_the_message_instead_of_sending(fake_feishu, tmp_path, 
         with caplog.at_level(logging.INFO, logger="bridge"):
             body = (FIXTURES / "alertmanager" / "am025-firing-single.json").read_bytes()
             assert post(app.test_client(), "/alertmanager", body).status_code == 200
-            app.extensions["bridge"].stop(timeout=5)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(
+                    getattr(r, "event", "") == "dry_run" for r in caplog.records):
+                time.sleep(0.05)
         dry = [r for r in caplog.records if getattr(r, "event", "") == "dry_run"]
         assert len(dry) == 1 and '"msg_type"' in dry[0].getMessage()
         assert fake_feishu.attempts("tok-ops-0001") == []
@@ -220,3 +225,21 @@ def test_each_request_has_an_id_in_the_answer_and_the_log(client, caplog):
     assert len(made.headers["X-Request-Id"]) == 16 and odd.headers["X-Request-Id"] != "<script>" * 20
     accepted = [r for r in caplog.records if getattr(r, "event", "") == "accepted"]
     assert [r.request_id for r in accepted][:1] == ["am-retry-7"]
+
+
+def test_ready_says_so_only_while_the_outbox_is_writable(client, app):
+    assert client.get("/-/ready").status_code == 200
+    outbox = app.extensions["bridge"].delivery.outbox
+    blocker = sqlite3.connect(outbox.path, timeout=0, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holding the store's write lock
+    try:
+        response = client.get("/-/ready")
+        assert response.status_code == 503 and "outbox not writable" in response.get_json()["reason"]
+        # The handler answers 503 too: nothing is acknowledged that was not stored.
+        body = (FIXTURES / "alertmanager" / "am025-firing-single.json").read_bytes()
+        answer = post(client, "/alertmanager", body)
+        assert answer.status_code == 503 and "retry" in answer.get_json()["error"]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert client.get("/-/ready").status_code == 200

@@ -35,8 +35,9 @@ def test_counts_after_known_traffic_in_process(tmp_path, fake_feishu):
     app = create_app(load(path), logger=logging.getLogger("bridge.metrics-test"))
     client = app.test_client()
     try:
-        for _ in range(3):
-            assert client.post("/alertmanager", data=BODY, content_type="application/json").status_code == 200
+        for i in range(3):  # three different groups: the same one again would be a duplicate
+            body = json.dumps({**json.loads(BODY), "groupKey": f"{{}}:{{alertname=\"A{i}\"}}"})
+            assert client.post("/alertmanager", data=body, content_type="application/json").status_code == 200
         assert client.post("/alertmanager", data=b"{", content_type="application/json").status_code == 400
         assert client.post("/grafana/nobody", data=BODY, content_type="application/json").status_code == 404
         assert client.post("/alertmanager", data=b"{}", content_type="text/plain").status_code == 415
@@ -59,7 +60,8 @@ def test_counts_after_known_traffic_in_process(tmp_path, fake_feishu):
         # A template that fails at render time is counted by name; the bot got the fallback card.
         (tmp_path / "default.json.j2").write_text('{"msg_type": "text", "content": {"text": {{ 1 / 0 }}}}')
         assert client.post("/-/reload").status_code == 200
-        assert client.post("/alertmanager", data=BODY, content_type="application/json").status_code == 200
+        body = json.dumps({**json.loads(BODY), "groupKey": "{}:{alertname=\"A3\"}"})
+        assert client.post("/alertmanager", data=body, content_type="application/json").status_code == 200
         fake_feishu.wait_for("tok-metrics-9931", 4)
         values = samples(client.get("/metrics").get_data(as_text=True))
         assert values[("feishu_bridge_render_errors_total", (("template", "default"),))] == 1

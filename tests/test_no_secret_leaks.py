@@ -9,6 +9,7 @@ import hmac
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -81,7 +82,9 @@ def test_nothing_secret_in_logs_answers_metrics_or_cli_output(fake_feishu, tmp_p
                                headers={"Content-Type": "application/json", **wrong}))
         keep(requests.post(f"{bridge.url}/alertmanager", data=b"{", headers=auth, timeout=10))
         fake_feishu.wait_for(TOKEN_OK, 2)
-        # The refusals (bad signature, unknown token) have happened and been logged by now.
+        deadline = time.monotonic() + 15   # Feishu's refusals have to have happened and been logged
+        while not ("bad_signature" in bridge.log() and "bad_token" in bridge.log()) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert not fake_feishu.received(TOKEN_BADSIG)
 
         config.write_text(good + "route_typo: 1\n")

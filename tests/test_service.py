@@ -25,6 +25,9 @@ bots:
     keywords: ["告警"]
 route: {{bots: [ops]}}
 storage: {{path: outbox.db}}
+# Two of the payloads are later states of another's group: with coalescing a newer one may
+# replace an older one still waiting, and this test wants every card.
+delivery: {{coalesce: false}}
 """)
     bridge = BridgeProcess(config, tmp_path / "bridge.log", workers=2, env={"OPS_SECRET": SECRET})
     try:
