@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import requests
 
@@ -39,7 +40,32 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = N
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
-class BridgeProcess:
+class _Process:
+    """A child process started in its own session, its output in log_path."""
+
+    proc: subprocess.Popen
+    log_path: Path
+    _log: IO[bytes]
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal it, wait, and SIGKILL its whole process group if it does not go."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+class BridgeProcess(_Process):
     """`python -m bridge serve` (gunicorn) on a free port."""
 
     def __init__(self, config_path: Path, log_path: Path, *, workers: int = 2, threads: int = 4,
@@ -60,21 +86,6 @@ class BridgeProcess:
             self.stop()
             raise
 
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
 
 
 # -- the real Alertmanager and Prometheus (Debian packages), for tests/e2e -----------------
@@ -122,7 +133,7 @@ def wait_ok(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     raise TimeoutError(f"{url} did not answer 200 within {timeout}s (last: {last})")
 
 
-class DaemonProcess:
+class DaemonProcess(_Process):
     """A server binary on a free loopback port, its files and log under one work directory.
 
     If it does not become ready, the exception carries the end of its log.
@@ -145,21 +156,6 @@ class DaemonProcess:
             raise RuntimeError(f"{self.name} did not start: {exc}\n--- {self.log_path} ---\n"
                                f"{self.log()[-LOG_TAIL_CHARS:]}") from None
 
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
 
 
 class AlertmanagerProcess(DaemonProcess):
