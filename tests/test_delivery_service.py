@@ -411,10 +411,10 @@ def test_a_repeated_notification_and_an_ha_pair_give_one_message_per_bot(fake_fe
 
 # -- 6. a burst over several workers, within both windows ------------------------------------
 def test_a_burst_over_three_workers_keeps_both_windows_and_the_order(fake_feishu, tmp_path, bridges):
-    # Feishu's minute window is 60 s, so exercising it takes a minute whatever the numbers.
-    # With 20/min (fake and bot) and 30 messages, 20 go in the first 4 s (5/s), the rest
-    # wait for the first ones to leave the minute window: the minimum drain is 61 s.
-    token, per_second, per_minute, count = "tok-burst-0d5e", 5, 20, 30
+    # The burst, at Feishu's own limits (5/s, 100/min on the fake and the bot): 300
+    # messages take at least 139 s, the price of exercising the minute window three times
+    # over. The first 100 leave at 5/s; each later hundred waits for the minute to pass.
+    token, per_second, per_minute, count = "tok-burst-0d5e", 5, 100, 300
     url = fake_feishu.add_bot(token, rate_per_second=per_second, rate_per_minute=per_minute)
     config = write_config(tmp_path, [bot("ops", url, rate_limit={"per_second": per_second,
                                                                  "per_minute": per_minute})])
