@@ -25,7 +25,7 @@ _RESULTS = {200: "accepted", 400: "bad_request", 401: "unauthorized", 404: "unkn
 
 
 @blueprint.after_request
-def count(response: Response) -> Response:
+def count_notification(response: Response) -> Response:
     source = (request.endpoint or "").rpartition(".")[2]
     if source in ("alertmanager", "grafana"):
         result = _RESULTS.get(response.status_code, "error")
@@ -51,8 +51,8 @@ def _accept(source: str, bot: str | None) -> Response:
         raise NotFound(f"unknown bot {bot!r}: configured bots are {', '.join(bridge.config.bots)}")
     notification = sources.parse(source, _json_body())
     accepted = bridge.pipeline.accept(notification, only_bot=bot)
-    for name, count in accepted.routed.items():
-        bridge.metrics.alerts_routed.labels(name).inc(count)
+    for name, alerts in accepted.routed.items():
+        bridge.metrics.alerts_routed.labels(name).inc(alerts)
     return jsonify(accepted.as_json())
 
 
