@@ -19,6 +19,13 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No HTTP(S) proxy from the environment: the fake Feishu is on loopback."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
 def fake_feishu():
     """The strict fake Feishu webhook server, on a free loopback port."""
     from fake_feishu import FakeFeishu

@@ -1,6 +1,6 @@
-"""The fake Feishu is strict: it refuses what the real one refuses, with the real answer.
+"""The fake_feishu Feishu is strict: it refuses what the real one refuses, with the real answer.
 
-A lenient fake proves nothing, so these tests post bad bodies straight to it with
+A lenient fake_feishu proves nothing, so these tests post bad bodies straight to it with
 requests and check each refusal's HTTP status and code.
 """
 
@@ -21,18 +21,8 @@ REQUESTS = Path(__file__).parent / "fixtures" / "feishu" / "requests"
 GUIDE_TS = 1599360473
 GUIDE_SIGN = "l1N0gAcBjdwBvGm1xMjOF0XSyaLRpR7tuO5dHfhAYc8="
 FAST = 1000  # a rate that no test here reaches, for tests about other checks
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def fake():
-    with FakeFeishu() as fake:
-        yield fake
+# Every test here talks to the fake on loopback: no proxy from the environment.
+pytestmark = pytest.mark.usefixtures("no_proxy_env")
 
 
 @pytest.fixture
@@ -45,8 +35,8 @@ def fake_at():
         return started[-1]
 
     yield start
-    for fake in started:
-        fake.stop()
+    for fake_feishu in started:
+        fake_feishu.stop()
 
 
 def post(url: str, body: object, content_type: str = "application/json") -> requests.Response:
@@ -76,28 +66,28 @@ def button(**behavior: object) -> dict:
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in REQUESTS.glob("*.json") if "signed" not in p.stem))
-def test_accepts_every_request_body_from_the_guide(fake, name):
-    url = fake.add_bot("t")
+def test_accepts_every_request_body_from_the_guide(fake_feishu, name):
+    url = fake_feishu.add_bot("t")
     body = json.loads((REQUESTS / f"{name}.json").read_text())
 
     response = post(url, body)
 
     assert (response.status_code, response.json()) == (200, SUCCESS)
-    assert fake.received("t") == [body]
+    assert fake_feishu.received("t") == [body]
 
 
-def test_unknown_token_gets_19001_with_http_200(fake):
-    fake.add_bot("known")
-    response = post(f"{fake.base_url}/open-apis/bot/v2/hook/unknown", text("hi"))
+def test_unknown_token_gets_19001_with_http_200(fake_feishu):
+    fake_feishu.add_bot("known")
+    response = post(f"{fake_feishu.base_url}/open-apis/bot/v2/hook/unknown", text("hi"))
     assert answer(response) == (200, 19001)
-    assert fake.attempts("unknown")[0].why == "unknown token"
+    assert fake_feishu.attempts("unknown")[0].why == "unknown token"
 
 
-def test_wrong_method_and_wrong_path_are_refused(fake):
-    url = fake.add_bot("t")
+def test_wrong_method_and_wrong_path_are_refused(fake_feishu):
+    url = fake_feishu.add_bot("t")
     assert requests.get(url, timeout=5).status_code == 405
-    assert post(f"{fake.base_url}/open-apis/bot/v2/hooks/t", text("hi")).status_code == 404
-    assert fake.received("t") == []
+    assert post(f"{fake_feishu.base_url}/open-apis/bot/v2/hooks/t", text("hi")).status_code == 404
+    assert fake_feishu.received("t") == []
 
 
 @pytest.mark.parametrize("raw, content_type", [
@@ -110,14 +100,14 @@ def test_wrong_method_and_wrong_path_are_refused(fake):
     ('{"msg_type":"text","content":{"text":"caf\u00e9"}}'.encode("latin-1"), "application/json"),
     (b"", "application/json"),
 ])
-def test_malformed_bodies_get_9499_bad_request(fake, raw, content_type):
-    url = fake.add_bot("t")
+def test_malformed_bodies_get_9499_bad_request(fake_feishu, raw, content_type):
+    url = fake_feishu.add_bot("t")
     response = post(url, raw, content_type)
     assert (response.status_code, response.json()) == (400, BAD_REQUEST)
 
 
-def test_body_size_limit_is_on_raw_bytes(fake):
-    url = fake.add_bot("t", rate_per_second=FAST)
+def test_body_size_limit_is_on_raw_bytes(fake_feishu):
+    url = fake_feishu.add_bot("t", rate_per_second=FAST)
     room = BODY_LIMIT_BYTES - len(json.dumps(text("")).encode())
     # 3-byte characters: a limit counted in characters would let far more through.
     at_limit = json.dumps(text("告" * (room // 3) + "x" * (room % 3)), ensure_ascii=False).encode()
@@ -168,15 +158,15 @@ BAD_SHAPES = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_SHAPES))
-def test_bad_shapes_get_9499(fake, name):
-    url = fake.add_bot("t")
+def test_bad_shapes_get_9499(fake_feishu, name):
+    url = fake_feishu.add_bot("t")
     response = post(url, BAD_SHAPES[name])
     assert (response.status_code, response.json()) == (400, BAD_REQUEST)
-    assert fake.attempts("t")[0].why.startswith("shape:")
+    assert fake_feishu.attempts("t")[0].why.startswith("shape:")
 
 
-def test_card_limits_are_inclusive(fake):
-    url = fake.add_bot("t", rate_per_second=FAST)
+def test_card_limits_are_inclusive(fake_feishu):
+    url = fake_feishu.add_bot("t", rate_per_second=FAST)
     assert answer(post(url, card2(*[md(str(i)) for i in range(200)]))) == (200, 0)
     assert answer(post(url, card2(*[button(default_url="https://x.test") for _ in range(100)]))) == (200, 0)
     header = {"title": {"tag": "plain_text", "content": "t"}, "template": "carmine"}
@@ -191,8 +181,8 @@ def test_card_limits_are_inclusive(fake):
     "<at></at>",
     "<person id=all></person>",
 ])
-def test_card_mentions_not_by_open_id_or_user_id_get_11246(fake, mention):
-    url = fake.add_bot("t")
+def test_card_mentions_not_by_open_id_or_user_id_get_11246(fake_feishu, mention):
+    url = fake_feishu.add_bot("t")
     assert answer(post(url, card2(md(f"owner: {mention}")))) == (200, 11246)
 
 
@@ -200,13 +190,13 @@ def test_card_mentions_not_by_open_id_or_user_id_get_11246(fake, mention):
     "<at id=all></at>", "<at id=ou_0a1b2c></at>", '<at id="5d9bdxxx"></at>',
     "<at ids=ou_a1,ou_b2></at>", "<person id=ou_0a1b2c></person>",
 ])
-def test_card_mentions_by_open_id_user_id_or_all_are_accepted(fake, mention):
-    url = fake.add_bot("t")
+def test_card_mentions_by_open_id_user_id_or_all_are_accepted(fake_feishu, mention):
+    url = fake_feishu.add_bot("t")
     assert answer(post(url, card2(md(f"owner: {mention}")))) == (200, 0)
 
 
-def test_text_mention_of_an_unknown_id_is_delivered_as_the_guide_says(fake):
-    url = fake.add_bot("t")
+def test_text_mention_of_an_unknown_id_is_delivered_as_the_guide_says(fake_feishu):
+    url = fake_feishu.add_bot("t")
     assert answer(post(url, text('<at user_id="bob@example.com">Bob</at> look'))) == (200, 0)
 
 
@@ -221,12 +211,12 @@ def signed_text(ts: object = str(GUIDE_TS), sign: object = GUIDE_SIGN) -> dict:
 
 
 def test_guide_signature_is_accepted_and_its_placeholder_refused(fake_at):
-    fake = fake_at(10)
-    url = fake.add_bot("s", secret="demo")
+    fake_feishu = fake_at(10)
+    url = fake_feishu.add_bot("s", secret="demo")
     sample = json.loads((REQUESTS / "text-signed-example.json").read_text())
     assert answer(post(url, sample)) == (200, 19021)
     assert answer(post(url, {**sample, "sign": GUIDE_SIGN})) == (200, 0)
-    assert fake.received("s") == [text("request example")]
+    assert fake_feishu.received("s") == [text("request example")]
 
 
 @pytest.mark.parametrize("body", [
@@ -247,8 +237,8 @@ def test_signature_window_is_one_hour_both_ways(fake_at, offset, accepted):
     assert answer(post(url, signed_text())) == (200, 0 if accepted else 19021)
 
 
-def test_bot_without_secret_ignores_a_signature(fake):
-    url = fake.add_bot("t")
+def test_bot_without_secret_ignores_a_signature(fake_feishu):
+    url = fake_feishu.add_bot("t")
     assert answer(post(url, signed_text(sign="garbage"))) == (200, 0)
 
 
@@ -266,40 +256,40 @@ def test_bot_without_secret_ignores_a_signature(fake):
     ({"msg_type": "interactive", "card": {"header": {"template": "red"}, "elements": []}}, 19024),
 ], ids=["text", "missing", "card title", "i18n title", "only in url", "only in href", "post title",
         "at user_name", "template is not text"])
-def test_keywords_are_searched_in_text_values_only(fake, body, code):
-    url = fake.add_bot("k", keywords=["告警", "alert"], rate_per_second=FAST)
+def test_keywords_are_searched_in_text_values_only(fake_feishu, body, code):
+    url = fake_feishu.add_bot("k", keywords=["告警", "alert"], rate_per_second=FAST)
     assert answer(post(url, body)) == (200, code)
 
 
-def test_rate_limit_is_a_sliding_second_answered_9499_http_400(fake):
-    url = fake.add_bot("t")
+def test_rate_limit_is_a_sliding_second_answered_9499_http_400(fake_feishu):
+    url = fake_feishu.add_bot("t")
     assert [answer(post(url, text(str(i)))) for i in range(5)] == [(200, 0)] * 5
     assert answer(post(url, text("6th"))) == (400, 9499)
     time.sleep(0.5)
     assert answer(post(url, text("half a second later"))) == (400, 9499)
     time.sleep(0.6)
     assert answer(post(url, text("a second later"))) == (200, 0)
-    assert len(fake.throttled("t")) == 2
-    assert fake.throttled("t")[0].body == text("6th")
-    assert len(fake.received("t")) == 6
+    assert len(fake_feishu.throttled("t")) == 2
+    assert fake_feishu.throttled("t")[0].body == text("6th")
+    assert len(fake_feishu.received("t")) == 6
 
 
-def test_rate_limit_per_minute(fake):
-    url = fake.add_bot("t", rate_per_second=FAST, rate_per_minute=3)
+def test_rate_limit_per_minute(fake_feishu):
+    url = fake_feishu.add_bot("t", rate_per_second=FAST, rate_per_minute=3)
     assert [answer(post(url, text(str(i))))[1] for i in range(4)] == [0, 0, 0, 9499]
 
 
-def test_rate_limits_are_per_bot(fake):
-    a, b = fake.add_bot("a"), fake.add_bot("b")
+def test_rate_limits_are_per_bot(fake_feishu):
+    a, b = fake_feishu.add_bot("a"), fake_feishu.add_bot("b")
     for i in range(5):
         post(a, text(str(i)))
     assert answer(post(b, text("b"))) == (200, 0)
-    assert fake.throttled("b") == []
+    assert fake_feishu.throttled("b") == []
 
 
-def test_script_injects_faults_then_checks_resume(fake):
-    url = fake.add_bot("t", rate_per_second=FAST)
-    fake.script("t", ("code", 11232), ("http", 502), ("code", 9499, 400, "too many request"),
+def test_script_injects_faults_then_checks_resume(fake_feishu):
+    url = fake_feishu.add_bot("t", rate_per_second=FAST)
+    fake_feishu.script("t", ("code", 11232), ("http", 502), ("code", 9499, 400, "too many request"),
                 ("reset",), ("close",), ("http", 429, {"code": 99991400, "msg": "x"}, {"Retry-After": "3"}))
 
     assert post(url, text("a")).json()["msg"].startswith("frequency limited")
@@ -311,68 +301,68 @@ def test_script_injects_faults_then_checks_resume(fake):
     throttled = post(url, text("e"))
     assert (throttled.status_code, throttled.headers["Retry-After"]) == (429, "3")
     assert answer(post(url, text("f"))) == (200, 0)
-    assert fake.received("t") == [text("f")]
-    assert [a.http_status for a in fake.attempts("t")] == [200, 502, 400, None, None, 429, 200]
+    assert fake_feishu.received("t") == [text("f")]
+    assert [a.http_status for a in fake_feishu.attempts("t")] == [200, 502, 400, None, None, 429, 200]
 
 
-def test_lost_answer_delivers_but_the_sender_sees_a_reset(fake):
-    url = fake.add_bot("t")
-    fake.script("t", ("lost_answer",))
+def test_lost_answer_delivers_but_the_sender_sees_a_reset(fake_feishu):
+    url = fake_feishu.add_bot("t")
+    fake_feishu.script("t", ("lost_answer",))
     with pytest.raises(requests.ConnectionError):
         post(url, text("delivered"))
-    assert fake.received("t") == [text("delivered")]
+    assert fake_feishu.received("t") == [text("delivered")]
 
 
-def test_hang_delays_then_checks_as_usual(fake):
-    url = fake.add_bot("t")
-    fake.script("t", ("hang", 0.3))
+def test_hang_delays_then_checks_as_usual(fake_feishu):
+    url = fake_feishu.add_bot("t")
+    fake_feishu.script("t", ("hang", 0.3))
     started = time.monotonic()
     assert answer(post(url, text("slow"))) == (200, 0)
     assert time.monotonic() - started >= 0.3
 
 
-def test_unknown_script_step_is_refused(fake):
-    fake.add_bot("t")
+def test_unknown_script_step_is_refused(fake_feishu):
+    fake_feishu.add_bot("t")
     with pytest.raises(ValueError):
-        fake.script("t", ("explode",))
+        fake_feishu.script("t", ("explode",))
 
 
 def test_stop_does_not_wait_for_a_hung_request():
-    fake = FakeFeishu().start()
-    url = fake.add_bot("t")
-    fake.script("t", ("hang", 30))
+    fake_feishu = FakeFeishu().start()
+    url = fake_feishu.add_bot("t")
+    fake_feishu.script("t", ("hang", 30))
     with pytest.raises(requests.Timeout):
         requests.post(url, json=text("x"), timeout=0.2)
     started = time.monotonic()
-    fake.stop()
+    fake_feishu.stop()
     assert time.monotonic() - started < 2
 
 
-def test_wait_for_blocks_until_accepted_and_reports_what_it_saw(fake):
-    url = fake.add_bot("t")
+def test_wait_for_blocks_until_accepted_and_reports_what_it_saw(fake_feishu):
+    url = fake_feishu.add_bot("t")
     threading.Timer(0.2, post, (url, text("later"))).start()
-    assert fake.wait_for("t", 1, timeout=5) == [text("later")]
+    assert fake_feishu.wait_for("t", 1, timeout=5) == [text("later")]
 
     post(url, text(""))  # accepted: no keywords
     post(url, {"msg_type": "nope"})
     with pytest.raises(AssertionError, match="msg_type"):
-        fake.wait_for("t", 3, timeout=0.2)
+        fake_feishu.wait_for("t", 3, timeout=0.2)
 
 
-def test_concurrent_senders_are_all_recorded(fake):
-    url = fake.add_bot("t", rate_per_second=FAST)
+def test_concurrent_senders_are_all_recorded(fake_feishu):
+    url = fake_feishu.add_bot("t", rate_per_second=FAST)
     threads = [threading.Thread(target=post, args=(url, text(str(i)))) for i in range(20)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(m["content"]["text"] for m in fake.received("t")) == sorted(str(i) for i in range(20))
+    assert sorted(m["content"]["text"] for m in fake_feishu.received("t")) == sorted(str(i) for i in range(20))
 
 
-def test_requests_through_a_proxy_are_served_and_marked(fake):
-    fake.add_bot("t")
-    closed_port_url = "http://127.0.0.1:9/open-apis/bot/v2/hook/t"  # the fake is the proxy
+def test_requests_through_a_proxy_are_served_and_marked(fake_feishu):
+    fake_feishu.add_bot("t")
+    closed_port_url = "http://127.0.0.1:9/open-apis/bot/v2/hook/t"  # the fake_feishu is the proxy
     response = requests.post(closed_port_url, json=text("via proxy"), timeout=5,
-                             proxies={"http": fake.base_url})
+                             proxies={"http": fake_feishu.base_url})
     assert answer(response) == (200, 0)
-    assert fake.attempts("t")[0].proxied
+    assert fake_feishu.attempts("t")[0].proxied

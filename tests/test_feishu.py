@@ -1,4 +1,4 @@
-"""The Feishu client: signing, classifying answers, and sending to the strict fake."""
+"""The Feishu client: signing, classifying answers, and sending to the strict fake_feishu."""
 
 from __future__ import annotations
 
@@ -39,21 +39,11 @@ from fake_feishu import (
 )
 
 RETRY, PERMANENT, SENT = Outcome.RETRY, Outcome.PERMANENT, Outcome.SENT
+# Every test here talks to the fake on loopback: no proxy from the environment.
+pytestmark = pytest.mark.usefixtures("no_proxy_env")
 TOKEN = "b6c2d9e4-77f1-4c3a-9e0d-5a1f2e3d4c5b"
 SECRET = "Zk3pQ9sVw2Lx8Nr4Tt6Yh1Bm"
 ALERT = {"msg_type": "text", "content": {"text": "[alert] disk full on node-1"}}
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def fake():
-    with FakeFeishu() as fake:
-        yield fake
 
 
 def bot_for(url: str, secret: str | None = SECRET, **kwargs) -> Bot:
@@ -160,16 +150,16 @@ def test_advice_says_what_to_fix(reason, words):
     assert all(word in advice for word in words)
 
 
-# -- sending to the fake ------------------------------------------------------------------------
-def test_send_delivers_a_signed_json_message(fake):
-    url = fake.add_bot(TOKEN, secret=SECRET, keywords=["alert"])
+# -- sending to the fake_feishu ------------------------------------------------------------------------
+def test_send_delivers_a_signed_json_message(fake_feishu):
+    url = fake_feishu.add_bot(TOKEN, secret=SECRET, keywords=["alert"])
     client = FeishuClient(clock=lambda: time.time() - 120)  # signed at send time, by this clock
 
     result = client.send(bot_for(url), ALERT)
 
     assert (result.outcome, result.reason, result.code, result.http_status) == (SENT, "ok", 0, 200)
-    assert fake.received(TOKEN) == [ALERT]
-    attempt = fake.attempts(TOKEN)[0]
+    assert fake_feishu.received(TOKEN) == [ALERT]
+    attempt = fake_feishu.attempts(TOKEN)[0]
     assert attempt.headers["Content-Type"] == "application/json; charset=utf-8"
     assert abs(int(attempt.body["timestamp"]) - (time.time() - 120)) < 5
 
@@ -178,9 +168,9 @@ def _oversized() -> dict:
     return {"msg_type": "text", "content": {"text": "alert " + "x" * BODY_LIMIT_BYTES}}
 
 
-# (what the fake's bot is, what the client's bot is, message, fake clock offset) -> expected
+# (what the fake_feishu's bot is, what the client's bot is, message, fake_feishu clock offset) -> expected
 REFUSALS = {
-    "wrong secret": (dict(secret="fake-side-secret"), {}, ALERT, 0, "bad_signature", 19021),
+    "wrong secret": (dict(secret="fake_feishu-side-secret"), {}, ALERT, 0, "bad_signature", 19021),
     "stale timestamp": (dict(secret=SECRET), {}, ALERT, 3601, "bad_signature", 19021),
     "timestamp from the future": (dict(secret=SECRET), {}, ALERT, -3601, "bad_signature", 19021),
     "unsigned for a signing bot": (dict(secret=SECRET), dict(secret=None), ALERT, 0, "bad_signature", 19021),
@@ -197,24 +187,24 @@ REFUSALS = {
 def test_send_reports_each_refusal_as_permanent(name, caplog):
     fake_bot, client_bot, message, offset, reason, code = REFUSALS[name]
     capture_logs(caplog)
-    with FakeFeishu(clock=lambda: time.time() + offset) as fake:
-        url = fake.add_bot(TOKEN, **fake_bot)
+    with FakeFeishu(clock=lambda: time.time() + offset) as fake_feishu:
+        url = fake_feishu.add_bot(TOKEN, **fake_bot)
         result = FeishuClient().send(bot_for(url, **client_bot), message)
     assert (result.outcome, result.reason, result.code) == (PERMANENT, reason, code)
-    assert fake.received(TOKEN) == []
-    assert_no_leak(result, caplog, "fake-side-secret")
+    assert fake_feishu.received(TOKEN) == []
+    assert_no_leak(result, caplog, "fake_feishu-side-secret")
 
 
-def test_send_to_an_unknown_token(fake, caplog):
+def test_send_to_an_unknown_token(fake_feishu, caplog):
     capture_logs(caplog)
-    fake.add_bot("someone-else")
-    result = FeishuClient().send(bot_for(f"{fake.base_url}/open-apis/bot/v2/hook/{TOKEN}"), ALERT)
+    fake_feishu.add_bot("someone-else")
+    result = FeishuClient().send(bot_for(f"{fake_feishu.base_url}/open-apis/bot/v2/hook/{TOKEN}"), ALERT)
     assert (result.outcome, result.reason, result.code, result.http_status) == (PERMANENT, "bad_token", 19001, 200)
     assert_no_leak(result, caplog)
 
 
-def test_a_burst_of_six_gets_rate_limited_on_the_sixth(fake):
-    url = fake.add_bot(TOKEN)
+def test_a_burst_of_six_gets_rate_limited_on_the_sixth(fake_feishu):
+    url = fake_feishu.add_bot(TOKEN)
     client = FeishuClient()
     results = [client.send(bot_for(url), ALERT) for _ in range(6)]
     assert [r.outcome for r in results] == [SENT] * 5 + [RETRY]
@@ -229,26 +219,26 @@ def test_a_burst_of_six_gets_rate_limited_on_the_sixth(fake):
     (("close",), "connection_error", None),
     (("lost_answer",), "connection_error", None),
 ])
-def test_transient_failures_are_retried(fake, caplog, step, reason, status):
+def test_transient_failures_are_retried(fake_feishu, caplog, step, reason, status):
     capture_logs(caplog)
-    url = fake.add_bot(TOKEN, secret=SECRET)
-    fake.script(TOKEN, step)
+    url = fake_feishu.add_bot(TOKEN, secret=SECRET)
+    fake_feishu.script(TOKEN, step)
     result = FeishuClient().send(bot_for(url), ALERT)
     assert (result.outcome, result.reason, result.http_status) == (RETRY, reason, status)
     assert_no_leak(result, caplog)
 
 
-def test_retry_after_from_a_429(fake):
-    url = fake.add_bot(TOKEN)
-    fake.script(TOKEN, ("http", 429, "", {"Retry-After": "2"}))
+def test_retry_after_from_a_429(fake_feishu):
+    url = fake_feishu.add_bot(TOKEN)
+    fake_feishu.script(TOKEN, ("http", 429, "", {"Retry-After": "2"}))
     result = FeishuClient().send(bot_for(url, secret=None), ALERT)
     assert (result.outcome, result.reason, result.retry_after) == (RETRY, "http_429", 2.0)
 
 
-def test_hang_past_the_read_timeout_is_a_timeout(fake, caplog):
+def test_hang_past_the_read_timeout_is_a_timeout(fake_feishu, caplog):
     capture_logs(caplog)
-    url = fake.add_bot(TOKEN, secret=SECRET)
-    fake.script(TOKEN, ("hang", 3))
+    url = fake_feishu.add_bot(TOKEN, secret=SECRET)
+    fake_feishu.script(TOKEN, ("hang", 3))
     started = time.monotonic()
     result = FeishuClient().send(bot_for(url, read_timeout=0.3), ALERT)
     assert (result.outcome, result.reason) == (RETRY, "timeout")
@@ -258,28 +248,28 @@ def test_hang_past_the_read_timeout_is_a_timeout(fake, caplog):
 
 def test_connection_refused_is_retried_without_leaking_the_url(caplog):
     capture_logs(caplog)
-    with FakeFeishu() as fake:
-        url = fake.add_bot(TOKEN)  # then stopped: its port is closed
+    with FakeFeishu() as fake_feishu:
+        url = fake_feishu.add_bot(TOKEN)  # then stopped: its port is closed
     result = FeishuClient().send(bot_for(url, connect_timeout=1), ALERT)
     assert (result.outcome, result.reason) == (RETRY, "connection_error")
     assert "/hook/" in result.detail  # the error text is kept, the token is not
     assert_no_leak(result, caplog)
 
 
-def test_per_bot_proxy_is_used(fake):
-    fake.add_bot(TOKEN)
+def test_per_bot_proxy_is_used(fake_feishu):
+    fake_feishu.add_bot(TOKEN)
     unreachable = f"http://127.0.0.1:9/open-apis/bot/v2/hook/{TOKEN}"
-    result = FeishuClient().send(bot_for(unreachable, secret=None, proxy_url=Secret(fake.base_url)), ALERT)
+    result = FeishuClient().send(bot_for(unreachable, secret=None, proxy_url=Secret(fake_feishu.base_url)), ALERT)
     assert result.outcome is SENT
-    assert fake.attempts(TOKEN)[0].proxied
+    assert fake_feishu.attempts(TOKEN)[0].proxied
 
 
-def test_environment_proxy_is_used_when_the_bot_has_none(fake, monkeypatch):
-    fake.add_bot(TOKEN)
-    monkeypatch.setenv("HTTP_PROXY", fake.base_url)
+def test_environment_proxy_is_used_when_the_bot_has_none(fake_feishu, monkeypatch):
+    fake_feishu.add_bot(TOKEN)
+    monkeypatch.setenv("HTTP_PROXY", fake_feishu.base_url)
     unreachable = f"http://127.0.0.1:9/open-apis/bot/v2/hook/{TOKEN}"
     assert FeishuClient().send(bot_for(unreachable, secret=None), ALERT).outcome is SENT
-    assert fake.attempts(TOKEN)[0].proxied
+    assert fake_feishu.attempts(TOKEN)[0].proxied
 
 
 def test_dry_run_bot_cannot_be_sent():
@@ -287,7 +277,7 @@ def test_dry_run_bot_cannot_be_sent():
         FeishuClient().send(Bot("ops"), ALERT)
 
 
-# -- an injected session: errors the fake cannot produce --------------------------------------
+# -- an injected session: errors the fake_feishu cannot produce --------------------------------------
 class RaisingSession:
     def __init__(self, exc: Exception):
         self.exc = exc
