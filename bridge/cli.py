@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example: feishu-alert-bridge render --config config.yaml --payload alert.json --bot ops",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    render.add_argument("--config", metavar="PATH", help="config file (default: the embedded example config)")
+    _config_option(render)
     render.add_argument("--payload", metavar="FILE", required=True, help="a webhook body (JSON); - for stdin")
     render.add_argument("--source", choices=("auto", "alertmanager", "grafana"), default="auto",
                         help="who sent the payload (default: told from its shape)")
@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example: feishu-alert-bridge send-test --config config.yaml --bot ops",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    send_test.add_argument("--config", metavar="PATH", help="config file (default: the embedded example config)")
+    _config_option(send_test)
     send_test.add_argument("--bot", metavar="NAME", required=True, help="the bot to send to")
     send_test.set_defaults(run=_send_test)
 
@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example: feishu-alert-bridge outbox list --dead --config config.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    listing.add_argument("--config", metavar="PATH", help="config file (default: the embedded example config)")
+    _config_option(listing)
     listing.add_argument("--dead", action="store_true", help="only dead letters")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(run=_outbox_list)
@@ -132,12 +132,24 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example: feishu-alert-bridge outbox retry 42 --config config.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    retry.add_argument("--config", metavar="PATH", help="config file (default: the embedded example config)")
+    _config_option(retry)
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("id", metavar="ID", nargs="?", type=int, help="a dead letter's id (from outbox list)")
     which.add_argument("--all-dead", action="store_true", help="every dead letter")
     retry.set_defaults(run=_outbox_retry)
     return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="config file (default: the embedded example config)")
+
+
+def _bot(config, name: str):
+    """The configured bot called `name`, or a one-line error naming the ones there are."""
+    bot = config.bots.get(name)
+    if bot is None:
+        raise BridgeError(f"unknown bot {name!r}: configured bots are {', '.join(config.bots)}")
+    return bot
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -197,8 +209,8 @@ def _render(args: argparse.Namespace) -> int:
     from .render import Renderer
 
     config = config_module.load(args.config)
-    if args.bot is not None and args.bot not in config.bots:
-        raise BridgeError(f"unknown bot {args.bot!r}: configured bots are {', '.join(config.bots)}")
+    if args.bot is not None:
+        _bot(config, args.bot)
     try:
         raw = sys.stdin.read() if args.payload == "-" else open(args.payload, encoding="utf-8").read()
     except OSError as exc:
@@ -238,9 +250,7 @@ def _send_test(args: argparse.Namespace) -> int:
     from .samples import firing
 
     config = config_module.load(args.config)
-    bot = config.bots.get(args.bot)
-    if bot is None:
-        raise BridgeError(f"unknown bot {args.bot!r}: configured bots are {', '.join(config.bots)}")
+    bot = _bot(config, args.bot)
     if not bot.sends:
         raise BridgeError(f"bot {bot.name!r} is a dry-run bot (no webhook URL, or dry_run: true): nothing to send to")
     messages = Renderer(config.templates_dir, config.timezone).render(firing(), bot)
