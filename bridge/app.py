@@ -61,8 +61,10 @@ class Bridge:
                     raise ConfigError("this app was built from a config in memory: there is no file to reload")
                 config = load(None if source == "<embedded default>" else source)
                 pipeline = self._pipeline(config)
-            except ConfigError:
+            except ConfigError as exc:
                 self.metrics.reload_ok.set(0)
+                self.log.error("reload failed; keeping the running configuration: %s", "; ".join(exc.problems),
+                               extra={"event": "reload_failed"})
                 raise
             if config.storage.path != self.config.storage.path:
                 self.log.warning("storage.path changed: it takes effect at the next start",
@@ -77,11 +79,11 @@ class Bridge:
         return config
 
     def reload_or_keep(self) -> None:
+        """reload() for callers with no one to answer (the watcher, SIGHUP in --dev): it has logged why."""
         try:
             self.reload()
-        except ConfigError as exc:
-            self.log.error("reload failed; keeping the running configuration: %s", "; ".join(exc.problems),
-                           extra={"event": "reload_failed"})
+        except ConfigError:
+            pass
 
     def start(self) -> None:
         self.delivery.start()

@@ -46,9 +46,7 @@ def reload() -> tuple[Response, int] | Response:
     bridge = current_app.extensions["bridge"]
     try:
         config = bridge.reload()
-    except ConfigError as exc:
-        bridge.log.error("reload failed; keeping the running configuration: %s", "; ".join(exc.problems),
-                         extra={"event": "reload_failed"})
+    except ConfigError as exc:  # already logged by reload()
         return jsonify(error="reload failed; the running configuration stays", problems=exc.problems), 500
     request_reload(generation_path(config.storage.path))
     bridge.watcher.acknowledge(config.file_signature)
