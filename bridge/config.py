@@ -57,6 +57,7 @@ class Bot:
     connect_timeout: float = 5.0             # seconds
     read_timeout: float = 10.0               # seconds
     rate_limit: RateLimit = field(default_factory=RateLimit)
+    timezone: ZoneInfo | None = None         # None: the top-level timezone
 
     @property
     def sends(self) -> bool:
@@ -67,6 +68,11 @@ class Bot:
 @dataclass(frozen=True)
 class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+@dataclass(frozen=True)
+class PreviewConfig:
+    enabled: bool = True                     # GET /preview, the template preview page
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
     reload: ReloadConfig = field(default_factory=ReloadConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
     source: str = "<embedded default>"       # where it was read from, for messages
     file_signature: tuple[int, int, int] | None = None   # the file as it was read, for reload
 

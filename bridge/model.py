@@ -38,6 +38,23 @@ def fingerprint(labels: Mapping[str, str]) -> str:
 
 
 @dataclass(frozen=True)
+class Mention:
+    """Someone a message pings (Feishu `<at id=...>`).
+
+    `user_id` is an open_id ("ou_..."), or "all" for everyone in the chat. An empty
+    `user_id` is a name from an alert's label that the `users:` directory does not
+    know: shown as text, never a ping. Only config produces a non-empty user_id.
+    """
+
+    user_id: str
+    name: str = ""
+
+    @property
+    def pings(self) -> bool:
+        return bool(self.user_id)
+
+
+@dataclass(frozen=True)
 class Alert:
     status: str                              # FIRING or RESOLVED
     labels: Mapping[str, str]
@@ -53,6 +70,9 @@ class Alert:
     image_url: str = ""
     values: Mapping[str, float | None] | None = None
     value_string: str = ""
+    # Who this alert pings on this bot: set by the pipeline from config (bridge.mentions)
+    # just before rendering; () everywhere before that.
+    mentions: tuple[Mention, ...] = ()
 
     @property
     def is_firing(self) -> bool:
