@@ -49,20 +49,22 @@ def _accept(source: str, bot: str | None) -> Response:
     bridge = current_app.extensions["bridge"]
     if bot is not None and bot not in bridge.config.bots:
         raise NotFound(f"unknown bot {bot!r}: configured bots are {', '.join(bridge.config.bots)}")
-    notification = sources.parse(source, _json_body())
-    accepted = bridge.pipeline.accept(notification, only_bot=bot)
+    raw, document = _json_body()
+    notification = sources.parse(source, document)
+    accepted = bridge.pipeline.accept(notification, raw, only_bot=bot)
     for name, alerts in accepted.routed.items():
         bridge.metrics.alerts_routed.labels(name).inc(alerts)
     return jsonify(accepted.as_json())
 
 
-def _json_body() -> object:
+def _json_body() -> tuple[bytes, object]:
+    """The body as received (stored as it is) and its JSON."""
     if not request.is_json:
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
     raw = request.get_data(cache=False)  # raises 413 over server.max_body_bytes
     try:
-        return json.loads(raw)
+        return raw, json.loads(raw)
     except UnicodeDecodeError:
         raise PayloadError("body is not UTF-8 encoded JSON") from None
     except json.JSONDecodeError as exc:

@@ -101,7 +101,10 @@ def create_app(config: Config | None = None, *, client: FeishuClient | None = No
     config = config if config is not None else load()
     log = logger or logging.getLogger("bridge")
     metrics = metrics or Metrics()
-    delivery = Delivery(config, client or FeishuClient(), log, metrics=metrics)
+    # The delivery thread renders each message when it is due, with the pipeline of the
+    # configuration in force then (a reload swaps bridge.pipeline).
+    delivery = Delivery(config, client or FeishuClient(), log, metrics=metrics,
+                        render=lambda bot, message: bridge.pipeline.render_stored(bot, message))
     bridge = Bridge(config, delivery, log, metrics)
 
     app = Flask("bridge")

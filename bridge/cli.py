@@ -226,13 +226,14 @@ def _render(args: argparse.Namespace) -> int:
         raise BridgeError(f"{args.payload}: not a valid {source} payload: {exc}") from None
     log = logging.getLogger("bridge.cli")
     pipeline = Pipeline(config, Renderer(config.templates_dir, config.timezone, log), None, log)
-    messages = pipeline.render(notification, only_bot=args.bot)
-    if not messages:
+    rendered = pipeline.render(notification, only_bot=args.bot)
+    if not rendered:
         print("no bot gets a message from this payload")
-    for m in messages:
-        size = len(json.dumps(m.body, ensure_ascii=False, separators=(",", ":")).encode())
-        print(f"# bot {m.bot}: message {m.part}/{m.parts}, {size} bytes")
-        print(json.dumps(m.body, ensure_ascii=False, indent=2))
+    for bot, bodies in rendered:
+        for part, body in enumerate(bodies, start=1):
+            size = len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+            print(f"# bot {bot}: message {part}/{len(bodies)}, {size} bytes")
+            print(json.dumps(body, ensure_ascii=False, indent=2))
     return 0
 
 

@@ -2,7 +2,9 @@
 
 Accepting only writes: `enqueue` stores the messages in the SQLite outbox (one
 transaction, committed before it returns, StorageError otherwise) and wakes the
-senders. It never waits for quota or for Feishu.
+senders. It never waits for quota or for Feishu, and it renders nothing: a sender
+renders a message (the `render` callable, Pipeline.render_stored) when it is due to
+be sent, keeps the parts in the outbox, and sends them one request at a time.
 
 Sending, per process (each gunicorn worker runs one Delivery):
 - one sender thread per configured bot. A sender sends only while its process holds
@@ -33,7 +35,8 @@ import socket
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .config import Bot, Config
 from .errors import StorageError
@@ -83,9 +86,13 @@ class Counters:
 
 class Delivery:
     def __init__(self, config: Config, client: FeishuClient, logger: logging.Logger, *,
-                 metrics: Metrics | None = None, outbox: Outbox | None = None):
+                 metrics: Metrics | None = None, outbox: Outbox | None = None,
+                 render: Callable[[Bot, Head], list[dict]] | None = None):
         self.config = config
         self.client = client
+        # Turns a stored message into its Feishu request bodies when it is due
+        # (Pipeline.render_stored); None only where every message is stored rendered.
+        self.render = render
         self.log = logger
         self.metrics = metrics
         self.outbox = outbox if outbox is not None else Outbox(config.storage.path)
@@ -113,8 +120,7 @@ class Delivery:
         stored = self.outbox.store(messages, dedupe_window=settings.dedupe_window, coalesce=settings.coalesce)
         for m in stored.duplicates:
             self.log.info("duplicate notification dropped (already stored within delivery.dedupe_window)",
-                          extra={"event": "duplicate", "bot": m.bot, "group_key": m.group_key,
-                                 "part": f"{m.part}/{m.parts}"})
+                          extra={"event": "duplicate", "bot": m.bot, "group_key": m.group_key})
             self._count("duplicates", m.bot)
         for message_id, bot, group_key in stored.superseded:
             self.log.info("waiting message superseded by a newer one of its group",
@@ -297,15 +303,21 @@ class Delivery:
             return True, IDLE_WAIT
         state = self.outbox.bot_state(bot.name)
         now = time.time()
-        due = max(now, state.paused_until)
-        if bot.sends:
-            ends = self.outbox.recent_ends(bot.name, bot.rate_limit.per_minute)
-            due = max(due, next_allowed(ends, bot.rate_limit, now))
+        # Dry-run bots keep the limits too: what they print is paced as the real bot's
+        # messages would be, and coalescing shows as it would.
+        ends = self.outbox.recent_ends(bot.name, bot.rate_limit.per_minute)
+        due = max(now, state.paused_until, next_allowed(ends, bot.rate_limit, now))
         if due > now:
             return True, due - now
         if self._stopping:
             return True, 0.0
         try:
+            if head.bodies is None:
+                # Rendered only now that it is due: once, and never for a message that a
+                # newer one of its group superseded while it waited.
+                head = self._render(bot, head)
+                if head is None:
+                    return True, 0.0
             if not bot.sends:
                 self._dry_run(bot, head)
                 return True, 0.0
@@ -318,10 +330,32 @@ class Delivery:
             self._deliver(bot, head, send_id, state.backoff)
         return True, 0.0
 
+    def _render(self, bot: Bot, head: Head) -> Head | None:
+        """The head with its parts rendered and stored; None if it is gone or dead instead."""
+        try:
+            if self.render is None:
+                raise RuntimeError("no renderer: this Delivery takes rendered messages only")
+            bodies = self.render(bot, head)
+        except Exception as exc:   # what cannot be rendered now never will be: no retry loop
+            detail = f"{type(exc).__name__}: {exc}"
+            if self.outbox.claim(head.id, bot.name, self.owner, record=False) is not None:
+                self.outbox.dead_letter(head.id, 0, bot.name, self.owner, reason="unrenderable", code=None,
+                                        detail=detail)
+                self.log.exception("cannot render message %d, kept as a dead letter: the outbox holds a payload "
+                                   "this version cannot read (`outbox list --dead` shows it)", head.id,
+                                   extra={"event": "render_failed", "bot": bot.name, "message_id": head.id})
+                self._count("dead_letters", bot.name, reason="unrenderable")
+            return None
+        if not self.outbox.set_bodies(head.id, bot.name, self.owner, bodies):
+            return None
+        return replace(head, bodies=bodies, payload=None)
+
     def _dry_run(self, bot: Bot, head: Head) -> None:
         """Dry-run bots print what they would send, so the service is useful with no Feishu account."""
-        if self.outbox.mark_logged(head.id, bot.name, self.owner):
-            self.log.info("dry run: would send %s", head.body,
+        body = head.bodies[head.sent]
+        last = head.sent + 1 >= len(head.bodies)
+        if self.outbox.mark_logged(head.id, bot.name, self.owner, last=last, record=True):
+            self.log.info("dry run: would send %s", json.dumps(body, ensure_ascii=False, separators=(",", ":")),
                           extra={"event": "dry_run", "bot": bot.name, "group_key": head.group_key,
                                  "part": f"{head.part}/{head.parts}", "message_id": head.id})
             self._count("dry_run", bot.name)
@@ -345,7 +379,7 @@ class Delivery:
                   "message_id": head.id, "attempt": head.attempts + 1}
         started = time.monotonic()
         try:
-            result = self.client.send(bot, json.loads(head.body))
+            result = self.client.send(bot, head.bodies[head.sent])
         except Exception:
             self.log.exception("the Feishu client failed; the message will be retried",
                                extra={"event": "delivery_bug", **fields})
@@ -359,7 +393,8 @@ class Delivery:
         fields = {**fields, "outcome": result.outcome.value, "reason": result.reason, "code": result.code}
         self._count_result(bot.name, result)
         if result.outcome is Outcome.SENT:
-            ours = self.outbox.mark_sent(head.id, send_id, bot.name, self.owner, result.code)
+            ours = self.outbox.mark_sent(head.id, send_id, bot.name, self.owner, result.code,
+                                         last=head.part >= head.parts)
             self.log.info("sent", extra={"event": "sent", "queued_seconds": round(time.time() - head.created, 3),
                                          **fields})
             self._count("sent", bot.name)

@@ -1,12 +1,18 @@
 """The durable outbox: every accepted message is a row in SQLite before the webhook is answered.
 
 One file (config `storage.path`, WAL mode) is shared by every gunicorn worker process.
-Three tables:
+Four tables:
 
-    messages  one row per message to send. state: pending -> sending -> sent, or
-              -> dead (a dead letter, kept until `outbox retry`), or -> superseded
-              (a newer message of the same group replaced it while it waited).
-              `seq` is the send order: the order the rows were committed in.
+    payloads  each accepted notification's body, as received (JSON), kept while a
+              message still needs it. Accepting stores this and nothing derived from
+              it: rendering happens at send time, once per message (bridge.pipeline).
+    messages  one row per notification and bot: which of the payload's alerts are the
+              bot's, and once rendered, the Feishu request bodies (`bodies`, one or
+              more parts) and how many of them are sent. state: pending -> sending ->
+              pending (the next part) ... -> sent, or -> dead (a dead letter, kept until
+              `outbox retry`), or -> superseded (a newer message of the same group
+              replaced it while it waited). `seq` is the send order: the order the
+              rows were committed in.
     bots      one row per bot: the sender lease (owner, expires) and the bot's retry
               pause (paused_until, backoff), so a process that takes the bot over
               carries on where the last one stopped.
@@ -59,7 +65,7 @@ LEASE_RENEW = 1.0
 # Send records needed: Feishu's longest window (60 s) plus slack.
 SENDS_KEPT = 65.0
 PRUNE_BATCH = 1000
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 T = TypeVar("T")
 
@@ -67,15 +73,19 @@ PENDING, SENDING, SENT, DEAD, SUPERSEDED = "pending", "sending", "sent", "dead",
 WAITING = (PENDING, SENDING)
 
 _SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS payloads (
+        id INTEGER PRIMARY KEY, source TEXT NOT NULL, body BLOB NOT NULL, created REAL NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS messages (
         id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, bot TEXT NOT NULL,
-        group_key TEXT NOT NULL, batch TEXT NOT NULL, identity TEXT NOT NULL,
-        part INTEGER NOT NULL, parts INTEGER NOT NULL, source TEXT NOT NULL,
-        body TEXT NOT NULL, state TEXT NOT NULL, owner TEXT,
+        group_key TEXT NOT NULL, identity TEXT NOT NULL, source TEXT NOT NULL,
+        payload INTEGER REFERENCES payloads (id), alerts TEXT, routed INTEGER NOT NULL DEFAULT 1,
+        bodies TEXT, sent INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL, owner TEXT,
         attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
         next_attempt REAL NOT NULL, finished REAL,
         reason TEXT, code INTEGER, detail TEXT)""",
     "CREATE INDEX IF NOT EXISTS messages_queue ON messages (bot, state, seq)",
+    "CREATE INDEX IF NOT EXISTS messages_payload ON messages (payload)",
     "CREATE INDEX IF NOT EXISTS messages_seq ON messages (seq)",
     "CREATE INDEX IF NOT EXISTS messages_identity ON messages (bot, identity, created)",
     "CREATE INDEX IF NOT EXISTS messages_group ON messages (bot, group_key, state)",
@@ -101,8 +111,8 @@ class Entry:
     bot: str
     group_key: str
     state: str
-    part: int
-    parts: int
+    part: int                 # the part being sent next (or last), 1-based
+    parts: int                # 0 until rendered (at its first send)
     attempts: int
     created: float
     next_attempt: float
@@ -120,11 +130,22 @@ class Head:
 
     id: int
     group_key: str
-    part: int
-    parts: int
-    body: str                 # the unsigned message JSON
+    source: str
+    payload: bytes | None     # the notification as received; None for a message stored rendered
+    alerts: tuple[int, ...] | None   # the bot's alerts in it (indices); None: all
+    routed: bool              # False: posted to /<source>/<bot>, the route tree was skipped
+    bodies: list[dict] | None # the rendered parts (unsigned); None until rendered
+    sent: int                 # parts already sent
     attempts: int
     created: float
+
+    @property
+    def part(self) -> int:
+        return self.sent + 1
+
+    @property
+    def parts(self) -> int:
+        return len(self.bodies) if self.bodies is not None else 0
 
 
 @dataclass(frozen=True)
@@ -320,9 +341,26 @@ class Outbox:
 
     # -- sending ----------------------------------------------------------------------
     def head(self, bot: str) -> Head | None:
-        rows = self._read("SELECT id, group_key, part, parts, body, attempts, created FROM messages"
-                          " WHERE bot = ? AND state = ? ORDER BY seq LIMIT 1", (bot, PENDING))
-        return Head(*rows[0]) if rows else None
+        rows = self._read("SELECT m.id, m.group_key, m.source, CASE WHEN m.bodies IS NULL THEN p.body END, m.alerts,"
+                          " m.routed, m.bodies, m.sent, m.attempts, m.created FROM messages m"
+                          " LEFT JOIN payloads p ON p.id = m.payload"
+                          " WHERE m.bot = ? AND m.state = ? ORDER BY m.seq LIMIT 1", (bot, PENDING))
+        if not rows:
+            return None
+        id_, group_key, source, payload, alerts, routed, bodies, sent, attempts, created = rows[0]
+        return Head(id_, group_key, source, payload, None if alerts is None else tuple(json.loads(alerts)),
+                    bool(routed), None if bodies is None else json.loads(bodies), sent, attempts, created)
+
+    def set_bodies(self, message_id: int, bot: str, owner: str, bodies: list[dict],
+                   *, ttl: float = LEASE_TTL) -> bool:
+        """Keep a message's rendered parts, so that every retry sends the same ones.
+        False if it is no longer pending (superseded meanwhile); raises LeaseLost."""
+        text = json.dumps(bodies, ensure_ascii=False, separators=(",", ":"))
+        with self._write("store a rendered message in") as conn:
+            if not _extend_lease(conn, bot, owner, self.clock(), ttl):
+                raise LeaseLost(bot)
+            return conn.execute("UPDATE messages SET bodies = ? WHERE id = ? AND state = ?",
+                                (text, message_id, PENDING)).rowcount == 1
 
     def recent_ends(self, bot: str, count: int) -> list[float]:
         """End times of the bot's latest `count` requests, newest first."""
@@ -346,22 +384,33 @@ class Outbox:
                 return 0
             return conn.execute("INSERT INTO sends (bot, started) VALUES (?, ?)", (bot, now)).lastrowid
 
-    def mark_logged(self, message_id: int, bot: str, owner: str, *, ttl: float = LEASE_TTL) -> bool:
-        """A dry-run bot's message is done (one transaction, no in-flight step: a log line
-        lost to a crash is not worth a second write per message). False if no longer pending."""
+    def mark_logged(self, message_id: int, bot: str, owner: str, *, last: bool, record: bool,
+                    ttl: float = LEASE_TTL) -> bool:
+        """A dry-run bot's part is done (one transaction, no in-flight step: a log line
+        lost to a crash is not worth a second write per part); with `record`, it counts
+        against the rate limit like a real request. False if no longer pending."""
         with self._write("record a dry run in") as conn:
             now = self.clock()
             if not _extend_lease(conn, bot, owner, now, ttl):
                 raise LeaseLost(bot)
-            return conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'dry_run', attempts = attempts + 1"
-                                " WHERE id = ? AND state = ?", (SENT, now, message_id, PENDING)).rowcount == 1
+            if record:
+                conn.execute("INSERT INTO sends (bot, started, finished) VALUES (?, ?, ?)", (bot, now, now))
+                conn.execute("DELETE FROM sends WHERE bot = ? AND finished < ?", (bot, now - SENDS_KEPT))
+            return conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'dry_run', sent = sent + 1,"
+                                " attempts = attempts + 1 WHERE id = ? AND state = ?",
+                                (SENT if last else PENDING, now if last else None, message_id, PENDING)).rowcount == 1
 
-    def mark_sent(self, message_id: int, send_id: int, bot: str, owner: str, code: int | None) -> bool:
+    def mark_sent(self, message_id: int, send_id: int, bot: str, owner: str, code: int | None, *,
+                  last: bool = True) -> bool:
+        """A part went out; the message is sent with its `last` part, else pending for the next."""
         with self._write("record a send in") as conn:
             now = self.clock()
             conn.execute("UPDATE bots SET backoff = 0 WHERE bot = ?", (bot,))
-            return _settle(conn, message_id, send_id, bot, owner, now, state=SENT, finished=now,
-                           reason="ok", code=code, detail=None)
+            ours = _settle(conn, message_id, send_id, bot, owner, now, state=SENT if last else PENDING,
+                           finished=now if last else None, reason="ok", code=code, detail=None)
+            if ours:
+                conn.execute("UPDATE messages SET sent = sent + 1 WHERE id = ?", (message_id,))
+            return ours
 
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
                    reason: str, code: int | None, detail: str) -> bool:
@@ -394,12 +443,16 @@ class Outbox:
         """Messages still in the store: dead letters (dead=True), waiting ones (False), or both."""
         states = (DEAD,) if dead else WAITING if dead is False else (*WAITING, DEAD)
         marks = ", ".join("?" * len(states))
-        rows = self._read("SELECT id, bot, group_key, state, part, parts, attempts, created, next_attempt,"
-                          f" reason, code, detail FROM messages WHERE state IN ({marks}) ORDER BY seq", states)
-        return [Entry(*row) for row in rows]
+        rows = self._read("SELECT id, bot, group_key, state, sent, IFNULL(json_array_length(bodies), 0), attempts,"
+                          f" created, next_attempt, reason, code, detail FROM messages WHERE state IN ({marks})"
+                          " ORDER BY seq", states)
+        return [Entry(id_, bot, group, state, min(sent + 1, parts) if parts else 1, parts, *rest)
+                for id_, bot, group, state, sent, parts, *rest in rows]
 
     def retry(self, message_id: int) -> int:
-        """Queue a dead letter again, as if just accepted; returns 1, or 0 if no such dead letter."""
+        """Queue a dead letter again, as if just accepted; returns 1, or 0 if no such dead letter.
+        Its unsent parts are rendered again with the configuration then in force, so a
+        fixed keyword or template applies."""
         with self._write("retry a dead letter in", durable=True) as conn:
             return _requeue(conn, [message_id], self.clock())
 
@@ -416,13 +469,19 @@ class Outbox:
         return [(bot, count, max(0.0, now - oldest)) for bot, count, oldest in rows]
 
     def prune(self, before: float) -> int:
-        """Forget sent and superseded messages that ended before `before` (dead letters stay)."""
+        """Forget sent and superseded messages that ended before `before` (dead letters stay),
+        and payloads no message needs any more."""
         total = 0
         while True:
             with self._write("prune") as conn:
                 removed = conn.execute(
                     "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE state IN (?, ?)"
                     " AND finished < ? LIMIT ?)", (SENT, SUPERSEDED, before, PRUNE_BATCH)).rowcount
+                # A payload is needed until its messages are sent: a dead letter queued again
+                # is rendered from it afresh.
+                conn.execute("DELETE FROM payloads WHERE id IN (SELECT p.id FROM payloads p WHERE NOT EXISTS"
+                             " (SELECT 1 FROM messages m WHERE m.payload = p.id AND m.state IN (?, ?, ?)) LIMIT ?)",
+                             (PENDING, SENDING, DEAD, PRUNE_BATCH))
             total += removed
             # In batches: a long delete would hold the write lock the HTTP handlers wait for.
             if removed < PRUNE_BATCH:
@@ -451,6 +510,8 @@ def _create(conn: sqlite3.Connection, deadline: float) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise sqlite3.OperationalError(f"written by a newer version (schema {version} > {SCHEMA_VERSION})")
+        if version == 1:
+            _migrate_from_1(conn)
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -458,6 +519,23 @@ def _create(conn: sqlite3.Connection, deadline: float) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _migrate_from_1(conn: sqlite3.Connection) -> None:
+    """Schema 1 (0.1) stored one row per rendered part: each becomes a one-part message
+    of schema 2, in the same order and state, so an upgrade loses nothing waiting."""
+    conn.execute("ALTER TABLE messages RENAME TO messages_1")
+    for index in ("messages_queue", "messages_seq", "messages_identity", "messages_group", "messages_done"):
+        conn.execute(f"DROP INDEX IF EXISTS {index}")
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO messages (id, seq, bot, group_key, identity, source, payload, alerts, routed, bodies, sent,"
+        " state, owner, attempts, created, next_attempt, finished, reason, code, detail)"
+        " SELECT id, seq, bot, group_key, identity, source, NULL, NULL, 1, '[' || body || ']',"
+        " CASE WHEN state = 'sent' THEN 1 ELSE 0 END, state, owner, attempts, created, next_attempt, finished,"
+        " reason, code, detail FROM messages_1")
+    conn.execute("DROP TABLE messages_1")
 
 
 @dataclass
@@ -472,20 +550,29 @@ class _StoreJob:
 
 def _insert(conn: sqlite3.Connection, job: _StoreJob, now: float) -> Stored:
     stored = Stored()
-    batch = uuid.uuid4().hex   # one notification: its parts never supersede each other
     seq = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM messages").fetchone()[0]
+    payloads: dict[int, int] = {}    # id(payload bytes) -> row: a notification's bots share one copy
     for m in job.messages:
         if job.dedupe_window > 0 and _seen(conn, m, now - job.dedupe_window):
             stored.duplicates.append(m)
             continue
         if job.coalesce:
-            stored.superseded += _supersede(conn, m, batch, now)
+            stored.superseded += _supersede(conn, m, now)
+        payload = None
+        if m.payload is not None:
+            payload = payloads.get(id(m.payload))
+            if payload is None:
+                payload = conn.execute("INSERT INTO payloads (source, body, created) VALUES (?, ?, ?)",
+                                       (m.source, m.payload, now)).lastrowid
+                payloads[id(m.payload)] = payload
         seq += 1
         cursor = conn.execute(
-            "INSERT INTO messages (seq, bot, group_key, batch, identity, part, parts, source, body,"
+            "INSERT INTO messages (seq, bot, group_key, identity, source, payload, alerts, routed, bodies,"
             " state, created, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, m.bot, m.group_key, batch, m.identity, m.part, m.parts, m.source,
-             json.dumps(m.body, ensure_ascii=False, separators=(",", ":")), PENDING, now, now))
+            (seq, m.bot, m.group_key, m.identity, m.source, payload,
+             None if m.alerts is None else json.dumps(m.alerts), int(m.routed),
+             None if m.bodies is None else json.dumps(m.bodies, ensure_ascii=False, separators=(",", ":")),
+             PENDING, now, now))
         stored.ids.append(cursor.lastrowid)
     return stored
 
@@ -497,12 +584,12 @@ def _seen(conn: sqlite3.Connection, m: OutgoingMessage, since: float) -> bool:
                         (m.bot, m.identity, since)).fetchone() is not None
 
 
-def _supersede(conn: sqlite3.Connection, m: OutgoingMessage, batch: str, now: float) -> list[tuple[int, str, str]]:
-    # Only pending rows: one in flight is already on its way, and this batch's own parts
-    # (batch = this notification) belong together.
+def _supersede(conn: sqlite3.Connection, m: OutgoingMessage, now: float) -> list[tuple[int, str, str]]:
+    # Only pending rows: one in flight is already on its way. A message with some of its
+    # parts sent goes too: the newer one shows the whole group as it is now.
     rows = conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'superseded' WHERE bot = ?"
-                        " AND group_key = ? AND state = ? AND batch <> ? RETURNING id",
-                        (SUPERSEDED, now, m.bot, m.group_key, PENDING, batch)).fetchall()
+                        " AND group_key = ? AND state = ? RETURNING id",
+                        (SUPERSEDED, now, m.bot, m.group_key, PENDING)).fetchall()
     return [(r[0], m.bot, m.group_key) for r in rows]
 
 
@@ -530,7 +617,11 @@ def _requeue(conn: sqlite3.Connection, ids: list[int], now: float) -> int:
     for message_id in ids:
         # A fresh age (max_age counts from now) and a place at the back of the queue.
         seq += 1
+        # Rendered again, all its parts, when it has its payload: the fix that made it
+        # worth a retry (a keyword, a template) then applies.
         count += conn.execute("UPDATE messages SET state = ?, seq = ?, attempts = 0, created = ?, next_attempt = ?,"
-                              " finished = NULL WHERE id = ? AND state = ?",
+                              " finished = NULL, bodies = CASE WHEN payload IS NULL THEN bodies END,"
+                              " sent = CASE WHEN payload IS NULL THEN sent ELSE 0 END"
+                              " WHERE id = ? AND state = ?",
                               (PENDING, seq, now, now, message_id, DEAD)).rowcount
     return count

@@ -1,7 +1,12 @@
-"""The accept path: route each alert, render one or more messages per bot, hand them to delivery.
+"""From a parsed notification to stored messages, and from a stored message to Feishu cards.
 
-This is everything between a parsed notification and the outbox. It runs inside the
-HTTP handler, so it does no network I/O: sending happens in the delivery layer.
+Accepting (in the HTTP handler): route each alert to its bots and store one message per
+bot: the payload as received and which of its alerts are the bot's. Nothing is rendered
+here, so accepting costs the same for a 1-card and a 40-card group.
+
+Rendering (in the delivery thread, when a message is due to be sent): parse the stored
+payload again, take the bot's alerts, render the bot's template, split to Feishu's
+limits. The delivery layer keeps the result, so retries send the same parts.
 """
 
 from __future__ import annotations
@@ -12,28 +17,37 @@ import logging
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .config import Config
+from . import sources
+from .config import Bot, Config
+from .errors import PayloadError
 from .model import Alert, Notification, fingerprint
+from .outbox import Head
 from .render import Renderer
 from .routing import route_alert
 
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """One Feishu message for one bot, rendered and unsigned (signing happens at send time)."""
+    """One message for one bot: its share of one notification, stored as received.
+
+    It is rendered when it is sent (`Pipeline.render_stored`), once, into one or more
+    Feishu requests (parts): the accept path only parses, routes and stores, and a
+    message superseded while it waits is never rendered at all.
+    """
 
     bot: str
     group_key: str
     source: str
-    body: dict
-    part: int = 1
-    parts: int = 1
     # The same notification delivered twice (an Alertmanager retry, each member of an HA
     # pair) gets the same identity, so the outbox keeps one; "" turns deduplication off.
     identity: str = ""
+    payload: bytes | None = None              # the webhook body (JSON) as received
+    alerts: tuple[int, ...] | None = None     # the bot's alerts in it (indices); None: all
+    routed: bool = True                       # False: /<source>/<bot>, the route tree skipped
+    bodies: tuple[dict, ...] | None = None    # already rendered instead (send-test, tests)
 
 
-def notification_identity(notification: Notification) -> str:
+def notification_identity(notification: Notification, alerts: list[Alert] | tuple[Alert, ...]) -> str:
     """A digest of what makes a notification the same one again.
 
     It leaves out what differs between the members of an Alertmanager HA pair (receiver,
@@ -41,23 +55,33 @@ def notification_identity(notification: Notification) -> str:
     alert's fingerprint, status, start and end (a firing alert's endsAt is zeroed at
     each flush, protocols.md B.2, so it is the same on both members).
     """
-    alerts = sorted(
+    rows = sorted(
         (a.fingerprint or fingerprint(a.labels), a.status,
          a.starts_at.isoformat() if a.starts_at else "", a.ends_at.isoformat() if a.ends_at else "")
-        for a in notification.alerts
+        for a in alerts
     )
-    doc = [notification.source, notification.group_key, notification.status, alerts]
+    status = "firing" if any(a.is_firing for a in alerts) else "resolved"
+    doc = [notification.source, notification.group_key, status, rows]
     return hashlib.sha256(json.dumps(doc, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
 class Accepted:
     alerts: int
-    messages: Mapping[str, int] = field(default_factory=dict)   # bot -> messages queued
     routed: Mapping[str, int] = field(default_factory=dict)     # bot -> alerts routed to it
 
     def as_json(self) -> dict:
-        return {"status": "accepted", "alerts": self.alerts, "messages": dict(self.messages)}
+        # messages: one per bot, stored; it becomes one or more Feishu requests when sent.
+        return {"status": "accepted", "alerts": self.alerts, "messages": {bot: 1 for bot in self.routed},
+                "routed": dict(self.routed)}
+
+
+@dataclass(frozen=True)
+class Share:
+    """One bot's share of a notification: its alerts' indices and the routes that sent them."""
+
+    alerts: list[int] = field(default_factory=list)
+    routed: bool = True
 
 
 class Pipeline:
@@ -67,50 +91,63 @@ class Pipeline:
         self.delivery = delivery
         self.log = logger
 
-    def route(self, notification: Notification, only_bot: str | None = None) -> dict[str, list[Alert]]:
+    def route(self, notification: Notification, only_bot: str | None = None) -> dict[str, Share]:
         """Each bot's share of the alerts, in the notification's order.
 
         With only_bot (the /alertmanager/<bot> endpoints) the route tree is skipped:
         the sender has already routed.
         """
         if only_bot is not None:
-            return {only_bot: list(notification.alerts)} if notification.alerts else {}
-        shares: dict[str, list[Alert]] = {}
-        for alert in notification.alerts:
-            for bot in route_alert(self.config.route, alert.labels):
-                shares.setdefault(bot, []).append(alert)
+            everything = list(range(len(notification.alerts)))
+            return {only_bot: Share(everything, routed=False)} if everything else {}
+        shares: dict[str, Share] = {}
+        route = self.config.route
+        for i, alert in enumerate(notification.alerts):
+            for bot in route_alert(route, alert.labels):
+                share = shares.get(bot)
+                if share is None:
+                    share = shares[bot] = Share()
+                share.alerts.append(i)
         return shares
 
-    def render(self, notification: Notification, only_bot: str | None = None) -> list[OutgoingMessage]:
-        return self._render_shares(notification, self.route(notification, only_bot))
-
-    def _render_shares(self, notification: Notification, shares: dict[str, list[Alert]]) -> list[OutgoingMessage]:
-        out: list[OutgoingMessage] = []
-        for name, alerts in shares.items():
-            bot = self.config.bots[name]
-            share = notification.subset(alerts)
-            bodies = self.renderer.render(share, bot)
-            identity = notification_identity(share)
-            out.extend(
-                OutgoingMessage(bot=name, group_key=notification.group_key, source=notification.source,
-                                body=body, part=i, parts=len(bodies),
-                                identity=f"{identity}:{name}:{i}/{len(bodies)}")
-                for i, body in enumerate(bodies, start=1)
-            )
-        return out
-
-    def accept(self, notification: Notification, only_bot: str | None = None) -> Accepted:
-        """Route, render and store; raises StorageError when the messages could not be stored."""
+    def accept(self, notification: Notification, payload: bytes, only_bot: str | None = None) -> Accepted:
+        """Route and store (no rendering: that happens at send time, once per message);
+        raises StorageError when the messages could not be stored."""
         shares = self.route(notification, only_bot)
-        messages = self._render_shares(notification, shares)
+        messages = []
+        for bot, share in shares.items():
+            alerts = [notification.alerts[i] for i in share.alerts]
+            everything = len(alerts) == len(notification.alerts)
+            messages.append(OutgoingMessage(
+                bot=bot, group_key=notification.group_key, source=notification.source,
+                identity=f"{notification_identity(notification, alerts)}:{bot}", payload=payload,
+                alerts=None if everything else tuple(share.alerts), routed=share.routed))
         self.delivery.enqueue(messages)
-        per_bot: dict[str, int] = {}
-        for m in messages:
-            per_bot[m.bot] = per_bot.get(m.bot, 0) + 1
-        self.log.info(
-            "accepted",
-            extra={"event": "accepted", "source": notification.source, "group_key": notification.group_key,
-                   "alerts": len(notification.alerts), "messages": per_bot},
-        )
-        return Accepted(alerts=len(notification.alerts), messages=per_bot,
-                        routed={bot: len(alerts) for bot, alerts in shares.items()})
+        routed = {bot: len(share.alerts) for bot, share in shares.items()}
+        self.log.info("accepted", extra={"event": "accepted", "source": notification.source,
+                                         "group_key": notification.group_key,
+                                         "alerts": len(notification.alerts), "bots": routed})
+        return Accepted(alerts=len(notification.alerts), routed=routed)
+
+    # -- rendering (the delivery thread, at send time; the CLI and the preview, at once) --
+    def render(self, notification: Notification, only_bot: str | None = None) -> list[tuple[str, list[dict]]]:
+        """Route and render now: (bot, its messages) for every bot the notification goes to."""
+        return [(bot, self._render_share(notification, share, self.config.bots[bot]))
+                for bot, share in self.route(notification, only_bot).items()]
+
+    def render_stored(self, bot: Bot, message: Head) -> list[dict]:
+        """Render a stored message (bridge.delivery calls this when it is due to be sent).
+
+        The payload was parsed when it was accepted, so it parses again; raises
+        PayloadError (or ValueError) only if the outbox holds something this version
+        cannot read.
+        """
+        if message.payload is None:
+            raise PayloadError("the message has neither a payload nor rendered parts")
+        notification = sources.parse(message.source, json.loads(message.payload))
+        indices = range(len(notification.alerts)) if message.alerts is None else message.alerts
+        return self._render_share(notification, Share(list(indices), message.routed), bot)
+
+    def _render_share(self, notification: Notification, share: Share, bot: Bot) -> list[dict]:
+        alerts = [notification.alerts[i] for i in share.alerts]
+        return self.renderer.render(notification.subset(alerts), bot)

@@ -85,7 +85,7 @@ def make_config(tmp_path: Path, *bots: Bot, **delivery) -> Config:
 
 def msg(text: str, bot: str = "ops", group: str | None = None, identity: str = "") -> OutgoingMessage:
     return OutgoingMessage(bot=bot, group_key=group or f"group-{text}", source="alertmanager",
-                           body={"msg_type": "text", "content": {"text": text}}, identity=identity)
+                           bodies=({"msg_type": "text", "content": {"text": text}},), identity=identity)
 
 
 def eventually(check, timeout: float = 5.0):
@@ -391,3 +391,76 @@ def test_backoff_grows_with_jitter_and_stays_between_base_and_cap():
         seen.append(delay)
     assert all(1.0 <= d <= 60.0 for d in seen)
     assert seen[0] <= 3.0 and max(seen) == 60.0 and len(set(seen)) > 40    # grows to the cap, jittered
+
+
+# -- rendering at send time ----------------------------------------------------------------
+
+class Renders:
+    """A render callable that records what it rendered: each message becomes `parts` texts."""
+
+    def __init__(self, parts: int = 1, fail: str = ""):
+        self.parts, self.fail = parts, fail
+        self.rendered: list[str] = []
+
+    def __call__(self, bot: Bot, message) -> list[dict]:
+        text = json.loads(message.payload)["text"]
+        self.rendered.append(text)
+        if text == self.fail:
+            raise ValueError("cannot read this payload")
+        return [{"msg_type": "text", "content": {"text": f"{text} {i}/{self.parts}"}}
+                for i in range(1, self.parts + 1)]
+
+
+def stored(text: str, group: str | None = None) -> OutgoingMessage:
+    """A message as the accept path stores it: the payload, not yet rendered."""
+    return OutgoingMessage(bot="ops", group_key=group or f"group-{text}", source="alertmanager",
+                           payload=json.dumps({"text": text}).encode())
+
+
+def test_a_message_is_rendered_once_when_due_and_its_parts_sent_in_order(tmp_path, deliveries):
+    client = StubClient(SERVER_ERROR)      # part 1 fails once: retried with the same rendering
+    renders = Renders(parts=3)
+    delivery = deliveries(make_config(tmp_path), client, render=renders)
+    delivery.enqueue([stored("a")])
+    delivery.enqueue([stored("b")])
+    client.wait_calls(7)
+    assert client.texts() == ["a 1/3", "a 1/3", "a 2/3", "a 3/3", "b 1/3", "b 2/3", "b 3/3"]
+    assert renders.rendered == ["a", "b"]
+    assert eventually(lambda: delivery.outbox.list() == [])
+
+
+def test_a_message_superseded_while_it_waits_is_never_rendered(tmp_path, deliveries):
+    paused = SendResult(Outcome.RETRY, "rate_limited", 11232, 200, "frequency limited", retry_after=0.5)
+    client = StubClient(paused)
+    renders = Renders()
+    delivery = deliveries(make_config(tmp_path), client, render=renders)
+    delivery.enqueue([stored("first", group="g")])
+    client.wait_calls(1)                                  # refused: the bot waits 0.5 s
+    for state in ("second", "third", "fourth"):           # the group changes meanwhile
+        delivery.enqueue([stored(state, group="g")])
+    client.wait_calls(2)
+    time.sleep(0.3)
+    assert client.texts() == ["first 1/1", "fourth 1/1"]
+    assert renders.rendered == ["first", "fourth"]
+
+
+def test_a_message_that_cannot_be_rendered_is_a_dead_letter_and_the_next_goes_on(tmp_path, deliveries, caplog):
+    client = StubClient()
+    delivery = deliveries(make_config(tmp_path), client, render=Renders(fail="broken"))
+    with caplog.at_level(logging.ERROR, logger=LOG.name):
+        delivery.enqueue([stored("broken")])
+        delivery.enqueue([stored("fine")])
+        client.wait_calls(1)
+    assert client.texts() == ["fine 1/1"]
+    (dead,) = eventually(lambda: delivery.outbox.list(dead=True))
+    assert dead.reason == "unrenderable" and "cannot read this payload" in dead.detail
+    assert [r.event for r in caplog.records if getattr(r, "event", "")] == ["render_failed"]
+
+
+def test_a_dry_run_bot_prints_at_the_pace_the_real_bot_would_send(tmp_path, deliveries, caplog):
+    delivery = deliveries(make_config(tmp_path, Bot(name="dry", rate_limit=RateLimit(2, 100))), StubClient())
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        delivery.enqueue([msg(f"m{i}", bot="dry") for i in range(5)])
+        assert eventually(lambda: delivery.counters.get("dry_run", "dry") == 5, timeout=10)
+    times = [r.created for r in caplog.records if getattr(r, "event", "") == "dry_run"]
+    assert times[2] - times[0] >= 1.0 and times[4] - times[2] >= 1.0, "more than 2 in a second"

@@ -29,10 +29,11 @@ class Clock:
         return self.now
 
 
-def msg(n: int, bot: str = "ops", group: str = "g1", identity: str = "", part: int = 1, parts: int = 1):
-    return OutgoingMessage(bot=bot, group_key=group, source="alertmanager",
-                           body={"msg_type": "text", "content": {"text": f"m{n}"}},
-                           part=part, parts=parts, identity=identity)
+def msg(n: int, bot: str = "ops", group: str = "g1", identity: str = "", parts: int = 1):
+    """A message stored already rendered, in `parts` parts."""
+    return OutgoingMessage(bot=bot, group_key=group, source="alertmanager", identity=identity,
+                           bodies=tuple({"msg_type": "text", "content": {"text": f"m{n} {i}/{parts}"}}
+                                        for i in range(1, parts + 1)))
 
 
 def states(outbox: Outbox) -> dict[int, str]:
@@ -63,10 +64,10 @@ def test_stored_messages_are_committed_and_listed_without_secrets(outbox, tmp_pa
     assert other.list(dead=True) == [] and len(other.list(dead=False)) == 2
     assert set(rows[0].as_dict()) == {"id", "bot", "group_key", "state", "part", "parts", "attempts", "created",
                                       "next_attempt", "reason", "code", "detail"}
-    # The body stored is the unsigned message, byte for byte what the renderer made.
+    # The bodies stored are the unsigned messages, byte for byte what the renderer made.
     with sqlite3.connect(outbox.path) as conn:
-        body = conn.execute("SELECT body FROM messages WHERE id = ?", (stored.ids[0],)).fetchone()[0]
-    assert json.loads(body) == msg(1).body and "sign" not in body
+        bodies = conn.execute("SELECT bodies FROM messages WHERE id = ?", (stored.ids[0],)).fetchone()[0]
+    assert tuple(json.loads(bodies)) == msg(1).bodies and "sign" not in bodies
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     other.close()
 
@@ -116,7 +117,8 @@ def pipeline_messages(payload: dict) -> list[OutgoingMessage]:
 
     recorder = Recorder()
     log = logging.getLogger("bridge.test")
-    Pipeline(config, Renderer(None, config.timezone, log), recorder, log).accept(parse("alertmanager", payload))
+    raw = json.dumps(payload).encode()
+    Pipeline(config, Renderer(None, config.timezone, log), recorder, log).accept(parse("alertmanager", payload), raw)
     return recorder.messages
 
 
@@ -124,7 +126,7 @@ def test_an_alertmanager_ha_pair_produces_one_message_per_bot(outbox):
     payload = json.loads((FIXTURES / "alertmanager" / "am025-mixed-resolved-firing.json").read_text())
     twin = {**payload, "externalURL": "http://alertmanager-1.test:9093", "receiver": "feishu-b"}
     first, second = pipeline_messages(payload), pipeline_messages(twin)
-    assert [m.body for m in first] != [m.body for m in second]      # the cards differ (links) ...
+    assert [m.payload for m in first] != [m.payload for m in second]  # the bodies differ (links) ...
     assert len(outbox.store(first, dedupe_window=WINDOW).ids) == 2   # ... ops and db
     assert outbox.store(second, dedupe_window=WINDOW).ids == []      # ... yet it is the same notification
 
@@ -148,12 +150,17 @@ def test_coalescing_off_keeps_every_message(outbox):
     assert [r.state for r in outbox.list()] == [PENDING, PENDING]
 
 
-def test_parts_supersede_all_older_parts_but_never_each_other(outbox):
-    old = outbox.store([msg(1, part=1, parts=2), msg(2, part=2, parts=2)], coalesce=True)
-    assert old.superseded == []
-    new = outbox.store([msg(3, part=1, parts=3), msg(4, part=2, parts=3), msg(5, part=3, parts=3)], coalesce=True)
-    assert sorted(s[0] for s in new.superseded) == old.ids
-    assert [r.id for r in outbox.list()] == new.ids
+def test_a_message_with_some_parts_sent_is_superseded_by_a_newer_state(outbox):
+    (old,) = outbox.store([msg(1, parts=3)], coalesce=True).ids
+    outbox.acquire("ops", "me")
+    send = outbox.claim(old, "ops", "me", record=True)
+    assert outbox.mark_sent(old, send, "ops", "me", 0, last=False)
+    head = outbox.head("ops")
+    assert (head.id, head.part, head.parts) == (old, 2, 3)          # part 2 of 3 is next ...
+    new = outbox.store([msg(2, parts=2)], coalesce=True)
+    assert [s[0] for s in new.superseded] == [old]                  # ... but the group has moved on
+    head = outbox.head("ops")
+    assert (head.id, head.part, head.parts) == (new.ids[0], 1, 2)
 
 
 def test_a_message_in_flight_is_not_superseded(outbox):
@@ -245,3 +252,84 @@ def test_depths_count_waiting_messages_and_their_age(outbox, clock):
     clock.now += 30
     outbox.store([msg(4, bot="db", group="g9")])
     assert sorted(outbox.depths()) == [("db", 2, 30.0), ("ops", 2, 30.0)]
+
+
+def payload_message(bot: str, payload: bytes, group: str = "g1") -> OutgoingMessage:
+    return OutgoingMessage(bot=bot, group_key=group, source="alertmanager", payload=payload)
+
+
+def count(outbox: Outbox, table: str) -> int:
+    with sqlite3.connect(outbox.path) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def test_a_notification_for_several_bots_is_stored_once_until_none_needs_it(outbox, clock):
+    body = b'{"the": "webhook body"}'
+    ids = outbox.store([payload_message("ops", body), payload_message("db", body)]).ids
+    assert count(outbox, "payloads") == 1
+    head = outbox.head("db")
+    assert head.payload == body and head.bodies is None and head.parts == 0    # not rendered yet
+    assert [(e.part, e.parts) for e in outbox.list()] == [(1, 0), (1, 0)]
+
+    outbox.acquire("ops", "me")
+    outbox.acquire("db", "me")
+    assert outbox.set_bodies(ids[0], "ops", "me", [{"n": 1}, {"n": 2}])
+    head = outbox.head("ops")
+    assert head.payload is None and (head.part, head.parts) == (1, 2)
+    for part in (1, 2):
+        assert outbox.head("ops").part == part
+        outbox.mark_sent(ids[0], outbox.claim(ids[0], "ops", "me", record=True), "ops", "me", 0, last=part == 2)
+    clock.now += 10
+    outbox.prune(clock.now)
+    assert count(outbox, "payloads") == 1            # db's message still needs it
+    outbox.acquire("db", "me")
+    outbox.mark_sent(ids[1], outbox.claim(ids[1], "db", "me", record=True), "db", "me", 0)
+    clock.now += 10
+    outbox.prune(clock.now)
+    assert count(outbox, "payloads") == 0 and count(outbox, "messages") == 0
+
+
+def test_a_dead_letter_queued_again_is_rendered_again(outbox):
+    (message_id,) = outbox.store([payload_message("ops", b"{}")]).ids
+    outbox.acquire("ops", "me")
+    outbox.set_bodies(message_id, "ops", "me", [{"keyword": "missing"}])
+    outbox.dead_letter(message_id, outbox.claim(message_id, "ops", "me", record=True), "ops", "me",
+                       reason="keyword_missing", code=19024, detail="")
+    assert outbox.retry(message_id) == 1
+    head = outbox.head("ops")
+    assert head.bodies is None and head.payload == b"{}"   # the fixed config renders it anew
+
+
+SCHEMA_1 = (  # the 0.1 outbox, as bridge/outbox.py created it before rendering moved to send time
+    """CREATE TABLE messages (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, bot TEXT NOT NULL,
+        group_key TEXT NOT NULL, batch TEXT NOT NULL, identity TEXT NOT NULL, part INTEGER NOT NULL,
+        parts INTEGER NOT NULL, source TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, owner TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, next_attempt REAL NOT NULL, finished REAL,
+        reason TEXT, code INTEGER, detail TEXT)""",
+    "CREATE INDEX messages_queue ON messages (bot, state, seq)",
+    """CREATE TABLE bots (bot TEXT PRIMARY KEY, owner TEXT, expires REAL NOT NULL DEFAULT 0,
+        paused_until REAL NOT NULL DEFAULT 0, backoff REAL NOT NULL DEFAULT 0)""",
+    "CREATE TABLE sends (id INTEGER PRIMARY KEY, bot TEXT NOT NULL, started REAL NOT NULL, finished REAL)",
+)
+
+
+def test_an_outbox_of_the_previous_version_keeps_what_waits_after_an_upgrade(tmp_path):
+    path = tmp_path / "outbox.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        for statement in SCHEMA_1:
+            conn.execute(statement)
+        for i, (state, part) in enumerate([("sent", 1), ("pending", 1), ("pending", 2), ("dead", 1)], start=1):
+            conn.execute("INSERT INTO messages (seq, bot, group_key, batch, identity, part, parts, source, body,"
+                         " state, created, next_attempt) VALUES (?, 'ops', 'g', 'b', '', ?, 2, 'alertmanager', ?,"
+                         " ?, 1, 1)", (i, part, json.dumps({"text": f"m{i}"}), state))
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    outbox = Outbox(path)
+    assert [(e.id, e.state) for e in outbox.list()] == [(2, PENDING), (3, PENDING), (4, DEAD)]
+    head = outbox.head("ops")
+    assert (head.id, head.bodies, head.parts) == (2, [{"text": "m2"}], 1)
+    assert outbox.retry(4) == 1 and outbox.head("ops").id == 2
+    assert [e.id for e in outbox.list(dead=False)] == [2, 3, 4]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT bodies FROM messages WHERE id = 4").fetchone()[0] == '[{"text": "m4"}]'
