@@ -59,6 +59,10 @@ BUSY_TIMEOUT = 3.0
 # lock, which made the slowest accepts wait ~1 s under load. Polling in steps this short
 # hands the lock over promptly; only writers of other processes ever wait this way.
 LOCK_POLL = 0.001
+# Page cache per connection, in KiB. Every handler thread has its own connection, and
+# SQLite's default (2 MiB each) grew a worker by several MiB for lookups that touch a
+# handful of index pages; the OS page cache holds the file anyway.
+CACHE_KIB = 256
 # A dead process's lease lapses after this; renewed every LEASE_RENEW seconds while alive.
 LEASE_TTL = 5.0
 LEASE_RENEW = 1.0
@@ -197,6 +201,7 @@ class Outbox:
         # Autocommit mode: each method says BEGIN IMMEDIATE itself, so a writer takes the
         # lock up front instead of failing half-way on an upgrade from a read.
         conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)   # we wait ourselves: LOCK_POLL
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         try:
             with self._ready_lock:
                 if not self._ready:
