@@ -6,7 +6,7 @@ Nothing after this module reads a raw YAML dict.
 
 Order of work: read YAML -> expand ${VAR} / ${VAR:-default} in every string ->
 read *_file values -> build typed objects with defaults -> cross-check (bot names
-used by routes, template names).
+used by routes, user names used by mentions, template names).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import yaml
 
 from .errors import ConfigError
 from .feishu import RATE_PER_MINUTE, RATE_PER_SECOND
-from .routing import MatcherError, Route, parse_matchers
+from .mentions import NAME_SEPARATORS, MentionSettings
+from .model import FIRING, RESOLVED, Mention
+from .routing import Matcher, MatcherError, MentionRule, Route, parse_matchers
 from .secret import Secret, WebhookURL
 
 # The configuration `feishu-alert-bridge serve` runs without --config: the example
@@ -35,6 +37,14 @@ BOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_KEYWORDS = 10
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_STORAGE_PATH = "feishu-alert-bridge-outbox.db"
+# A Feishu open_id: "ou_" then letters and digits (protocols.md A.7; the guide's examples
+# are ou_18eac8 and ou_xxxxxx, real ones are longer). The length is left to Feishu; this
+# catches what custom bots refuse or cannot mean: emails, union_ids (on_...), spaces.
+OPEN_ID = re.compile(r"^ou_[A-Za-z0-9]+$")
+# A name in the users: directory. Label values list names separated by whitespace or
+# mentions.NAME_SEPARATORS, with a leading "@" dropped, so a name holds none of those.
+USER_NAME = re.compile(rf"^[^\s@{NAME_SEPARATORS}][^\s{NAME_SEPARATORS}]*$")
+MENTION_STATUSES = (FIRING, RESOLVED)
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,12 @@ class Bot:
     read_timeout: float = 10.0               # seconds
     rate_limit: RateLimit = field(default_factory=RateLimit)
     timezone: ZoneInfo | None = None         # None: the top-level timezone
+    # Who this bot's messages ping; the same settings as a route's (routing.Route), but
+    # never inherited: they apply on top of the matched routes' (bridge.mentions).
+    mentions: MentionRule = MentionRule()
+    mention_labels: tuple[str, ...] = ()
+    mention_on: frozenset[str] = frozenset({FIRING})
+    send_resolved: bool = True
 
     @property
     def sends(self) -> bool:
@@ -142,6 +158,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
+    users: Mapping[str, str] = field(default_factory=dict)   # name -> open_id
     source: str = "<embedded default>"       # where it was read from, for messages
     file_signature: tuple[int, int, int] | None = None   # the file as it was read, for reload
 
@@ -197,7 +214,10 @@ _SIZE = re.compile(r"^(\d+)\s*(B|KB|KiB|MB|MiB)?$")
 _SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2}
 
 _TOP_KEYS = {"bots", "route", "templates_dir", "timezone", "server", "storage", "delivery", "auth", "log",
-             "reload"}
+             "reload", "preview", "users"}
+_PREVIEW_KEYS = {"enabled"}
+_USER_KEYS = {"open_id"}
+_MENTION_KEYS = {"all", "users", "matchers"}
 _RELOAD_KEYS = {"watch", "interval"}
 _AUTH_KEYS = {"bearer_token", "bearer_token_file", "basic", "grafana_hmac", "protect_operations"}
 _BASIC_KEYS = {"username", "password", "password_file"}
@@ -206,8 +226,10 @@ _LOG_KEYS = {"format", "level"}
 _LOG_FORMATS = ("json", "text")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _BOT_KEYS = {"name", "webhook_url", "webhook_url_file", "secret", "secret_file", "keywords",
-             "template", "dry_run", "proxy_url", "connect_timeout", "read_timeout", "rate_limit"}
-_ROUTE_KEYS = {"bots", "matchers", "continue", "routes"}
+             "template", "dry_run", "proxy_url", "connect_timeout", "read_timeout", "rate_limit",
+             "timezone", "mentions", "mention_labels", "mention_on", "send_resolved"}
+_ROUTE_KEYS = {"bots", "matchers", "continue", "routes", "mentions", "mention_labels", "mention_on",
+               "send_resolved"}
 _SERVER_KEYS = {"max_body_bytes"}
 _RATE_KEYS = {"per_second", "per_minute"}
 _STORAGE_KEYS = {"path"}
@@ -220,6 +242,8 @@ class _Reader:
         self.base_dir = base_dir
         self.problems: list[str] = []
         self.bot_index: dict[str, int] = {}
+        self.users: dict[str, str] = {}
+        self.broken_users: set[str] = set()     # named in users: but invalid; not "unknown" again
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}" if path else message)
@@ -301,13 +325,18 @@ class _Reader:
         return default
 
     def string_list(self, value: Any, path: str) -> list[str]:
+        return [text for _, text in self.indexed_strings(value, path)]
+
+    def indexed_strings(self, value: Any, path: str) -> list[tuple[str, str]]:
+        """(key path, string) for each item that is a string, so later problems name the
+        item's real position even when an earlier one was rejected."""
         if value is None:
             return []
         if not isinstance(value, list):
             self.problem(path, f"expected a list, got {_kind(value)}")
             return []
-        items = [self.string(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return [s for s in items if s is not None]
+        items = [(f"{path}[{i}]", self.string(v, f"{path}[{i}]")) for i, v in enumerate(value)]
+        return [(where, text) for where, text in items if text is not None]
 
     def secret_value(self, section: dict[str, Any], key: str, path: str) -> str | None:
         """`key` inline or `key_file` read from a file (Kubernetes secrets), never both."""
@@ -348,21 +377,24 @@ class _Reader:
         top = self.mapping(raw, "", _TOP_KEYS)
         if not top and raw is not None and not isinstance(raw, dict):
             return None
+        self.users = self.user_directory(top.get("users"))
         bots = self.bots(top.get("bots"))
-        route = self.route(top.get("route"), "route", inherited=(), known=set(bots), root=True)
+        route = self.route(top.get("route"), "route", parent=Route(), known=set(bots), root=True)
         templates_dir = self.templates_dir(top.get("templates_dir"))
         self.check_templates(bots, templates_dir)
         return Config(
             bots=bots,
             route=route,
             templates_dir=templates_dir,
-            timezone=self.timezone(top.get("timezone")),
+            timezone=self.zone(top.get("timezone"), "timezone") or ZoneInfo("UTC"),
             server=self.server(top.get("server")),
             storage=self.storage(top.get("storage")),
             delivery=self.delivery(top.get("delivery")),
             auth=self.auth(top.get("auth")),
             log=self.log(top.get("log")),
             reload=self.reload(top.get("reload")),
+            preview=self.preview(top.get("preview")),
+            users=self.users,
             source=source,
         )
 
@@ -411,6 +443,9 @@ class _Reader:
         if any(not k for k in keywords):
             self.problem(f"{path}.keywords", "keywords must not be empty strings")
         template = self.string(section.get("template", "default"), f"{path}.template") or "default"
+        # Read even for a bot without a usable name, so that their problems show too.
+        zone = self.zone(section.get("timezone"), f"{path}.timezone")
+        mention_settings = self.mention_settings(section, path, inherited=Bot(name=""))  # the defaults
         if name is None:
             return None
         return Bot(
@@ -424,6 +459,8 @@ class _Reader:
             connect_timeout=self.duration(section.get("connect_timeout"), f"{path}.connect_timeout", 5.0),
             read_timeout=self.duration(section.get("read_timeout"), f"{path}.read_timeout", 10.0),
             rate_limit=self.rate_limit(section.get("rate_limit"), f"{path}.rate_limit"),
+            timezone=zone,
+            **mention_settings,
         )
 
     def rate_limit(self, raw: Any, path: str) -> RateLimit:
@@ -439,7 +476,7 @@ class _Reader:
             self.problem(f"{path}.per_minute", f"Feishu allows at most {RATE_PER_MINUTE} per minute per bot")
         return limit
 
-    def route(self, raw: Any, path: str, *, inherited: tuple[str, ...], known: set[str], root: bool = False) -> Route:
+    def route(self, raw: Any, path: str, *, parent: Route, known: set[str], root: bool = False) -> Route:
         if raw is None and root:
             self.problem(path, "required: the route tree's root names the bots alerts go to by default")
             return Route()
@@ -448,13 +485,7 @@ class _Reader:
             for key in ("matchers", "continue"):
                 if key in section:
                     self.problem(f"{path}.{key}", "not allowed on the root route (every alert enters at the root)")
-        matchers = []
-        for i, text in enumerate(self.string_list(section.get("matchers"), f"{path}.matchers")):
-            try:
-                matchers.extend(parse_matchers(text))
-            except MatcherError as exc:
-                self.problem(f"{path}.matchers[{i}]", str(exc))
-        bots = inherited
+        bots = parent.bots
         if section.get("bots") is not None:
             bots = tuple(self.string_list(section["bots"], f"{path}.bots"))
             for i, bot in enumerate(bots):
@@ -462,19 +493,138 @@ class _Reader:
                     self.problem(f"{path}.bots[{i}]", f"unknown bot {bot!r} (known: {', '.join(sorted(known))})")
         if root and not bots:
             self.problem(f"{path}.bots", "required on the root route: where alerts go when no child route matches")
+        # Built before its children, which inherit from it; they are added afterwards.
+        here = Route(
+            matchers=self.matchers(section.get("matchers"), f"{path}.matchers"),
+            bots=bots,
+            continue_=False if root else self.boolean(section.get("continue"), f"{path}.continue", False),
+            **self.mention_settings(section, path, inherited=parent),
+        )
         children_raw = section.get("routes")
-        children: list[Route] = []
         if children_raw is not None and not isinstance(children_raw, list):
             self.problem(f"{path}.routes", f"expected a list of routes, got {_kind(children_raw)}")
         elif children_raw:
-            children = [self.route(child, f"{path}.routes[{i}]", inherited=bots, known=known)
-                        for i, child in enumerate(children_raw)]
-        return Route(
-            matchers=tuple(matchers),
-            bots=bots,
-            continue_=False if root else self.boolean(section.get("continue"), f"{path}.continue", False),
-            routes=tuple(children),
+            children = tuple(self.route(child, f"{path}.routes[{i}]", parent=here, known=known)
+                             for i, child in enumerate(children_raw))
+            here = replace(here, routes=children)
+        return here
+
+    def matchers(self, raw: Any, path: str) -> tuple[Matcher, ...]:
+        found: list[Matcher] = []
+        for where, text in self.indexed_strings(raw, path):
+            try:
+                found.extend(parse_matchers(text))
+            except MatcherError as exc:
+                self.problem(where, str(exc))
+        return tuple(found)
+
+    # -- mentions: the users directory, and the settings bots and routes share --
+
+    def user_directory(self, raw: Any) -> dict[str, str]:
+        """`users:`: name -> open_id, each written `name: ou_...` or `name: {open_id: ou_...}`."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.problem("users", f"expected a mapping of names to open_ids, got {_kind(raw)}")
+            return {}
+        users: dict[str, str] = {}
+        for key, value in raw.items():
+            name = str(key)
+            path = _join("users", name)
+            if not USER_NAME.match(name) or OPEN_ID.match(name):
+                self.problem(path, f"{name!r} is not usable as a name: no spaces, commas, semicolons or leading "
+                                   "'@' (label values list names separated by those), and not an open_id")
+                continue
+            if isinstance(value, dict):
+                section = self.mapping(value, path, _USER_KEYS)
+                value, path = section.get("open_id"), f"{path}.open_id"
+                if value is None:
+                    self.problem(path, "required")
+            open_id = self.open_id(value, path) if value is not None else None
+            if open_id is None:
+                self.broken_users.add(name)
+            else:
+                users[name] = open_id
+        return users
+
+    def open_id(self, value: Any, path: str) -> str | None:
+        text = self.string(value, path)
+        return text if text is not None and self.valid_open_id(text, path) else None
+
+    def valid_open_id(self, text: str, path: str) -> bool:
+        if OPEN_ID.match(text):
+            return True
+        hint = ""
+        if "@" in text:
+            hint = ": custom bots cannot mention by email"
+        elif text.startswith("on_"):
+            hint = ": that is a union_id, custom bots need the open_id"
+        elif text.strip() != text:
+            hint = ": remove the spaces"
+        self.problem(path, f"{text!r} is not a Feishu open_id (ou_ then letters and digits){hint}")
+        return False
+
+    def mention_settings(self, section: dict[str, Any], path: str, inherited: MentionSettings) -> dict[str, Any]:
+        """mentions, mention_labels, mention_on and send_resolved: as set here, else `inherited`'s."""
+        def given(key: str) -> bool:
+            return section.get(key) is not None
+
+        return {
+            "mentions": (self.mention_rule(section["mentions"], f"{path}.mentions") if given("mentions")
+                         else inherited.mentions),
+            "mention_labels": (self.label_names(section["mention_labels"], f"{path}.mention_labels")
+                               if given("mention_labels") else inherited.mention_labels),
+            "mention_on": (self.mention_on(section["mention_on"], f"{path}.mention_on") if given("mention_on")
+                           else inherited.mention_on),
+            "send_resolved": self.boolean(section.get("send_resolved"), f"{path}.send_resolved",
+                                          inherited.send_resolved),
+        }
+
+    def mention_rule(self, raw: Any, path: str) -> MentionRule:
+        section = self.mapping(raw, path, _MENTION_KEYS)
+        users = [self.mention_user(entry, where) for where, entry in
+                 self.indexed_strings(section.get("users"), f"{path}.users")]
+        return MentionRule(
+            all=self.boolean(section.get("all"), f"{path}.all", False),
+            users=tuple(dict.fromkeys(u for u in users if u is not None)),
+            matchers=self.matchers(section.get("matchers"), f"{path}.matchers"),
         )
+
+    def mention_user(self, entry: str, path: str) -> Mention | None:
+        """An open_id as it is, or a name looked up in users:."""
+        if entry.startswith("ou_"):
+            return Mention(entry) if self.valid_open_id(entry, path) else None
+        if entry in self.users:
+            return Mention(self.users[entry], entry)
+        if entry in self.broken_users:
+            return None  # its users: entry has its own problem
+        if entry == "all":
+            hint = "; to mention everyone, use all: true"
+        elif "@" in entry:
+            hint = "; custom bots cannot mention by email: add the person to users: with their open_id"
+        else:
+            close = _closest(entry, set(self.users))
+            hint = f" (did you mean {close!r}?)" if close else ""
+        self.problem(path, f"unknown user {entry!r}: not an open_id (ou_...) and not a name in users:{hint}")
+        return None
+
+    def label_names(self, raw: Any, path: str) -> tuple[str, ...]:
+        names = []
+        for where, name in self.indexed_strings(raw, path):
+            if name:
+                names.append(name)
+            else:
+                self.problem(where, "expected a label or annotation name, got an empty string")
+        return tuple(dict.fromkeys(names))
+
+    def mention_on(self, raw: Any, path: str) -> frozenset[str]:
+        statuses = set()
+        for where, status in self.indexed_strings(raw, path):
+            if status in MENTION_STATUSES:
+                statuses.add(status)
+            else:
+                self.problem(where, f"expected one of {', '.join(MENTION_STATUSES)}, got {status!r}")
+        return frozenset(statuses)
 
     def templates_dir(self, raw: Any) -> Path | None:
         if raw is None:
@@ -496,15 +646,25 @@ class _Reader:
             if bot.template not in names:
                 self.problem(f"bots[{self.bot_index[bot.name]}].template", f"unknown template {bot.template!r} (known: {', '.join(sorted(names))})")
 
-    def timezone(self, raw: Any) -> ZoneInfo:
+    def zone(self, raw: Any, path: str) -> ZoneInfo | None:
+        """An IANA time zone; None when unset (or wrong, with a problem: never a silent UTC)."""
         if raw is None:
-            return ZoneInfo("UTC")
-        name = self.string(raw, "timezone")
+            return None
+        name = self.string(raw, path)
+        if name is None:
+            return None
+        if not name.strip():
+            self.problem(path, "is empty: give an IANA name like Asia/Shanghai or UTC, or remove the key")
+            return None
         try:
-            return ZoneInfo(name) if name else ZoneInfo("UTC")
-        except (ZoneInfoNotFoundError, ValueError):
-            self.problem("timezone", f"unknown time zone {name!r} (use an IANA name like Asia/Shanghai or UTC)")
-            return ZoneInfo("UTC")
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "Asia"
+            self.problem(path, f"unknown time zone {name!r} (use an IANA name like Asia/Shanghai or UTC)")
+            return None
+
+    def preview(self, raw: Any) -> PreviewConfig:
+        section, default = self.mapping(raw, "preview", _PREVIEW_KEYS), PreviewConfig()
+        return PreviewConfig(enabled=self.boolean(section.get("enabled"), "preview.enabled", default.enabled))
 
     def storage(self, raw: Any) -> StorageConfig:
         section = self.mapping(raw, "storage", _STORAGE_KEYS)

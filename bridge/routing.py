@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from .model import FIRING, Mention
+
 OPERATORS = ("=", "!=", "=~", "!~")
 _REGEX_OPS = ("=~", "!~")
 _EXPECTED_OP = "expected one of =, !=, =~, !~"
@@ -386,11 +388,42 @@ def _go_quote(s: str) -> str:
 # --- the route tree (dispatch/route.go) ------------------------------------------------
 
 @dataclass(frozen=True)
-class Route:
+class MentionRule:
+    """A bot's or route's `mentions:`: who is pinged, and for which alerts.
+
+    `users` were resolved through the `users:` directory when the config loaded: each is
+    an open_id, with the directory name when it was given by name. `matchers` (all must
+    match the alert's labels) limit this rule only, not `mention_labels`.
+    """
+
+    all: bool = False
+    users: tuple[Mention, ...] = ()
     matchers: tuple[Matcher, ...] = ()
-    bots: tuple[str, ...] = ()          # inherited from the parent by the loader when unset
+
+    def applies(self, labels: Mapping[str, str]) -> bool:
+        return all(m.matches(labels) for m in self.matchers)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One node of the route tree.
+
+    Inheritance is Alertmanager's: a setting a route does not set is its parent's. The
+    loader (bridge.config) applies it, so every node holds its effective values:
+    `bots`, `mentions`, `mention_labels`, `mention_on` and `send_resolved` are each
+    inherited on their own; `matchers`, `continue_` and `routes` never are. A set value
+    replaces the parent's, it is not merged with it (`mentions: {}` turns the parent's
+    mentions off below this node). The root's unset values are the defaults below.
+    """
+
+    matchers: tuple[Matcher, ...] = ()
+    bots: tuple[str, ...] = ()
     continue_: bool = False
     routes: tuple["Route", ...] = ()
+    mentions: MentionRule = MentionRule()
+    mention_labels: tuple[str, ...] = ()          # label/annotation names holding user names
+    mention_on: frozenset[str] = frozenset({FIRING})   # alert statuses that mention at all
+    send_resolved: bool = True
 
     def match(self, labels: Mapping[str, str]) -> list["Route"]:
         """The matching routes under this one, depth-first, left to right (Route.Match)."""
@@ -406,6 +439,23 @@ class Route:
         return matched or [self]
 
 
+def route_matches(root: Route, labels: Mapping[str, str]) -> list[tuple[str, Route]]:
+    """(bot, matched route) for every matched route and each of its bots, in order.
+
+    A bot appears once per route that sends the alert to it; the route nodes carry the
+    settings (mentions, send_resolved) that apply to the alert on that bot.
+    """
+    return [(bot, route) for route in root.match(labels) for bot in dict.fromkeys(route.bots)]
+
+
+def routes_by_bot(root: Route, labels: Mapping[str, str]) -> dict[str, tuple[Route, ...]]:
+    """The bots an alert goes to, in order, each with the matched routes that send it there."""
+    found: dict[str, list[Route]] = {}
+    for bot, route in route_matches(root, labels):
+        found.setdefault(bot, []).append(route)
+    return {bot: tuple(routes) for bot, routes in found.items()}
+
+
 def route_alert(root: Route, labels: Mapping[str, str]) -> tuple[str, ...]:
     """The bots an alert goes to: every matched route's bots, in order, each once."""
-    return tuple(dict.fromkeys(bot for route in root.match(labels) for bot in route.bots))
+    return tuple(dict.fromkeys(bot for bot, _ in route_matches(root, labels)))

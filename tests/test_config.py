@@ -194,3 +194,158 @@ def test_serve_refuses_a_bad_config_before_starting(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert "route.routes[0].matchers[0]:" in run.stderr and "Traceback" not in run.stderr
+
+
+# --- users, mentions, send_resolved, per-bot timezone, preview --------------------------------
+
+MENTIONS_EXAMPLE = """
+users:
+  alice: ou_7d8a6e6df7621556ce0d21922b676706ccs
+  bob: {open_id: ou_18eac8}
+  张三: ${ZHANG_SAN_OPEN_ID}
+bots:
+  - name: ops
+    timezone: Europe/Berlin
+    mentions: {all: true, matchers: ['severity="critical"']}
+    mention_labels: [owner, oncall]
+    mention_on: [firing, resolved]
+    send_resolved: false
+  - name: db
+route:
+  bots: [ops]
+  mentions: {users: [alice, ou_xyz, 张三]}
+  routes:
+    - matchers: ['team="db"']
+      bots: [db]
+      send_resolved: false
+      routes:
+        - {matchers: ['severity="page"'], mentions: {}}
+preview: {enabled: false}
+timezone: Asia/Shanghai
+"""
+
+
+def test_mention_keys_load_into_typed_settings() -> None:
+    from bridge.model import Mention
+
+    config = cfg.loads(MENTIONS_EXAMPLE, env={"ZHANG_SAN_OPEN_ID": "ou_zs1"})
+    assert config.users == {"alice": "ou_7d8a6e6df7621556ce0d21922b676706ccs", "bob": "ou_18eac8",
+                            "张三": "ou_zs1"}
+    ops, db = config.bots["ops"], config.bots["db"]
+    assert str(ops.timezone) == "Europe/Berlin" and db.timezone is None and str(config.timezone) == "Asia/Shanghai"
+    assert ops.mentions.all and ops.mentions.users == () and [str(m) for m in ops.mentions.matchers] == [
+        'severity="critical"']
+    assert ops.mention_labels == ("owner", "oncall") and ops.mention_on == {"firing", "resolved"}
+    assert not ops.send_resolved
+    # Defaults: nobody pinged, mention on firing only, resolved alerts sent.
+    assert not db.mentions.all and db.mentions.users == () and db.mention_labels == ()
+    assert db.mention_on == {"firing"} and db.send_resolved
+    root = config.route
+    assert root.mentions.users == (Mention("ou_7d8a6e6df7621556ce0d21922b676706ccs", "alice"), Mention("ou_xyz"),
+                                   Mention("ou_zs1", "张三"))
+    assert root.send_resolved and root.mention_on == {"firing"}
+    child = root.routes[0]
+    assert child.mentions == root.mentions and not child.send_resolved   # inherited / set
+    grandchild = child.routes[0]
+    assert grandchild.mentions.users == () and not grandchild.send_resolved  # cleared / inherited
+    assert not config.preview.enabled
+
+
+def test_defaults_without_the_new_keys() -> None:
+    config = cfg.loads("bots: [{name: a}]\nroute: {bots: [a]}", env={})
+    assert config.users == {} and config.preview.enabled and str(config.timezone) == "UTC"
+    assert config.bots["a"].timezone is None
+
+
+@pytest.mark.parametrize("users,expected", [
+    ("users: [alice]", "users: expected a mapping of names to open_ids, got a list"),
+    ("users: {alice: alice@example.com}", "users.alice: 'alice@example.com' is not a Feishu open_id "
+                                          "(ou_ then letters and digits): custom bots cannot mention by email"),
+    ("users: {alice: on_123abc}", "users.alice: 'on_123abc' is not a Feishu open_id (ou_ then letters and digits): "
+                                  "that is a union_id, custom bots need the open_id"),
+    ("users: {alice: ' ou_123'}", "users.alice: ' ou_123' is not a Feishu open_id (ou_ then letters and digits): "
+                                  "remove the spaces"),
+    ("users: {alice: ou_}", "users.alice: 'ou_' is not a Feishu open_id"),
+    ("users: {alice: ou_12-34}", "users.alice: 'ou_12-34' is not a Feishu open_id"),
+    ("users: {alice: 12345}", "users.alice: '12345' is not a Feishu open_id"),
+    ("users: {bob: {open_id: u_1}}", "users.bob.open_id: 'u_1' is not a Feishu open_id"),
+    ("users: {bob: {}}", "users.bob.open_id: required"),
+    ("users: {bob: {open_id: ou_1, email: b@x}}", "users.bob.email: unknown key"),
+    ("users: {'a b': ou_1}", "users.a b: 'a b' is not usable as a name"),
+    ("users: {'a,b': ou_1}", "users.a,b: 'a,b' is not usable as a name"),
+    ("users: {'@bob': ou_1}", "users.@bob: '@bob' is not usable as a name"),
+    ("users: {ou_1: ou_1}", "users.ou_1: 'ou_1' is not usable as a name"),
+])
+def test_users_directory_mistakes(users: str, expected: str) -> None:
+    assert expected in "\n".join(problems(f"bots: [{{name: a}}]\nroute: {{bots: [a]}}\n{users}"))
+
+
+@pytest.mark.parametrize("setting,expected", [
+    ("mentions: {users: [alice, bobby]}",
+     "{where}.mentions.users[1]: unknown user 'bobby': not an open_id (ou_...) and not a name in users: "
+     "(did you mean 'bob'?)"),
+    ("mentions: {users: [all]}", "{where}.mentions.users[0]: unknown user 'all': not an open_id (ou_...) and not "
+                                 "a name in users:; to mention everyone, use all: true"),
+    ("mentions: {users: [bob@example.com]}", "{where}.mentions.users[0]: unknown user 'bob@example.com': not an "
+                                             "open_id (ou_...) and not a name in users:; custom bots cannot "
+                                             "mention by email"),
+    ("mentions: {users: [ou_bad.id]}", "{where}.mentions.users[0]: 'ou_bad.id' is not a Feishu open_id"),
+    ("mentions: {users: [{a: 1}, nobody]}", "{where}.mentions.users[1]: unknown user 'nobody'"),
+    ("mentions: {all: yes please}", "{where}.mentions.all: expected true or false"),
+    ("mentions: {everyone: true}", "{where}.mentions.everyone: unknown key"),
+    ("mentions: [alice]", "{where}.mentions: expected a mapping, got a list"),
+    ("mentions: {matchers: ['x=~\"(\"']}", "{where}.mentions.matchers[0]: invalid regex"),
+    ("mention_labels: [owner, '']", "{where}.mention_labels[1]: expected a label or annotation name"),
+    ("mention_labels: owner", "{where}.mention_labels: expected a list, got a string"),
+    ("mention_on: [firing, pending]", "{where}.mention_on[1]: expected one of firing, resolved, got 'pending'"),
+    ("send_resolved: sometimes", "{where}.send_resolved: expected true or false"),
+])
+@pytest.mark.parametrize("where", ["bots[0]", "route", "route.routes[0].routes[1]"])
+def test_mention_settings_mistakes_name_their_key_path(setting: str, expected: str, where: str) -> None:
+    extra = ", " + setting
+    bot, root, leaf = {"bots[0]": (extra, "", ""), "route": ("", extra, ""),
+                       "route.routes[0].routes[1]": ("", "", extra)}[where]
+    text = f"""
+users: {{alice: ou_a1, bob: ou_b2}}
+bots: [{{name: a{bot}}}]
+route: {{bots: [a]{root}, routes: [{{matchers: ['x="1"'], routes: [{{}}, {{matchers: ['y="2"']{leaf}}}]}}]}}
+"""
+    assert expected.format(where=where) in "\n".join(problems(text))
+
+
+def test_a_broken_users_entry_is_reported_once_not_again_where_it_is_used() -> None:
+    found = problems("""
+        users: {alice: alice@example.com}
+        bots: [{name: a, mentions: {users: [alice]}}]
+        route: {bots: [a]}
+        """)
+    assert len(found) == 1 and found[0].startswith("users.alice:")
+
+
+def test_matcher_errors_name_the_items_real_position() -> None:
+    found = problems("bots: [{name: a}]\nroute: {bots: [a], routes: [{matchers: [{x: 1}, 'y=~\"(\"'], bots: [a]}]}")
+    assert [p.split(":")[0] for p in found] == ["route.routes[0].matchers[0]", "route.routes[0].matchers[1]"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("bots: [{name: a, timezone: Mars/Olympus}]\nroute: {bots: [a]}",
+     "bots[0].timezone: unknown time zone 'Mars/Olympus' (use an IANA name like Asia/Shanghai or UTC)"),
+    ("bots: [{name: a, timezone: '+08:00'}]\nroute: {bots: [a]}", "bots[0].timezone: unknown time zone '+08:00'"),
+    ("bots: [{name: a, timezone: Asia}]\nroute: {bots: [a]}", "bots[0].timezone: unknown time zone 'Asia'"),
+    ("bots: [{name: a, timezone: ''}]\nroute: {bots: [a]}", "bots[0].timezone: is empty"),
+    ("bots: [{name: a}]\nroute: {bots: [a]}\ntimezone: ''", "timezone: is empty"),
+    ("bots: [{name: a}]\nroute: {bots: [a]}\ntimezone: '${TZ_NAME}'", "timezone: environment variable TZ_NAME"),
+    ("bots: [{name: 'a b', timezone: Nowhere}]\nroute: {bots: [a]}", "bots[0].timezone: unknown time zone"),
+    ("bots: [{name: a}]\nroute: {bots: [a]}\npreview: {enabled: maybe}", "preview.enabled: expected true or false"),
+    ("bots: [{name: a}]\nroute: {bots: [a]}\npreview: {enable: false}",
+     "preview.enable: unknown key (did you mean 'enabled'?)"),
+])
+def test_timezone_and_preview_mistakes(text: str, expected: str) -> None:
+    assert expected in "\n".join(problems(text))
+
+
+def test_example_config_documents_every_new_key() -> None:
+    example = cfg.EMBEDDED_DEFAULT.read_text(encoding="utf-8")
+    for key in ("users:", "preview:", "mentions:", "mention_labels:", "mention_on:", "send_resolved:",
+                "timezone"):
+        assert key in example, key

@@ -15,7 +15,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.routing import Matcher, MatcherError, Route, parse_matchers, route_alert
+from bridge.routing import (Matcher, MatcherError, Route, parse_matchers, route_alert, route_matches,
+                            routes_by_bot)
 
 
 def one(text: str) -> Matcher:
@@ -404,3 +405,13 @@ def test_root_with_several_bots_is_the_catch_all() -> None:
     root = Route(bots=("ops", "backup"), routes=(leaf("db", 'team="db"'),))
     assert route_alert(root, {"team": "web"}) == ("ops", "backup")
     assert route_alert(root, {"team": "db"}) == ("db",)
+
+
+def test_route_matches_pairs_each_bot_with_the_route_that_sends_the_alert_there() -> None:
+    first = Route(matchers=tuple(parse_matchers("a=1")), bots=("ops", "db", "ops"), continue_=True)
+    second = Route(matchers=tuple(parse_matchers("a=~.+")), bots=("db", "oncall"), send_resolved=False)
+    root = Route(bots=("root",), routes=(first, second))
+    assert route_matches(root, {"a": "1"}) == [("ops", first), ("db", first), ("db", second), ("oncall", second)]
+    assert route_matches(root, {"b": "1"}) == [("root", root)]
+    assert routes_by_bot(root, {"a": "1"}) == {"ops": (first,), "db": (first, second), "oncall": (second,)}
+    assert list(routes_by_bot(root, {"a": "1"})) == list(route_alert(root, {"a": "1"}))
