@@ -14,16 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from . import sources
 from .config import Bot, Config
 from .errors import PayloadError
 from .model import Alert, Notification, fingerprint
+from .mentions import MentionResolver, sends_resolved
 from .outbox import Head
 from .render import Renderer
-from .routing import route_alert
+from .routing import routes_by_bot
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class Pipeline:
         self.renderer = renderer
         self.delivery = delivery
         self.log = logger
+        self.mentions = MentionResolver(config.users, logger)
 
     def route(self, notification: Notification, only_bot: str | None = None) -> dict[str, Share]:
         """Each bot's share of the alerts, in the notification's order.
@@ -97,16 +99,17 @@ class Pipeline:
         With only_bot (the /alertmanager/<bot> endpoints) the route tree is skipped:
         the sender has already routed.
         """
-        if only_bot is not None:
-            everything = list(range(len(notification.alerts)))
-            return {only_bot: Share(everything, routed=False)} if everything else {}
+        bots, root = self.config.bots, self.config.route
         shares: dict[str, Share] = {}
-        route = self.config.route
         for i, alert in enumerate(notification.alerts):
-            for bot in route_alert(route, alert.labels):
+            matched = {only_bot: ()} if only_bot is not None else routes_by_bot(root, alert.labels)
+            for bot, routes in matched.items():
+                # send_resolved: false drops resolved alerts, not the message (as Alertmanager does).
+                if not alert.is_firing and not sends_resolved(bots[bot], routes):
+                    continue
                 share = shares.get(bot)
                 if share is None:
-                    share = shares[bot] = Share()
+                    share = shares[bot] = Share(routed=only_bot is None)
                 share.alerts.append(i)
         return shares
 
@@ -149,5 +152,12 @@ class Pipeline:
         return self._render_share(notification, Share(list(indices), message.routed), bot)
 
     def _render_share(self, notification: Notification, share: Share, bot: Bot) -> list[dict]:
-        alerts = [notification.alerts[i] for i in share.alerts]
+        alerts = [self._with_mentions(notification.alerts[i], bot, share.routed) for i in share.alerts]
         return self.renderer.render(notification.subset(alerts), bot)
+
+    def _with_mentions(self, alert: Alert, bot: Bot, routed: bool) -> Alert:
+        """The alert with whom it pings on this bot: the bot's settings and those of the
+        routes that send it there (found again: they are config, decided at send time)."""
+        routes = routes_by_bot(self.config.route, alert.labels).get(bot.name, ()) if routed else ()
+        mentions = self.mentions.for_alert(alert, bot, routes)
+        return replace(alert, mentions=mentions) if mentions else alert
