@@ -292,9 +292,10 @@ def _outbox_list(args: argparse.Namespace) -> int:
     now = time.time()
     print(f"{'ID':>6}  {'BOT':<16} {'STATE':<8} {'PART':>5} {'TRIES':>5} {'AGE':>7}  REASON")
     for e in entries:
+        part = f"{e.part}/{e.parts or '?'}"      # ? until rendered, at its first send
         reason = " ".join(str(x) for x in (e.reason, f"code {e.code}" if e.code is not None else None,
                                            e.detail) if x)
-        print(f"{e.id:>6}  {e.bot:<16} {e.state:<8} {f'{e.part}/{e.parts}':>5} {e.attempts:>5} "
+        print(f"{e.id:>6}  {e.bot:<16} {e.state:<8} {part:>5} {e.attempts:>5} "
               f"{_age(now - e.created):>7}  {reason}")
     return 0
 
