@@ -4,7 +4,7 @@
 
 Both run under gunicorn with bridge.server.settings() (2 workers x 4 threads, gthread)
 on 127.0.0.1. wrk drives them closed-loop (-t2 -c8). The bridge has one dry-run bot
-at log level warning, so it parses, routes, renders, splits and enqueues each
+with the production defaults (log level info), so it parses, routes and stores each
 notification but sends nothing. Per payload size: a warm-up of each, then
 bare, bridge, bare, bridge; prints requests/s and p50/p99 latency per run, their mean,
 and the ratio bridge/bare (target: >= 0.7).
@@ -93,7 +93,7 @@ def main() -> int:
         sys.exit("wrk not found: apt-get install -y wrk")
     print(f"machine: {benchlib.machine()}")
     print("servers: gunicorn gthread 2 workers x 4 threads (bridge.server.settings); wrk -t2 -c8")
-    print("bridge: one dry-run bot (keyword), log level warning")
+    print("bridge: one dry-run bot (keyword), production defaults (log level info)")
     ratios = {}
     with tempfile.TemporaryDirectory(prefix="bench-accept-") as tmp:
         workdir = Path(tmp)

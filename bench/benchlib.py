@@ -18,9 +18,9 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-# A dry-run bot: the bridge does all its accept-path work (parse, route, render, split,
-# enqueue) and its delivery thread writes the message to the log instead of sending it.
-# At log level warning that log line is dropped, so logging does not dominate.
+# A dry-run bot: the bridge does all its accept-path work (parse, route, store) and its
+# delivery thread renders each message when due and writes it to the log instead of
+# sending it, at the bot's rate limits (5/s), as a real bot would send.
 DRY_RUN_CONFIG = """\
 bots:
   - name: ops
@@ -107,12 +107,12 @@ def start(argv: list[str], log_path: Path, ready_url: str, timeout: float = 30.0
 
 
 def start_bridge(workdir: Path, port: int, workers: int = 2, threads: int = 4) -> subprocess.Popen:
-    """`python -m bridge serve` under gunicorn, on the dry-run config, log level warning."""
+    """`python -m bridge serve` under gunicorn, on the dry-run config, with the production
+    defaults otherwise (log level info: the dry-run bot's lines, paced at 5/s, are written)."""
     config = workdir / "bridge.yaml"
     config.write_text(DRY_RUN_CONFIG)
     return start([sys.executable, "-m", "bridge", "serve", "--config", str(config), "--host", "127.0.0.1",
-                  "--port", str(port), "--workers", str(workers), "--threads", str(threads),
-                  "--log-level", "warning"],
+                  "--port", str(port), "--workers", str(workers), "--threads", str(threads)],
                  workdir / "bridge.log", f"http://127.0.0.1:{port}/-/ready")
 
 

@@ -2,7 +2,7 @@
 
     python bench/memory.py [--notifications 10000] [--clients 8]
 
-Starts the bridge (2 workers x 4 threads, one dry-run bot, log level warning) on
+Starts the bridge (2 workers x 4 threads, one dry-run bot, production defaults) on
 127.0.0.1 and reads each worker's VmRSS from /proc/<pid>/status: after start-up, at
 every tenth of the notifications, and after a short rest at the end. Each notification
 is a distinct group (its own groupKey and alertname) of 1 to 10 alerts, so that any
@@ -84,7 +84,7 @@ def post_all(url: str, count: int, clients: int, pids: list[int]) -> list[list[f
 
 def measure(name: str, start, args: argparse.Namespace) -> tuple[list[int], list[float], list[float]]:
     print(f"{name}: gunicorn gthread 2 workers x 4 threads" +
-          (", one dry-run bot, log level warning" if name == "bridge" else ", parses the JSON and answers 200"))
+          (", one dry-run bot, production defaults" if name == "bridge" else ", parses the JSON and answers 200"))
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         port = benchlib.free_port()
         server = start(Path(tmp), port)

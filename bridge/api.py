@@ -29,7 +29,7 @@ def count_notification(response: Response) -> Response:
     source = (request.endpoint or "").rpartition(".")[2]
     if source in ("alertmanager", "grafana"):
         result = _RESULTS.get(response.status_code, "error")
-        current_app.extensions["bridge"].metrics.notifications.labels(source, result).inc()
+        current_app.extensions["bridge"].metrics.notification(source, result)
     return response
 
 
@@ -53,7 +53,7 @@ def _accept(source: str, bot: str | None) -> Response:
     notification = sources.parse(source, document)
     accepted = bridge.pipeline.accept(notification, raw, only_bot=bot)
     for name, alerts in accepted.routed.items():
-        bridge.metrics.alerts_routed.labels(name).inc(alerts)
+        bridge.metrics.routed(name, alerts)
     return jsonify(accepted.as_json())
 
 

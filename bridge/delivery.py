@@ -101,7 +101,8 @@ class Delivery:
         self.counters = Counters()
         self._rng = random.Random()
         self._cond = threading.Condition()
-        self._generation = 0          # bumped on every wake-up reason
+        self._generation = 0          # bumped on a reload or a stop: every sender looks again
+        self._news = 0                # bumped when messages may have arrived: idle senders look
         self._stopping = False
         self._stop_event = threading.Event()
         self._senders: dict[str, threading.Thread] = {}
@@ -207,13 +208,18 @@ class Delivery:
             thread.start()
 
     def _wake(self) -> None:
+        """New messages may be waiting: wake the senders that have nothing to do."""
         with self._cond:
-            self._generation += 1
+            self._news += 1
             self._cond.notify_all()
 
-    def _sleep(self, seen: int, seconds: float) -> None:
+    def _sleep(self, seen: tuple[int, int], seconds: float, *, on_news: bool) -> None:
+        # A sender waiting for quota or a retry pause ignores news: a message accepted now
+        # queues behind the head anyway, and looking again at every accept cost each
+        # request three reads of the outbox under load.
         with self._cond:
-            self._cond.wait_for(lambda: self._generation != seen or self._stopping, seconds)
+            self._cond.wait_for(lambda: self._stopping or self._generation != seen[0]
+                                or (on_news and self._news != seen[1]), seconds)
 
     def _watch(self) -> None:
         version, renewed, pruned, failure = None, 0.0, 0.0, None
@@ -249,9 +255,10 @@ class Delivery:
                         if self._senders.get(name) is threading.current_thread():
                             del self._senders[name]
                         return
-                    seen = self._generation
+                    seen = (self._generation, self._news)
+                idle = False
                 try:
-                    holding, wait = self._step(bot, holding)
+                    holding, wait, idle = self._step(bot, holding)
                     self._holds(name, holding)
                     failure = self._recovered(failure, name)
                 except Exception as exc:  # a sender that dies strands its bot's messages
@@ -261,7 +268,7 @@ class Delivery:
                     holding = False
                     self._holds(name, False)
                 if wait > 0:
-                    self._sleep(seen, wait)
+                    self._sleep(seen, wait, on_news=idle)
         finally:
             self._leave(name, holding)
 
@@ -294,13 +301,14 @@ class Delivery:
         return None
 
     # -- one step of a sender -------------------------------------------------------------
-    def _step(self, bot: Bot, holding: bool) -> tuple[bool, float]:
-        """Do the next thing for this bot; returns (holding the lease, seconds to wait)."""
+    def _step(self, bot: Bot, holding: bool) -> tuple[bool, float, bool]:
+        """Do the next thing for this bot; returns (holding the lease, seconds to wait,
+        whether a new message should cut the wait short: only when there was none)."""
         if not holding:
-            return self._try_lease(bot.name)
+            return *self._try_lease(bot.name), False
         head = self.outbox.head(bot.name)
         if head is None:
-            return True, IDLE_WAIT
+            return True, IDLE_WAIT, True
         state = self.outbox.bot_state(bot.name)
         now = time.time()
         # Dry-run bots keep the limits too: what they print is paced as the real bot's
@@ -308,27 +316,27 @@ class Delivery:
         ends = self.outbox.recent_ends(bot.name, bot.rate_limit.per_minute)
         due = max(now, state.paused_until, next_allowed(ends, bot.rate_limit, now))
         if due > now:
-            return True, due - now
+            return True, due - now, False
         if self._stopping:
-            return True, 0.0
+            return True, 0.0, False
         try:
             if head.bodies is None:
                 # Rendered only now that it is due: once, and never for a message that a
                 # newer one of its group superseded while it waited.
                 head = self._render(bot, head)
                 if head is None:
-                    return True, 0.0
+                    return True, 0.0, False
             if not bot.sends:
                 self._dry_run(bot, head)
-                return True, 0.0
+                return True, 0.0, False
             send_id = self.outbox.claim(head.id, bot.name, self.owner, record=True)
         except LeaseLost:
             self.log.warning("lost the lease of bot %s; another process sends for it", bot.name,
                              extra={"event": "lease_lost", "bot": bot.name})
-            return False, 0.0
+            return False, 0.0, False
         if send_id is not None:
             self._deliver(bot, head, send_id, state.backoff)
-        return True, 0.0
+        return True, 0.0, False
 
     def _render(self, bot: Bot, head: Head) -> Head | None:
         """The head with its parts rendered and stored; None if it is gone or dead instead."""

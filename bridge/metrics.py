@@ -78,6 +78,22 @@ class Metrics:
         self.reload_ok.set(1)
         self.reload_time.set_to_current_time()
         self._outbox: _OutboxCollector | None = None
+        # labels() validates and locks on every call; the accept path counts twice per
+        # request, so its children are kept (a dict read is atomic under the GIL).
+        self._children: dict[tuple, object] = {}
+
+    def notification(self, source: str, result: str) -> None:
+        self._child(self.notifications, source, result).inc()
+
+    def routed(self, bot: str, alerts: int) -> None:
+        self._child(self.alerts_routed, bot).inc(alerts)
+
+    def _child(self, metric, *labels: str):
+        key = (metric._name, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def watch_outbox(self, probe: Callable[[], Iterable[tuple[str, int, float]]]) -> None:
         """`probe()` yields (bot, depth, oldest_age_seconds), read from the outbox at scrape time."""

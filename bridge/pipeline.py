@@ -56,14 +56,17 @@ def notification_identity(notification: Notification, alerts: list[Alert] | tupl
     alert's fingerprint, status, start and end (a firing alert's endsAt is zeroed at
     each flush, protocols.md B.2, so it is the same on both members).
     """
-    rows = sorted(
-        (a.fingerprint or fingerprint(a.labels), a.status,
-         a.starts_at.isoformat() if a.starts_at else "", a.ends_at.isoformat() if a.ends_at else "")
-        for a in alerts
-    )
+    # Plain text rather than JSON: this runs for every webhook. Only the group key can
+    # hold any character, so it alone is quoted; the rows are hex, words and ISO times.
+    rows = sorted(f"{a.fingerprint or fingerprint(a.labels)} {a.status} {_iso(a.starts_at)} {_iso(a.ends_at)}"
+                  for a in alerts)
     status = "firing" if any(a.is_firing for a in alerts) else "resolved"
-    doc = [notification.source, notification.group_key, status, rows]
-    return hashlib.sha256(json.dumps(doc, ensure_ascii=False).encode("utf-8")).hexdigest()
+    head = json.dumps([notification.source, notification.group_key, status], ensure_ascii=False)
+    return hashlib.sha256("\n".join([head, *rows]).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _iso(moment) -> str:
+    return moment.isoformat() if moment is not None else ""
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,9 @@ class Pipeline:
                 alerts=None if everything else tuple(share.alerts), routed=share.routed))
         self.delivery.enqueue(messages)
         routed = {bot: len(share.alerts) for bot, share in shares.items()}
-        self.log.info("accepted", extra={"event": "accepted", "source": notification.source,
+        # Debug, not info: one line per webhook is the busiest line there would be, and what
+        # an operator follows is the message's own ("sent", "dry_run", "retry").
+        self.log.debug("accepted", extra={"event": "accepted", "source": notification.source,
                                          "group_key": notification.group_key,
                                          "alerts": len(notification.alerts), "bots": routed})
         return Accepted(alerts=len(notification.alerts), routed=routed)

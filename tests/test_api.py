@@ -192,7 +192,7 @@ def test_each_alert_is_routed_on_its_own_and_each_bot_gets_its_share(fake_feishu
 def test_dry_run_bot_logs_the_message_instead_of_sending(fake_feishu, tmp_path, caplog):
     app = make_app(fake_feishu, tmp_path, route="route: {bots: [dry]}", extra_bots="  - name: dry\n")
     try:
-        with caplog.at_level(logging.INFO, logger="bridge"):
+        with caplog.at_level(logging.DEBUG, logger="bridge"):
             body = (FIXTURES / "alertmanager" / "am025-firing-single.json").read_bytes()
             assert post(app.test_client(), "/alertmanager", body).status_code == 200
             deadline = time.monotonic() + 10
@@ -212,7 +212,7 @@ def test_each_request_has_an_id_in_the_answer_and_the_log(client, caplog):
     handler_filter = RequestContext()
     logging.getLogger("bridge").addFilter(handler_filter)
     try:
-        with caplog.at_level(logging.INFO, logger="bridge"):
+        with caplog.at_level(logging.DEBUG, logger="bridge"):
             body = (FIXTURES / "alertmanager" / "am025-firing-single.json").read_bytes()
             given = client.post("/alertmanager", data=body, content_type="application/json",
                                 headers={"X-Request-Id": "am-retry-7"})

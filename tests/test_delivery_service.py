@@ -55,8 +55,9 @@ def bot(name: str, url: str, **extra: object) -> dict:
 
 def write_config(tmp_path: Path, bots: list[dict], *, route: list[str] | None = None, **delivery: object) -> Path:
     path = tmp_path / "config.yaml"
+    # Level debug: the tests tell which worker accepted what by the "accepted" lines.
     doc = {"bots": bots, "route": {"bots": route or [bots[0]["name"]]}, "storage": {"path": "outbox.db"},
-           "delivery": {**FAST_BACKOFF, **delivery}}
+           "delivery": {**FAST_BACKOFF, **delivery}, "log": {"level": "debug"}}
     path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
     return path
 

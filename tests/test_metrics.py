@@ -81,7 +81,8 @@ def test_counts_after_known_traffic_in_process(tmp_path, fake_feishu):
 
 def test_metrics_are_summed_over_gunicorn_workers(tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text("bots: [{name: ops, dry_run: true}]\nroute: {bots: [ops]}\nstorage: {path: outbox.db}\n")
+    config.write_text("bots: [{name: ops, dry_run: true}]\nroute: {bots: [ops]}\nstorage: {path: outbox.db}\n"
+                      "log: {level: debug}\n")      # the "accepted" lines say which worker took each
     bridge = BridgeProcess(config, tmp_path / "bridge.log", workers=3, threads=1)
 
     def accepting_pids() -> set[int]:
