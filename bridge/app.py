@@ -113,10 +113,11 @@ def create_app(config: Config | None = None, *, client: FeishuClient | None = No
     app.json.ensure_ascii = False
     app.extensions["bridge"] = bridge
 
-    from . import api, ops
+    from . import api, ops, preview
 
     app.register_blueprint(api.blueprint)
     app.register_blueprint(ops.blueprint)
+    app.register_blueprint(preview.blueprint)
     _register_error_handlers(app, log)
     _register_request_id(app)
     if start_delivery:
