@@ -18,7 +18,7 @@ RESOLVED = "resolved"
 # FNV-1a 64 constants, as in prometheus/common model/fnv.go.
 _FNV_OFFSET = 14695981039346656037
 _FNV_PRIME = 1099511628211
-_SEPARATOR = 0xFF
+_MASK64 = 0xFFFFFFFFFFFFFFFF
 
 
 def fingerprint(labels: Mapping[str, str]) -> str:
@@ -28,12 +28,16 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     (prometheus/common model/signature.go labelSetToFingerprint), so an alert we
     build ourselves (legacy Grafana) gets the id Alertmanager would give it.
     """
+    data = b"".join([b"%b\xff%b\xff" % (name.encode(), labels[name].encode()) for name in sorted(labels)])
+    whole = len(data) - len(data) % 4
+    quads = iter(data[:whole])
     h = _FNV_OFFSET
-    for name in sorted(labels):
-        for chunk in (name.encode(), bytes([_SEPARATOR]), labels[name].encode(), bytes([_SEPARATOR])):
-            for byte in chunk:
-                h ^= byte
-                h = (h * _FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+    # Four bytes a step, masked once: the low 64 bits of a product or an XOR depend only on
+    # the low 64 bits of the operands, and one mask instead of four is a quarter faster.
+    for a, b, c, d in zip(quads, quads, quads, quads):
+        h = ((((h ^ a) * _FNV_PRIME ^ b) * _FNV_PRIME ^ c) * _FNV_PRIME ^ d) * _FNV_PRIME & _MASK64
+    for byte in data[whole:]:
+        h = (h ^ byte) * _FNV_PRIME & _MASK64
     return f"{h:016x}"
 
 

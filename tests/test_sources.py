@@ -498,3 +498,186 @@ def test_fixtures_with_one_part_replaced_are_parsed_or_refused(data: st.DataObje
     else:
         target[path[-1]] = data.draw(JSON)
     parses_or_refuses(alertmanager.parse if source == "alertmanager" else grafana.parse, payload)
+
+
+# --- the fast path agrees with the precise readers ---
+# parse() tries fast_parse and falls back to precise_parse on any exception, so the fast
+# path may refuse anything, but what it returns must be exactly what precise_parse returns.
+
+PARSERS = {"alertmanager": alertmanager, "grafana": grafana}
+UNIFIED_FIXTURES = {
+    path.name: (source, load(source, path.name))
+    for source in SOURCES
+    for path in sorted((FIXTURES / source).glob("*.json"))
+    if "alerts" in json.loads(path.read_bytes())
+}
+DIGIT = st.sampled_from("0123456789")
+
+
+def two_digits(low: int, high: int) -> st.SearchStrategy[str]:
+    return st.integers(low, high).map("{:02d}".format)
+
+
+ZONES = st.sampled_from(["Z", "z", "", "+08:00"]) | st.builds(
+    "{}{}:{}".format, st.sampled_from("+-"), two_digits(0, 25), two_digits(0, 61))
+TIMES = st.builds(
+    "{}-{}-{}{}{}:{}:{}{}{}".format,
+    st.sampled_from(["0001", "2026", "9999", "0000"]) | st.text(DIGIT, min_size=4, max_size=4),
+    two_digits(0, 13), two_digits(0, 32), st.sampled_from("TTTt _"),
+    two_digits(0, 25), two_digits(0, 61), two_digits(0, 61),
+    st.just("") | st.text(DIGIT, max_size=11).map(".{}".format), ZONES,
+) | st.sampled_from([
+    "0001-01-01T00:00:00Z", "0001-01-01T08:00:00+08:00", "0001-01-01T00:00:00.000Z", "0001-01-01T00:00:00+00:01",
+    "9999-12-31T23:59:59-00:01", "9999-12-31T23:59:59.999999999Z", "２０２６-03-02T08:30:00Z",
+    "2026-03-02T08:30:00.Z", "2026-03-02T08:30:00,5Z", "+026-03-02T08:30:00Z", "2026-W10-1T08:30:00Z",
+    "2026-03-02T08:30:00+08:00:00", "2026-03-02T08:30Z", "2026-03-02T08:30:00-00:00", "2026-03-02T08:30:00\nZ",
+]) | TEXT
+# Times as Go writes them: valid, any number of fraction digits, "Z" or an offset.
+GO_TIMES = st.just("0001-01-01T00:00:00Z") | st.builds(
+    "{}{}{}".format,
+    st.datetimes(datetime(1, 1, 2), datetime(9999, 12, 30)).map(lambda moment: moment.isoformat(timespec="seconds")),
+    st.just("") | st.text(DIGIT, min_size=1, max_size=9).map(".{}".format),
+    st.just("Z") | st.builds("{}{}:{}".format, st.sampled_from("+-"), two_digits(0, 23), two_digits(0, 59)),
+)
+ODD_VALUES = [None, 0, 1, -1, False, True, 1.5, math.nan, 10**400, "", "x", "\ud800", "firing", "4", "1",
+              "2026-03-02T08:30:00Z", [], ["x"], {}, {"x": 1}, DELETE]
+REPLACEMENTS = JSON | TIMES | TEXT | st.sampled_from(ODD_VALUES[:-1])
+
+
+def outcome(parser: Any, payload: object) -> tuple[str, str]:
+    try:
+        return "parsed", repr(parser(payload))
+    except PayloadError as err:
+        return "refused", str(err)
+
+
+def agree(source: str, payload: object) -> None:
+    module = PARSERS[source]
+    expected = outcome(module.precise_parse, payload)
+    assert outcome(module.parse, payload) == expected
+    try:
+        fast = module.fast_parse(payload)
+    except Exception:
+        return
+    assert ("parsed", repr(fast)) == expected
+
+
+@pytest.mark.parametrize(("source", "body"), UNIFIED_FIXTURES.values(), ids=UNIFIED_FIXTURES.keys())
+def test_fast_path_takes_every_real_body(source: str, body: Any) -> None:
+    # Were the fast path to refuse these, parse would still be right, only slow again.
+    assert repr(PARSERS[source].fast_parse(body)) == repr(PARSERS[source].precise_parse(body))
+
+
+def test_fast_constructors_build_what_init_builds() -> None:
+    # Every field set, none to its default: a field added to the model fails here first.
+    times = (at(2026, 1, 2), at(2026, 1, 3))
+    args = (RESOLVED, {"a": "1"}, {"s": "x"}, *times, "g", "f", "s", "d", "p", "i", {"A": 1.0}, "vs")
+    fast, slow = alertmanager.new_alert(*args), Alert(*args)
+    assert (fast, repr(fast)) == (slow, repr(slow))
+    assert list(vars(fast).items()) == list(vars(slow).items())
+    args = ("grafana", "r", FIRING, "k", {"g": "1"}, {"c": "2"}, {"a": "3"}, "u", 2, (slow,), "t", "m")
+    fast, slow = alertmanager.new_notification(*args, extra={"e": "4"}), Notification(*args, extra={"e": "4"})
+    assert (fast, repr(fast)) == (slow, repr(slow))
+    assert list(vars(fast).items()) == list(vars(slow).items())
+
+
+def replaced(body: Any, path: tuple, value: object) -> Any:
+    """A copy of body with `value` at `path` (DELETE removes the key)."""
+    payload = copy.deepcopy(body)
+    *parents, last = path
+    target = payload
+    for key in parents:
+        target = target[key]
+    if value is DELETE:
+        if isinstance(target, dict):
+            del target[last]
+    else:
+        target[last] = copy.deepcopy(value)
+    return payload
+
+
+@pytest.mark.parametrize("name", ["am025-firing-group2.json", "alertmanager-resolved-transcribed.json",
+                                  "grafana-unified-firing-docs.json", "grafana-unified-firing.json"])
+def test_fast_path_agrees_with_any_odd_value_anywhere(name: str) -> None:
+    source, body = UNIFIED_FIXTURES[name]
+    for path in paths_in(body)[1:]:
+        for value in ODD_VALUES:
+            agree(source, replaced(body, path, value))
+
+
+@settings(max_examples=500)
+@given(TIMES)
+def test_fast_times_are_go_times(sent: str) -> None:
+    try:
+        expected = ("parsed", repr(alertmanager.go_time(sent, ("t",))))
+    except PayloadError:
+        expected = ("refused", "")
+    try:
+        fast = alertmanager.fast_time(sent)
+    except Exception:
+        return
+    assert ("parsed", repr(fast)) == expected
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_fast_path_agrees_on_fixtures_with_parts_replaced(data: st.DataObject) -> None:
+    source, body = data.draw(st.sampled_from(FIXTURE_BODIES))
+    payload = copy.deepcopy(body)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(paths_in(payload)[1:]))
+        target = payload
+        for key in path[:-1]:
+            target = target[key]
+        if isinstance(target, dict) and data.draw(st.booleans()):
+            del target[path[-1]]
+        elif isinstance(target, dict) and data.draw(st.booleans()):
+            target[data.draw(TEXT)] = copy.deepcopy(data.draw(REPLACEMENTS))  # a key added
+        else:
+            # A copy: ODD_VALUES' lists and dicts must not change when a later step edits inside them.
+            target[path[-1]] = copy.deepcopy(data.draw(REPLACEMENTS))
+    agree(source, payload)
+
+
+# Mostly valid bodies: what is wrong in them is rare, so the fast path gets to answer.
+BODY_TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from(["\\", '"', "\n"]), max_size=12)
+LABELS = st.dictionaries(BODY_TEXT, BODY_TEXT, max_size=3)
+OPTIONAL_TEXT = st.none() | BODY_TEXT
+NUMBERS = st.none() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [True, math.inf, math.nan, 10**400])
+COUNTS = st.none() | st.integers(-1, 20)
+
+
+ALERT = {
+    "status": st.sampled_from([FIRING, RESOLVED]), "labels": LABELS, "annotations": LABELS,
+    "startsAt": GO_TIMES, "endsAt": GO_TIMES, "generatorURL": BODY_TEXT,
+}
+GRAFANA_ALERT_EXTRAS = {
+    "silenceURL": OPTIONAL_TEXT, "dashboardURL": OPTIONAL_TEXT, "panelURL": OPTIONAL_TEXT, "imageURL": OPTIONAL_TEXT,
+    "valueString": OPTIONAL_TEXT, "values": st.none() | st.dictionaries(TEXT, NUMBERS, max_size=3),
+}
+CORE = {
+    "receiver": BODY_TEXT | st.sampled_from(["feishu\\.ops", "a\\\\b\\"]),
+    "status": st.sampled_from([FIRING, RESOLVED]),
+    "groupLabels": LABELS, "commonLabels": LABELS, "commonAnnotations": LABELS, "externalURL": BODY_TEXT,
+    "groupKey": BODY_TEXT,
+}
+AM_ALERTS = st.fixed_dictionaries(ALERT, optional={"fingerprint": OPTIONAL_TEXT})
+GRAFANA_ALERTS = st.fixed_dictionaries(ALERT, optional={"fingerprint": OPTIONAL_TEXT, **GRAFANA_ALERT_EXTRAS})
+AM_BODIES = st.fixed_dictionaries(
+    {**CORE, "alerts": st.lists(AM_ALERTS, min_size=1, max_size=2)},
+    optional={"version": st.sampled_from(["4", "4", "4", "1"]), "truncatedAlerts": COUNTS,
+              "notification_reason": OPTIONAL_TEXT},
+)
+GRAFANA_BODIES = st.fixed_dictionaries(
+    {**CORE, "alerts": st.lists(GRAFANA_ALERTS, min_size=1, max_size=2)},
+    optional={"version": st.sampled_from(["1", "1", "1", "4"]), "truncatedAlerts": COUNTS,
+              "orgId": COUNTS | st.just(True), "state": OPTIONAL_TEXT, "title": OPTIONAL_TEXT,
+              "message": OPTIONAL_TEXT},
+)
+
+
+@settings(max_examples=100)
+@given(st.tuples(st.just("alertmanager"), AM_BODIES) | st.tuples(st.just("grafana"), GRAFANA_BODIES))
+def test_fast_path_agrees_on_generated_bodies(case: tuple[str, dict[str, Any]]) -> None:
+    agree(*case)

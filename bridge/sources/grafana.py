@@ -31,22 +31,29 @@ that templates written for Alertmanager work unchanged:
 
 The raw state is deliberately not a label: labels make the fingerprint and the
 route, and a rule's `alerting` and `ok` notifications must share both.
+
+Unified bodies take alertmanager.py's fast path first (see there); legacy bodies, one
+alert each, always take the precise readers.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from bridge.errors import PayloadError
 from bridge.model import FIRING, RESOLVED, Alert, Notification, fingerprint
 from bridge.sources.alertmanager import (
     Path,
+    Unusual,
     alert_core,
     core,
     count,
     fail,
+    fast_alert,
+    fast_core,
     kind,
+    new_notification,
     obj,
     optional,
     required,
@@ -67,7 +74,19 @@ LEGACY_STATES = {
 }
 
 
+# The optional strings of a unified alert, in new_alert's order ("" when absent or null).
+_UNIFIED_ALERT_TEXTS = ("silenceURL", "dashboardURL", "panelURL", "imageURL", "valueString")
+
+
 def parse(payload: object) -> Notification:
+    try:
+        return fast_parse(payload)
+    except Exception:
+        # Whatever the fast path does not take, valid or not, the precise readers decide.
+        return precise_parse(payload)
+
+
+def precise_parse(payload: object) -> Notification:
     body = obj(payload, ())
     if "alerts" in body or "version" in body:
         return parse_unified(body)
@@ -122,6 +141,56 @@ def _number(value: object, path: Path) -> float | None:
         # Go's encoder cannot write NaN or Inf, and a card renderer could not either.
         fail(path, f"expected a finite number, got {number}")
     return number
+
+
+def fast_parse(payload: object) -> Notification:
+    """precise_parse(payload) for an ordinary unified body; raises on anything else."""
+    if type(payload) is not dict:
+        raise Unusual
+    version = payload.get("version")
+    state = payload.get("state")
+    org_id = payload.get("orgId")
+    title = payload.get("title")
+    message = payload.get("message")
+    if (version is not None and version != VERSION) or (
+            org_id is not None and (type(org_id) is not int or org_id < 0)):
+        raise Unusual
+    title = "" if title is None else title
+    message = "" if message is None else message
+    texts: list[Iterable[object]] = [(title, message, "" if state is None else state)]
+    extra = {} if state is None else {"grafana_state": state}
+    if org_id is not None:
+        extra["org_id"] = str(org_id)
+    return new_notification(SOURCE, *fast_core(payload, _fast_unified_alert, texts), title, message, extra=extra)
+
+
+def _fast_unified_alert(item: Any, texts: list[Iterable[object]]) -> Alert:
+    if type(item) is not dict:
+        raise Unusual
+    silence, dashboard, panel, image, value_string = strings = tuple(
+        ["" if value is None else value for value in map(item.get, _UNIFIED_ALERT_TEXTS)])
+    values = item.get("values")
+    if values is not None:
+        texts.append(values)  # its keys must be strings (a surrogate in one sends it to _values)
+        values = _fast_values(values)
+    texts.append(strings)
+    return fast_alert(item, texts, (silence, dashboard, panel, image, values, value_string))
+
+
+def _fast_values(values: object) -> dict[str, float | None]:
+    """_values(values) for an object of finite numbers and nulls; raises on anything else."""
+    if type(values) is not dict:
+        raise Unusual
+    numbers = {}
+    for key, value in values.items():
+        if type(value) is float or type(value) is int:
+            value = float(value)  # OverflowError for an integer too large
+            if not math.isfinite(value):
+                raise Unusual
+        elif value is not None:
+            raise Unusual
+        numbers[key] = value
+    return numbers
 
 
 def parse_legacy(body: Mapping[str, Any]) -> Notification:
