@@ -352,6 +352,10 @@ def test_served_from_the_image_layout_as_a_non_root_user(image, server):
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert answer.status == 200
         assert json.loads(answer.read())["status"] == "accepted"
+    # The preview page's files are package data: an installed wheel must carry them.
+    for path in ("/preview", "/preview/assets/preview.js", "/preview/assets/preview.css"):
+        with urllib.request.urlopen(f"{url}{path}", timeout=10) as answer:
+            assert answer.status == 200 and len(answer.read()) > 500, path
 
 
 def test_the_server_writes_only_to_the_volume(image, server):
