@@ -21,10 +21,13 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from typing import Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 from .model import Alert, Mention
-from .routing import MentionRule, Route
+from .routing import MentionRule, Route, routes_by_bot
+
+if TYPE_CHECKING:
+    from .config import Bot
 
 ALL = Mention("all")
 # Between names in a label value, besides whitespace: ASCII and full-width commas and
@@ -84,6 +87,12 @@ class MentionResolver:
                 found.extend(([ALL] if rule.all else []) + list(rule.users))
             found.extend(self._from_labels(alert, source.mention_labels))
         return tuple(sorted(_unique(found), key=lambda m: m != ALL))   # stable: only @all moves
+
+    def for_routed(self, alert: Alert, bot: Bot, root: Route | None) -> tuple[Mention, ...]:
+        """for_alert with the routes that send the alert to the bot, found in the tree at
+        `root` (None: the alert was posted to the bot directly and skipped the tree)."""
+        routes = routes_by_bot(root, alert.labels).get(bot.name, ()) if root is not None else ()
+        return self.for_alert(alert, bot, routes)
 
     def _from_labels(self, alert: Alert, names: Sequence[str]) -> list[Mention]:
         found = []

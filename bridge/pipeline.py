@@ -163,6 +163,5 @@ class Pipeline:
     def _with_mentions(self, alert: Alert, bot: Bot, routed: bool) -> Alert:
         """The alert with whom it pings on this bot: the bot's settings and those of the
         routes that send it there (found again: they are config, decided at send time)."""
-        routes = routes_by_bot(self.config.route, alert.labels).get(bot.name, ()) if routed else ()
-        mentions = self.mentions.for_alert(alert, bot, routes)
+        mentions = self.mentions.for_routed(alert, bot, self.config.route if routed else None)
         return replace(alert, mentions=mentions) if mentions else alert

@@ -43,7 +43,6 @@ from .mentions import MentionResolver
 from .model import Mention, Notification
 from .render import (BUDGET_BYTES, MAX_COMPONENTS, TEMPLATE_SUFFIX, Renderer, shipped_templates_dir,
                      template_names)
-from .routing import routes_by_bot
 
 blueprint = Blueprint("preview", __name__, static_folder="preview_assets", static_url_path="/preview/assets")
 
@@ -253,8 +252,7 @@ def _mentions(config: Config, log, job: Job) -> tuple[tuple[tuple[str, str], ...
         raise Refused(400, "payload", f"not a valid {_source(job)} payload: {exc}") from None
     bot, resolver = config.bots[job.bot], MentionResolver(config.users, log)
     return tuple(
-        tuple((m.user_id, m.name) for m in
-              resolver.for_alert(alert, bot, routes_by_bot(config.route, alert.labels).get(bot.name, ())))
+        tuple((m.user_id, m.name) for m in resolver.for_routed(alert, bot, config.route))
         for alert in notification.alerts)
 
 
