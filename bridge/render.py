@@ -14,6 +14,14 @@ alert is never lost to a template.
 Every message returned fits Feishu's custom-bot limits once signed (20 KB body, 200
 card components): a group too big for one message is cut into parts titled 1/N..N/N,
 and an alert too big on its own has its longest values shortened, visibly.
+
+Mentions: finalize neutralises every `<at`/`<person` an expression writes, so no label
+value can ping anyone. Only the `at` and `at_text` filters ping, for the Mentions the
+pipeline put on the alerts (from config): they write a placeholder holding a per-render
+nonce, which is swapped for the tag once the template has rendered.
+
+Times are shown in the bot's own zone (Bot.timezone), else the configured one; `ago`
+and `now` read the Renderer's clock once per render.
 """
 
 from __future__ import annotations
@@ -22,10 +30,13 @@ import json
 import logging
 import math
 import re
+import secrets
+import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields as dataclass_fields, replace
 from datetime import datetime, timedelta, timezone as dt_timezone
-from functools import partial
+from functools import lru_cache, partial
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
@@ -33,11 +44,14 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import jinja2
+from jinja2.filters import sync_do_join, sync_do_list, sync_do_select
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import ConfigError, TemplateError
 from .feishu import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD, encode_body
-from .model import FIRING, Alert, Notification
+from .model import FIRING, Alert, Mention, Notification
 
 if TYPE_CHECKING:  # config.py imports this module to check template names
     from .config import Bot
@@ -87,12 +101,28 @@ _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>\"`\\]")
 # What stays as it is in a markdown link's URL; the rest is percent-encoded.
 _URL_KEPT = "!#$%&'*+,-./:;=?@_~"
 _URL_ODD = re.compile(r"[^A-Za-z0-9!#$%&'*+,\-./:;=?@_~]")
+# An http(s) link (as _HTTP_URL) made of those characters only.
+# (Only the scheme ignores case: a case-blind character class is several times slower.)
+_KEPT_HTTP_URL = re.compile(r"(?i:https?)://[A-Za-z0-9!$%&'*+,\-.:;=@_~][A-Za-z0-9!#$%&'*+,\-./:;=?@_~]*\Z")
 # http or https, and a host: what Feishu opens; javascript:, data: and relative links are not.
 _HTTP_URL = re.compile(r"https?://[^/?#\s]", re.IGNORECASE)
 _PERCENT_ESCAPES = "".join(chr(c) for c in range(128) if not (chr(c).isalnum() or chr(c) in "_.-~"))
 _GO_ESCAPES = "\\\"\n"
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _GO_META = re.compile(r"([\\.+*?()|\[\]{}^$])")
+# What may stand inside <at ...>: "all", an open_id (ou_...) or a user_id (protocols.md
+# A.7; custom bots take no email or union_id: 11246). The pipeline takes ids from config
+# only; this keeps even a bad one from opening or closing a tag, or failing the card. A
+# mention whose id fails this is shown as its name, pinging nobody.
+_MENTION_ID = re.compile(r"(?:all|ou_[A-Za-z0-9]+|[A-Za-z0-9][A-Za-z0-9-]*)\Z")
+_MENTION_ID_MAX = 64
+# Taken out of a name shown inside a text message's <at ...>Name</at>.
+_MENTION_NAME_DROP = re.compile(r"[<>\"\x00-\x1f\x7f]")
+ALL_NAME = "所有人"  # the guide's text for <at user_id="all">
+# md remembers this many values of up to this many characters (per Renderer).
+_MD_CACHE_ENTRIES = 1024
+_MD_CACHE_CHARS = 200
+_LINK_CACHE_ENTRIES = 256
 # A shortened alert's own silence link would match nothing; this one is dropped as unsafe.
 _NO_LINK = "about:blank"
 
@@ -100,19 +130,25 @@ _NO_LINK = "about:blank"
 @dataclass(frozen=True)
 class _Escaper:
     """Replaces each of some characters by its escape, fast: a render escapes thousands of
-    values, and one str.replace per character present beats str.translate and re.sub
-    several times over once a text has many characters to escape."""
+    values. A short ASCII text goes character by character through a table; in a longer
+    one, one str.replace per character present beats str.translate and re.sub several
+    times over once a text has many characters to escape."""
 
     first: Mapping[int, str]   # characters that the escapes themselves contain: done first, in one pass
     first_chars: frozenset[str]
     rest: Mapping[str, str]
+    ascii: Callable[[str], str]  # every ASCII character to itself or its escape
+    short: int                 # texts up to this long use the table
 
     @classmethod
-    def of(cls, chars: str, escape: Callable[[str], str], first: str) -> "_Escaper":
+    def of(cls, chars: str, escape: Callable[[str], str], first: str, short: int) -> "_Escaper":
+        table = {c: escape(c) if c in chars else c for c in map(chr, range(128))}
         return cls(MappingProxyType({ord(c): escape(c) for c in first}), frozenset(first),
-                   MappingProxyType({c: escape(c) for c in chars if c not in first}))
+                   MappingProxyType({c: escape(c) for c in chars if c not in first}), table.__getitem__, short)
 
     def escape(self, text: str) -> str:
+        if len(text) <= self.short and text.isascii():
+            return "".join(map(self.ascii, text))
         present = set(text)
         if not self.first_chars.isdisjoint(present):
             text = text.translate(self.first)
@@ -121,9 +157,11 @@ class _Escaper:
         return text
 
 
-_MD = _Escaper.of(_MD_ESCAPES, lambda c: f"&#{ord(c)};", first="&#")
-_PERCENT = _Escaper.of(_PERCENT_ESCAPES, lambda c: f"%{ord(c):02X}", first="%")
-_GO = _Escaper.of(_GO_ESCAPES, lambda c: {"\n": "\\n"}.get(c, "\\" + c), first="\\")
+# Where the table stops paying (measured): markdown values hold few characters to escape,
+# matchers in a URL many.
+_MD = _Escaper.of(_MD_ESCAPES, lambda c: f"&#{ord(c)};", first="&#", short=40)
+_PERCENT = _Escaper.of(_PERCENT_ESCAPES, lambda c: f"%{ord(c):02X}", first="%", short=256)
+_GO = _Escaper.of(_GO_ESCAPES, lambda c: {"\n": "\\n"}.get(c, "\\" + c), first="\\", short=0)
 
 
 def shipped_templates_dir() -> Path:
@@ -159,7 +197,23 @@ def format_time(value: datetime | None, timezone: ZoneInfo, fmt: str = TIME_FORM
         return ""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt_timezone.utc)
-    return value.astimezone(timezone).strftime(fmt)
+    local = value.astimezone(timezone)
+    if fmt == TIME_FORMAT and 1000 <= local.year:  # strftime's own result, a few times sooner
+        return "%04d-%02d-%02d %02d:%02d:%02d %s" % (local.year, local.month, local.day, local.hour,
+                                                     local.minute, local.second, local.tzname() or "")
+    return local.strftime(fmt)
+
+
+def format_relative(value: datetime | None, now: datetime) -> str:
+    """`5m ago`, `in 3m`, or `just now` (within a second): `value` seen from `now`."""
+    if value is None or value == "":
+        return ""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt_timezone.utc)
+    seconds = (now - value).total_seconds()
+    if abs(seconds) < 1:
+        return "just now"
+    return f"{format_duration(seconds)} ago" if seconds > 0 else f"in {format_duration(-seconds)}"
 
 
 def format_duration(value: timedelta | float | None) -> str:
@@ -182,8 +236,13 @@ def truncate_text(value: Any, length: int) -> str:
 
 def labels_compact(labels: Mapping[str, str], *exclude: str | Iterable[str]) -> str:
     """`k=v, k=v` sorted by name, without the names given (names or lists of names)."""
-    skip = {n for e in exclude for n in ([e] if isinstance(e, str) else e)}
-    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in skip)
+    if len(exclude) == 1 and not isinstance(exclude[0], str):  # a list of names: templates' usual call
+        skip = set(exclude[0])
+    else:
+        skip = {n for e in exclude for n in ([e] if isinstance(e, str) else e)}
+    kept = [(k, v) for k, v in labels.items() if k not in skip]  # often none: sorted after
+    kept.sort()
+    return ", ".join([f"{k}={v}" for k, v in kept])
 
 
 def without(mapping: Mapping[str, str], *names: str) -> dict[str, str]:
@@ -201,7 +260,15 @@ def safe_url(value: Any) -> str:
 def md_link(url: Any, text: Any) -> str:
     """The filter `url | md_link("Source")`: a markdown link `[Source](url)`, or "" when
     the URL is not a safe http(s) link."""
-    if not isinstance(url, str) or len(url) > URL_MAX_CHARS or not _HTTP_URL.match(url):
+    return _md_link(md_escape, url, text)
+
+
+def _md_link(md: Callable[[Any], str], url: Any, text: Any) -> str:
+    if not url or not isinstance(url, str) or len(url) > URL_MAX_CHARS:
+        return ""
+    if _KEPT_HTTP_URL.match(url):  # the usual case, in one search: what follows would keep it as it is
+        return f"[{md(text)}]({url})"
+    if not _HTTP_URL.match(url):
         return ""
     if _URL_ODD.search(url):  # rarely: most URLs hold only these characters
         if _URL_FORBIDDEN.search(url):
@@ -209,7 +276,88 @@ def md_link(url: Any, text: Any) -> str:
         # Brackets, parentheses and the like would end the link early; percent-encoded
         # they mean the same to the server.
         url = quote(url, safe=_URL_KEPT, errors="replace")
-    return f"[{md_escape(text)}]({url})"
+    return f"[{md(text)}]({url})"
+
+
+def md_fields(fields: Mapping[Any, Any] | Iterable[tuple[Any, Any]], separator: str = "\n") -> str:
+    """The filter `[("Instance", labels.instance)] | md_fields` (or a map): `**Instance:** value`
+    lines, name and value escaped (md), those with an empty value left out."""
+    return _md_fields(md_escape, fields, separator)
+
+
+def _md_fields(md: Callable[[Any], str], fields: Mapping[Any, Any] | Iterable[tuple[Any, Any]],
+               separator: str = "\n") -> str:
+    if not fields:
+        return ""
+    pairs = fields.items() if type(fields) is dict or isinstance(fields, Mapping) else fields
+    return separator.join([f"**{md(name)}:** {md(value)}" for name, value in pairs if value])
+
+
+def md_links(links: Iterable[tuple[Any, Any]], separator: str = " · ") -> str:
+    """The filter `alert | links | md_links` (or `alert | md_links`): `[Source](…) · [Runbook](…)`,
+    safe links only."""
+    return _md_links(md_link, links, separator)
+
+
+def _md_links(link: Callable[[Any, Any], str], links: Iterable[tuple[Any, Any]], separator: str = " · ") -> str:
+    return separator.join(filter(None, [link(url, text) for text, url in links]))
+
+
+def alert_links(alert: Alert, silence: Callable[[Alert], str],
+                safe: Callable[[Any], str] = safe_url) -> list[tuple[str, str]]:
+    """The filter `alert | links`: (text, url) for Source, Runbook, Dashboard and Panel, and
+    Silence while the alert fires; only those that are safe http(s) links."""
+    found = []
+    for text, url in (("Source", alert.generator_url), ("Runbook", alert.annotations.get("runbook_url")),
+                      ("Dashboard", alert.dashboard_url), ("Panel", alert.panel_url)):
+        url = safe(url) if url else ""
+        if url:
+            found.append((text, url))
+    url = silence(alert) if alert.is_firing else ""
+    if url:
+        found.append(("Silence", url))
+    return found
+
+
+def unique_mentions(alerts: Iterable[Alert]) -> tuple[Mention, ...]:
+    """Everyone the alerts mention, each once, as first found; @all first."""
+    seen: set[str] = set()
+    found = []
+    for alert in alerts:
+        for mention in alert.mentions:
+            key = mention.user_id if mention.user_id else "text:" + mention.name
+            if key not in seen:
+                seen.add(key)
+                found.append(mention)
+    return tuple(sorted(found, key=lambda m: m.user_id != "all"))  # stable: only @all moves
+
+
+def mention_tag(mention: Mention, style: str) -> str:
+    """Feishu's ping for `mention`: style "card" gives `<at id=ou_x></at>` (card markdown and
+    lark_md), "text" gives `<at user_id="ou_x">Name</at>` (text messages); "" when it pings
+    nobody (no user_id, or one that is not an id)."""
+    if len(mention.user_id) > _MENTION_ID_MAX or not _MENTION_ID.match(mention.user_id):
+        return ""
+    if style == "card":
+        return f"<at id={mention.user_id}></at>"
+    name = _MENTION_NAME_DROP.sub("", mention.name) or (ALL_NAME if mention.user_id == "all" else "")
+    return f'<at user_id="{mention.user_id}">{name}</at>'
+
+
+def _mention_words(value: Any, style: str, tag: Callable[[str], str], md: Callable[[Any], str]) -> str:
+    # A name that pings nobody reads as "@name": escaped in markdown, and in a text
+    # message neutralised by finalize like any value.
+    mentions = [value] if isinstance(value, Mention) else list(value or ())
+    words = []
+    for mention in mentions:
+        if not isinstance(mention, Mention):
+            raise TypeError(f"the mention filters take alert.mentions or mentions, not a {type(mention).__name__}")
+        ping = mention_tag(mention, style)
+        if ping:
+            words.append(tag(ping))
+        elif mention.name:
+            words.append("@" + (md(mention.name) if style == "card" else mention.name))
+    return " ".join(words)
 
 
 def _sorted_pairs(labels: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -233,26 +381,49 @@ class _SilenceLinks:
     """silence_url() for the alerts of one notification, made once per render: the base URL
     is checked once and each label's encoded matcher is kept, since alerts share most labels."""
 
+    # Jinja's sandbox looks these up on every callable before each call; found here at
+    # once, not by a failed lookup (a few microseconds per alert).
+    unsafe_callable = False
+    alters_data = False
+    jinja_pass_arg = None
+
     def __init__(self, notification: Notification):
         base = safe_url(notification.external_url) if notification.source == "alertmanager" else ""
         self._base = base.rstrip("/") + "/#/silences/new?filter=%7B" if base else ""
-        self._matchers: dict[tuple[str, str], str] = {}
+        self._matchers = _Matchers()
 
     def __call__(self, alert: Alert) -> str:
         if alert.silence_url:
             return safe_url(alert.silence_url)
         if not self._base:
             return ""
-        url = self._base + "%2C%20".join(self._matcher(pair) for pair in _sorted_pairs(alert.labels)) + "%7D"
+        labels = alert.labels
+        # Alertmanager's KV.SortedPairs order (_sorted_pairs): alertname first, then by name.
+        pairs = sorted(labels.items())
+        if "alertname" in labels and pairs[0][0] != "alertname":
+            pairs.remove(("alertname", labels["alertname"]))
+            pairs.insert(0, ("alertname", labels["alertname"]))
+        url = self._base + "%2C%20".join(map(self._matchers.__getitem__, pairs)) + "%7D"
         return url if len(url) <= URL_MAX_CHARS else ""
 
-    def _matcher(self, pair: tuple[str, str]) -> str:
-        # `name="value"`, quoted as Alertmanager's matcher parser reads it, then URL-encoded.
-        if pair not in self._matchers:
-            name, value = pair
-            self._matchers[pair] = _quote_all(f"{name if _LABEL_NAME.match(name) else _go_string(name)}="
-                                              f"{_go_string(value)}")
-        return self._matchers[pair]
+    __call__.jinja_pass_arg = None  # type: ignore[attr-defined]
+
+
+class _Matchers(dict):
+    """Label pair -> its matcher `name="value"`, quoted as Alertmanager's matcher parser reads
+    it, then URL-encoded; each made when first asked for (most alerts differ in a label or two)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._names: dict[str, str] = {}
+
+    def __missing__(self, pair: tuple[str, str]) -> str:
+        name, value = pair
+        prefix = self._names.get(name)
+        if prefix is None:
+            prefix = self._names[name] = _quote_all((name if _LABEL_NAME.match(name) else _go_string(name)) + "=")
+        found = self[pair] = prefix + _quote_all(_go_string(value))
+        return found
 
 
 def _quote_all(text: str) -> str:
@@ -299,8 +470,9 @@ def header_colour(notification: Notification) -> str:
     """Green when resolved; else the colour of the most severe firing alert (red, orange, blue, grey)."""
     if notification.status != FIRING:
         return "green"
-    colours = (severity_colour(a.labels.get("severity", "")) for a in notification.firing)
-    return max(colours, key=_COLOUR_RANK.__getitem__, default="grey")
+    # A few severities, however many alerts.
+    severities = {a.labels.get("severity", "") for a in notification.alerts if a.is_firing}
+    return max(map(severity_colour, severities), key=_COLOUR_RANK.__getitem__, default="grey")
 
 
 # --- the sandbox -----------------------------------------------------------------------
@@ -315,13 +487,11 @@ class _Environment(SandboxedEnvironment):
         # Fast paths for what templates read most, thousands of times per render: the
         # model's frozen records hold only data, and a label map's keys are data too.
         kind = type(obj)
-        if kind in _MAPS and not hasattr(kind, attribute):
-            return obj.get(attribute, "")
-        if kind in _RECORDS and not attribute.startswith("_"):
-            try:
-                return getattr(obj, attribute)
-            except AttributeError:
-                pass
+        if kind is dict or kind is MappingProxyType:
+            if attribute not in _MAP_ATTRIBUTES:
+                return obj.get(attribute, "")
+        elif attribute in (_ALERT_ATTRIBUTES if kind is Alert else _RECORD_ATTRIBUTES.get(kind, ())):
+            return getattr(obj, attribute)
         value = super().getattr(obj, attribute)
         return "" if isinstance(value, jinja2.Undefined) and isinstance(obj, Mapping) else value
 
@@ -358,13 +528,21 @@ def _json_default(value: Any) -> Any:
 
 def _to_json(value: Any) -> str:
     """`finalize`: every {{ expression }} becomes one JSON literal, with mentions neutralised."""
+    if type(value) is str:  # most values: _plain() inline, and json.dumps' own text, sooner
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                value = value.encode("utf-8", "replace").decode("utf-8")
+        return encode_basestring(_MENTION.sub(_NO_MENTION, value) if "<" in value else value)
     return json.dumps(_plain(value), ensure_ascii=False, allow_nan=False, default=_json_default)
 
 
-_MAPS = (dict, MappingProxyType)
+# A map's own methods (items, keys...) stay reachable; any other name reads as a key.
+_MAP_ATTRIBUTES = frozenset(dir(dict)) | frozenset(dir(MappingProxyType))
 
 
-def _environment(search_path: list[Path], timezone: ZoneInfo) -> _Environment:
+def _environment(search_path: list[Path], timezone: ZoneInfo, clock: Callable[[], float]) -> _Environment:
     env = _Environment(
         loader=jinja2.FileSystemLoader([str(p) for p in search_path]),  # first directory wins
         undefined=jinja2.StrictUndefined,
@@ -374,17 +552,186 @@ def _environment(search_path: list[Path], timezone: ZoneInfo) -> _Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
+    md = _cached_md()
+    md_link, safe = _cached_links(md)
     env.filters.update(
-        md=md_escape,
-        time=lambda value, fmt=TIME_FORMAT: format_time(value, timezone, fmt),
+        md=md,
+        # Those with the context passed find the render's own values there (_RenderState).
+        time=jinja2.pass_context(partial(_time_filter, timezone)),
+        ago=jinja2.pass_context(partial(_ago_filter, clock)),
         duration=format_duration,
         truncate_text=truncate_text,
         labels_compact=labels_compact,
         without=without,
-        safe_url=safe_url,
+        safe_url=safe,
         md_link=md_link,  # a filter, not a function: Jinja calls filters several times faster
+        links=_links_filter,
+        md_links=jinja2.pass_context(partial(_md_links_filter, md_link, partial(_md_link, md))),
+        md_fields=partial(_md_fields, md),
+        at=jinja2.pass_context(partial(_at_filter, "card", md)),
+        at_text=jinja2.pass_context(partial(_at_filter, "text", md)),
+        # Jinja's own, minus the switch to async templates that this environment never uses:
+        # templates call them thousands of times per render.
+        select=_select,
+        join=_join,
+        list=sync_do_list,
     )
     return env
+
+
+def _cached_md() -> Callable[[Any], str]:
+    """md_escape, remembering short values: a render escapes the same alertname, severity and
+    link texts for every alert. Long values are escaped each time, to bound the memory."""
+    cached = lru_cache(maxsize=_MD_CACHE_ENTRIES)(md_escape)
+
+    def md(value: Any) -> str:
+        return cached(value) if type(value) is str and len(value) <= _MD_CACHE_CHARS else md_escape(value)
+    return md
+
+
+def _cached_links(md: Callable[[Any], str]) -> tuple[Callable[[Any, Any], str], Callable[[Any], str]]:
+    """md_link and safe_url, remembering recent links: a group's alerts mostly share their
+    rule's source and runbook links. Only URLs up to URL_MAX_CHARS long are remembered, so
+    the memory stays bounded."""
+    cached_link = lru_cache(maxsize=_LINK_CACHE_ENTRIES)(partial(_md_link, md))
+    cached_safe = lru_cache(maxsize=_LINK_CACHE_ENTRIES)(safe_url)
+
+    def link(url: Any, text: Any) -> str:
+        if type(url) is str and type(text) is str and len(url) <= URL_MAX_CHARS:
+            return cached_link(url, text)
+        return _md_link(md, url, text)
+
+    def safe(url: Any) -> str:
+        return cached_safe(url) if type(url) is str and len(url) <= URL_MAX_CHARS else safe_url(url)
+    return link, safe
+
+
+@jinja2.pass_context
+def _select(context: Context, value: Any, *args: Any, **kwargs: Any) -> Iterable[Any]:
+    if args or kwargs:
+        return sync_do_select(context, value, *args, **kwargs)
+    return (item for item in value if item)
+
+
+@jinja2.pass_eval_context
+def _join(eval_ctx: EvalContext, value: Iterable[Any], d: str = "", attribute: Any = None) -> str:
+    if attribute is None and not eval_ctx.autoescape:
+        return str(d).join(map(str, value))
+    return sync_do_join(eval_ctx, value, d, attribute)
+
+
+# The filters that need the render (its bot's zone, its clock reading, its silence links,
+# its mention placeholders) find it in the context under this name, which no template
+# can write or read: it is not an identifier.
+_STATE = "render state"
+
+
+class _RenderState:
+    """What one render(notification, bot) shares between its parts and its filters."""
+
+    def __init__(self, zone: ZoneInfo, now: datetime, silence: _SilenceLinks):
+        self.zone = zone
+        self.now = now
+        self.silence = silence
+        self.times: dict[tuple[datetime, str], str] = {}
+        self._urls: dict[str, str] = {}
+        self._rule_links: dict[tuple[Any, ...], str] = {}
+        self._nonce = secrets.token_hex(8)
+        self._placeholders: dict[str, str] = {}   # mention tag -> its placeholder
+
+    def safe_url(self, url: Any) -> str:
+        # Remembered for the render: a group's alerts mostly share their rule's links.
+        if not url or type(url) is not str:
+            return ""
+        found = self._urls.get(url)
+        if found is None:
+            found = self._urls[url] = safe_url(url)
+        return found
+
+    def md_links(self, alert: Alert, link: Callable[[Any, Any], str], link_once: Callable[[Any, Any], str],
+                 separator: str) -> str:
+        """`alert | md_links`, as `alert | links | md_links` gives it, sooner: the links of the
+        alert's rule (source, runbook, dashboard, panel), which a group's alerts mostly share,
+        are written once per render; only the silence link is the alert's own."""
+        key = (alert.generator_url, alert.annotations.get("runbook_url"), alert.dashboard_url, alert.panel_url,
+               separator)
+        shared = self._rule_links.get(key)
+        if shared is None:
+            # Without the silence link: that one is added below.
+            shared = self._rule_links[key] = _md_links(link, alert_links(alert, _no_link, self.safe_url), separator)
+        # Each alert's silence link is its own: not worth remembering (link_once, not link).
+        own = link_once(self.silence(alert), "Silence") if alert.is_firing else ""
+        return f"{shared}{separator}{own}" if shared and own else shared or own
+
+    def placeholder(self, tag: str) -> str:
+        """Stands for a mention tag in the template's output until swap(): finalize neutralises
+        every `<at` written through it, and no value can forge this without the nonce."""
+        found = self._placeholders.get(tag)
+        if found is None:
+            found = self._placeholders[tag] = f"\ue000{self._nonce}{len(self._placeholders)}\ue001"
+        return found
+
+    def swap(self, text: str) -> str:
+        """The rendered JSON text with each placeholder replaced by its tag (JSON-escaped: the
+        placeholders stand inside JSON strings)."""
+        for tag, placeholder in self._placeholders.items():
+            if placeholder in text:
+                text = text.replace(placeholder, encode_basestring(tag)[1:-1])
+        return text
+
+
+def _no_link(alert: Alert) -> str:
+    return ""
+
+
+def _state(context: Context) -> _RenderState | None:
+    # None in a macro imported without `with context`.
+    return context.parent.get(_STATE)
+
+
+def _needs_state(context: Context, name: str) -> _RenderState:
+    state = _state(context)
+    if state is None:
+        raise RuntimeError(f"the {name} filter needs the message's context: import macros that use it `with context`")
+    return state
+
+
+def _time_filter(default_zone: ZoneInfo, context: Context, value: datetime | None, fmt: str = TIME_FORMAT) -> str:
+    state = context.parent.get(_STATE)  # _state(), inline: templates show a time or two per alert
+    if state is None:
+        return format_time(value, default_zone, fmt)
+    if type(value) is not datetime:
+        return format_time(value, state.zone, fmt)
+    key = (value, fmt)
+    shown = state.times.get(key)
+    if shown is None:  # alerts of one group often start at the same evaluation
+        shown = state.times[key] = format_time(value, state.zone, fmt)
+    return shown
+
+
+def _ago_filter(clock: Callable[[], float], context: Context, value: datetime | None) -> str:
+    state = _state(context)
+    return format_relative(value, state.now if state else datetime.fromtimestamp(clock(), dt_timezone.utc))
+
+
+@jinja2.pass_context
+def _links_filter(context: Context, alert: Alert) -> list[tuple[str, str]]:
+    if not isinstance(alert, Alert):
+        raise TypeError(f"the links filter takes an alert, not a {type(alert).__name__}")
+    state = _needs_state(context, "links")
+    return alert_links(alert, state.silence, state.safe_url)
+
+
+def _md_links_filter(link: Callable[[Any, Any], str], link_once: Callable[[Any, Any], str], context: Context,
+                     value: Any, separator: str = " · ") -> str:
+    if isinstance(value, Alert):
+        return _needs_state(context, "md_links").md_links(value, link, link_once, separator)
+    return _md_links(link, value, separator)
+
+
+def _at_filter(style: str, md: Callable[[Any], str], context: Context, value: Any) -> str:
+    state = _needs_state(context, "at" if style == "card" else "at_text")
+    return _mention_words(value, style, state.placeholder, md)
 
 
 @dataclass(frozen=True)
@@ -395,7 +742,14 @@ class _BotView:
     keywords: tuple[str, ...]
 
 
-_RECORDS = (Alert, Notification, _BotView)
+def _public_attributes(kind: type) -> frozenset[str]:
+    return frozenset(n for n in [*dir(kind), *(f.name for f in dataclass_fields(kind))] if not n.startswith("_"))
+
+
+# What a template may read of the model's records: their fields, properties and methods.
+_RECORD_ATTRIBUTES: Mapping[type, frozenset[str]] = MappingProxyType(
+    {kind: _public_attributes(kind) for kind in (Alert, Notification, Mention, _BotView)})
+_ALERT_ATTRIBUTES = _RECORD_ATTRIBUTES[Alert]  # read most, so found without a lookup
 
 
 @dataclass(frozen=True)
@@ -406,6 +760,14 @@ class _Group:
     title: str
     colour: str
     bot: _BotView
+    url: str               # the group's page (alertmanager_url)
+    state: _RenderState
+
+
+SOURCE_NAMES = MappingProxyType({"alertmanager": "Alertmanager", "grafana": "Grafana"})
+
+# A message as built, with its unsigned body's size in bytes and its card's component count.
+Built = tuple[dict, tuple[int, int]]
 
 
 # --- the renderer ----------------------------------------------------------------------
@@ -415,14 +777,15 @@ class Renderer:
     """Compiles every template once; renders a notification into the messages for one bot."""
 
     def __init__(self, templates_dir: Path | None, timezone: ZoneInfo, logger: logging.Logger | None = None,
-                 on_error: Callable[[str], None] | None = None):
+                 on_error: Callable[[str], None] | None = None, *, clock: Callable[[], float] = time.time):
         self._on_error = on_error              # told the template's name when it fails (a metric)
         if templates_dir is not None and not templates_dir.is_dir():
             raise ConfigError(f"{templates_dir}: not a directory")
         self._timezone = timezone
+        self._clock = clock                    # what `ago` and `now` count from (seconds, as time.time)
         self._logger = logger or logging.getLogger(__name__)
         search_path = ([templates_dir] if templates_dir is not None else []) + [shipped_templates_dir()]
-        self._env = _environment(search_path, timezone)
+        self._env = _environment(search_path, timezone, clock)
         self._templates = self._compile(template_names(templates_dir))
 
     @property
@@ -477,57 +840,81 @@ class Renderer:
             "fallback card",
         )
 
-    def _group(self, notification: Notification, bot: Bot) -> _Group:
-        return _Group(notification, title_for(notification), header_colour(notification),
-                      _BotView(bot.name, tuple(bot.keywords)))
+    def zone(self, bot: Bot) -> ZoneInfo:
+        """The zone times are shown in for this bot: its own, else the configured one."""
+        return bot.timezone or self._timezone
 
-    def _build(self, template: jinja2.Template, group: _Group, alerts: list[Alert], part: str) -> dict:
+    def _group(self, notification: Notification, bot: Bot) -> _Group:
+        now = datetime.fromtimestamp(self._clock(), dt_timezone.utc)
+        state = _RenderState(self.zone(bot), now, _SilenceLinks(notification))
+        return _Group(notification, title_for(notification), header_colour(notification),
+                      _BotView(bot.name, tuple(bot.keywords)), group_url(notification), state)
+
+    def _build(self, template: jinja2.Template, group: _Group, alerts: list[Alert], part: str) -> Built:
         notification = group.notification.subset(alerts)
+        state = group.state
         context = {
             "notification": notification,
             "alerts": list(notification.alerts),
             "firing": notification.firing,
             "resolved": notification.resolved,
+            "mentions": unique_mentions(notification.alerts),
             "bot": group.bot,
             "title": group.title,
             "color": group.colour,
             "part": part,
-            "silence_url": _SilenceLinks(group.notification),
-            "alertmanager_url": group_url(group.notification),
-            "source_name": {"alertmanager": "Alertmanager", "grafana": "Grafana"}.get(
-                notification.source, notification.source),
+            "silence_url": state.silence,
+            "alertmanager_url": group.url,
+            "source_name": SOURCE_NAMES.get(notification.source, notification.source),
+            "now": state.now,
+            "timezone": getattr(state.zone, "key", None) or str(state.zone),
+            _STATE: state,
         }
         try:
-            text = template.render(context)
+            text = state.swap(template.render(context))
         except Exception as exc:  # whatever a template does wrong (1/0, undefined, sandbox), it is its bug
             raise _runtime_error(template, exc) from exc
         name = template.filename or template.name or "template"
-        message = _parse(name, text)
-        problem = _check_message(message)
+        message, growth = _parse(name, text)
+        # Visible strings are searched only when a keyword is in the text at all, as a JSON
+        # string holds it; else it is missing (or spelt in \u escapes: then it is added anyway).
+        keywords = group.bot.keywords
+        texts: list[str] | None = [] if any(encode_basestring(k)[1:-1] in text for k in keywords) else None
+        body_tags, other_tags = _survey(message, texts)
+        problem = _check_message(message, body_tags)
         if problem:
             raise TemplateError(name, problem)
-        return _with_keyword(message, group.bot.keywords)
+        return _sized(name, message, len(body_tags) + len(other_tags), texts, keywords, text, growth)
 
-    def _fallback_card(self, group: _Group, alerts: list[Alert], part: str) -> dict:
+    def _fallback_card(self, group: _Group, alerts: list[Alert], part: str) -> Built:
         heading = neutralise_mentions(f"{group.title} (template error)" + (f" {part}" if part else ""))
-        lines = [self._fallback_line(a) for a in alerts] or ["No alerts."]
-        card = {
+        lines = [self._fallback_line(a, group.state.zone) for a in alerts] or ["No alerts."]
+        elements = [
+            {"tag": "markdown", "content": "\n".join(lines)},
+            {"tag": "markdown", "text_size": "notation",
+             "content": "The card template failed, so the alerts are shown plainly; the bridge log says why."},
+        ]
+        card = _plain({
             "schema": "2.0",
             "config": {"update_multi": True, "summary": {"content": heading}},
             "header": {"title": {"tag": "plain_text", "content": heading}, "template": "grey"},
-            "body": {"elements": [
-                {"tag": "markdown", "content": "\n".join(lines)},
-                {"tag": "markdown", "text_size": "notation",
-                 "content": "The card template failed, so the alerts are shown plainly; the bridge log says why."},
-            ]},
-        }
-        return _with_keyword(_plain({"msg_type": "interactive", "card": card}), group.bot.keywords)
+            "body": {"elements": elements},
+        })
+        # Built here, after _plain neutralised every value's mentions: on-call is still pinged.
+        pings = _mention_words(unique_mentions(alerts), "card", str, md_escape)
+        if pings:
+            card["body"]["elements"].insert(1, {"tag": "markdown", "content": pings})
+        message = {"msg_type": "interactive", "card": card}
+        texts: list[str] | None = [] if group.bot.keywords else None
+        body_tags, other_tags = _survey(message, texts)
+        return _sized("fallback card", message, len(body_tags) + len(other_tags), texts, group.bot.keywords)
 
-    def _fallback_line(self, alert: Alert) -> str:
-        fields = (alert.labels.get("alertname", ""), alert.labels.get("severity", ""),
-                  alert.labels.get("instance", ""), alert.annotations.get("summary", ""))
-        text = " · ".join(md_escape(truncate_text(f, 200)) for f in fields if f)
-        since = format_time(alert.starts_at, self._timezone)
+    @staticmethod
+    def _fallback_line(alert: Alert, zone: ZoneInfo) -> str:
+        shown = (alert.labels.get("alertname", ""), alert.labels.get("severity", ""),
+                 alert.labels.get("instance", ""), alert.annotations.get("summary", ""))
+        text = " · ".join(md_escape(truncate_text(f, 200)) for f in shown if f)
+        since = format_time(alert.starts_at, zone)
         icon = "🔴" if alert.is_firing else "✅"
         return f"{icon} **{'FIRING' if alert.is_firing else 'RESOLVED'}** {text}" + (f" · since {since}" if since else "")
 
@@ -548,9 +935,21 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _parse(name: str, text: str) -> Any:
+def _parse(name: str, text: str) -> tuple[Any, int]:
+    """The template's output as JSON, and how many bytes its numbers can grow by when it is
+    written out again (`1e3` becomes `1000.0`; nothing else can grow: see _sized)."""
+    growth = 0
+
+    def number(literal: str) -> float:
+        nonlocal growth
+        value = float(literal)
+        if not math.isfinite(value):
+            raise ValueError(f"{truncate_text(literal, 40)} is out of range")
+        growth += max(0, len(repr(value)) - len(literal))
+        return value
+
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, parse_float=number), growth
     except json.JSONDecodeError as exc:
         lines = text.splitlines()
         near = truncate_text(lines[exc.lineno - 1].strip(), 80) if exc.lineno <= len(lines) else ""
@@ -560,7 +959,7 @@ def _parse(name: str, text: str) -> Any:
         raise TemplateError(name, f"the output is not valid JSON: {exc}") from None
 
 
-def _check_message(message: Any) -> str | None:
+def _check_message(message: Any, body_tags: list[Any]) -> str | None:
     """What makes this not a message a Feishu custom bot accepts, or None."""
     if not isinstance(message, dict):
         return "the output is not a JSON object"
@@ -581,10 +980,10 @@ def _check_message(message: Any) -> str | None:
                 and all(isinstance(p, dict) and isinstance(p.get("content"), list) for p in post.values())):
             return 'a post message needs "content": {"post": {"zh_cn" or "en_us": {"content": [...]}}}'
         return None
-    return _check_card(message.get("card"))
+    return _check_card(message.get("card"), body_tags)
 
 
-def _check_card(card: Any) -> str | None:
+def _check_card(card: Any, body_tags: list[Any]) -> str | None:
     if not isinstance(card, dict):
         return 'an interactive message needs "card", an object'
     header = card.get("header", {})
@@ -599,7 +998,7 @@ def _check_card(card: Any) -> str | None:
     body = card.get("body")
     if "elements" in card or not isinstance(body, dict) or not isinstance(body.get("elements"), list):
         return "a 2.0 card keeps its components in body.elements, a list"
-    dropped = {"note", "action"} & _tags(body)
+    dropped = {"note", "action"} & {str(tag) for tag in body_tags}
     if dropped:
         return f"card JSON 2.0 has no {' or '.join(sorted(dropped))} component (use markdown and buttons)"
     config = card.get("config", {})
@@ -608,54 +1007,109 @@ def _check_card(card: Any) -> str | None:
     return None
 
 
-def _nodes(value: Any) -> Iterable[dict]:
-    stack = [value]
+def _walk(root: Any, texts: list[str] | None) -> list[Any]:
+    """The `tag` of every component under root (parsed JSON: plain dicts and lists); root's
+    visible strings are added to texts."""
+    tags = []
+    stack = [root]
+    pop, push = stack.pop, stack.extend
     while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            yield node
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+        node = pop()
+        kind = type(node)
+        if kind is dict:
+            if "tag" in node:
+                tags.append(node["tag"])
+            if texts is not None:
+                texts.extend(v for v in (node.get("content"), node.get("text"), node.get("title")) if type(v) is str)
+            push(node.values())
+        elif kind is list:
+            push(node)
+    return tags
 
 
-def _tags(value: Any) -> set[str]:
-    return {str(n["tag"]) for n in _nodes(value) if "tag" in n}
+def _survey(message: Any, texts: list[str] | None) -> tuple[list[Any], list[Any]]:
+    """One walk over a message: the tags of its card's body and of the rest of its card (the
+    components Feishu counts) and, unless texts is None, its visible strings: what Feishu
+    searches for a bot's keywords (the content, text and title values; guide, 自定义关键词)."""
+    if not isinstance(message, dict):
+        return [], []
+    card = message.get("card")
+    if texts is not None:
+        _walk({k: v for k, v in message.items() if k != "card"}, texts)
+    if not isinstance(card, dict):
+        return [], _walk(card, texts)
+    body = card.get("body")
+    return _walk(body, texts), _walk({k: v for k, v in card.items() if k != "body"}, texts)
 
 
-def _visible_strings(message: dict) -> Iterable[str]:
-    # What Feishu searches for a bot's keywords: text-like values (guide, 自定义关键词).
-    for node in _nodes(message):
-        for key in ("content", "text", "title"):
-            if isinstance(node.get(key), str):
-                yield node[key]
-
-
-def _with_keyword(message: dict, keywords: tuple[str, ...]) -> dict:
-    """The message with the bot's first keyword in front of its title, when it holds none:
-    Feishu refuses (19024) a message without one of the bot's keywords."""
-    if not keywords or any(k in s for s in _visible_strings(message) for k in keywords):
-        return message
+def _with_keyword(message: dict, keywords: tuple[str, ...], texts: list[str] | None) -> int | None:
+    """Puts the bot's first keyword in front of the message's title when no visible text
+    holds one (Feishu refuses such a message, 19024); texts None: none does. The bytes
+    that added to the body at most, or None when it made a new title (so the components
+    must be counted again)."""
+    if not keywords or (texts is not None and _holds_keyword(texts, keywords)):
+        return 0
     keyword = keywords[0]
+    prefix = len(encode_basestring(keyword + " ").encode("utf-8")) - 2  # quotes aside
     if message["msg_type"] == "text":
         message["content"]["text"] = f"{keyword} {message['content']['text']}"
-    elif message["msg_type"] == "post":
+        return prefix
+    if message["msg_type"] == "post":
+        added: int | None = 0
         for post in message["content"]["post"].values():
-            post["title"] = f"{keyword} {post.get('title') or ''}".rstrip()
-    else:
-        header = message["card"].setdefault("header", {})
-        title = header.get("title")
-        if isinstance(title, dict) and isinstance(title.get("content"), str):
-            title["content"] = f"{keyword} {title['content']}"
-        else:
-            header["title"] = {"tag": "plain_text", "content": keyword}
-    return message
+            title = post.get("title")
+            added = added + prefix if isinstance(title, str) and added is not None else None
+            post["title"] = f"{keyword} {title or ''}".rstrip()
+        return added
+    header = message["card"].setdefault("header", {})
+    title = header.get("title")
+    if isinstance(title, dict) and isinstance(title.get("content"), str):
+        title["content"] = f"{keyword} {title['content']}"
+        return prefix
+    header["title"] = {"tag": "plain_text", "content": keyword}
+    return None
 
 
-def _measure(message: dict) -> tuple[int, int]:
-    """The unsigned body's size in bytes and the card's component count."""
-    components = sum(1 for n in _nodes(message.get("card")) if "tag" in n) if message["msg_type"] == "interactive" else 0
-    return len(encode_body(message)), components
+def _holds_keyword(texts: list[str], keywords: tuple[str, ...]) -> bool:
+    if any("\0" in k for k in keywords):
+        return any(k in s for s in texts for k in keywords)
+    # One search of all the texts at once: a NUL between them cannot be part of a match.
+    joined = "\0".join(texts)
+    return any(k in joined for k in keywords)
+
+
+def _sized(name: str, message: dict, components: int, texts: list[str] | None, keywords: tuple[str, ...],
+           text: str | None = None, growth: int = 0) -> Built:
+    r"""The checked message with its keyword, its size and its card's component count.
+
+    The size is the unsigned body's, or, when the template's own text shows that the body
+    is within the budget, that text's size: a bound that saves writing the body out again.
+    Written out compactly, parsed JSON is never longer than its text, except for numbers
+    (`growth`, from _parse): whitespace goes, escapes are kept or get shorter (`\u00e9` is
+    written `é`, `\/` is `/`), a repeated key is dropped. Any text with a `\ud...` escape,
+    which could be a lone surrogate that UTF-8 cannot carry, is measured in full.
+    """
+    added = _with_keyword(message, keywords, texts)
+    if added is None:
+        components = len(_walk(message["card"], None))
+    if message["msg_type"] != "interactive":
+        components = 0
+    if text is not None and added is not None and "\\ud" not in text and "\\uD" not in text:
+        try:
+            bound = len(text.encode("utf-8")) + growth + added
+        except UnicodeEncodeError:
+            bound = BUDGET_BYTES + 1
+        if bound <= BUDGET_BYTES:
+            return message, (bound, components)
+    return message, (_body_size(message, name), components)
+
+
+def _body_size(message: dict, name: str = "template") -> int:
+    try:
+        return len(encode_body(message))
+    except UnicodeEncodeError as exc:
+        raise TemplateError(name, "the output holds a lone surrogate (a \\ud800-\\udfff escape), "
+                                        "which a UTF-8 body cannot carry") from exc
 
 
 def _fits(measured: tuple[float, float]) -> bool:
@@ -664,7 +1118,7 @@ def _fits(measured: tuple[float, float]) -> bool:
 
 # --- cutting to size -------------------------------------------------------------------
 
-Build = Callable[[list[Alert], str], dict]
+Build = Callable[[list[Alert], str], Built]
 Shorten = Callable[[Alert, int], Alert]
 
 
@@ -676,19 +1130,19 @@ def _cut_to_size(alerts: list[Alert], build: Build, shorten: Shorten, name: str)
     size and, since that changes every title's "/N", all parts are rendered once more. So
     a group is rendered about once or twice in all, never once per alert.
     """
-    groups = _first_cut(list(alerts), build)
+    weights = {id(alert): _weight(alert) for alert in alerts}
+    groups = _first_cut(list(alerts), build, weights)
     while True:
         count = len(groups)
         messages, regrouped = [], []
         for i, group in enumerate(groups, 1):
             part = f"{i}/{count}" if count > 1 else ""
-            message = build(group, part)
-            measured = _measure(message)
+            message, measured = build(group, part)
             if _fits(measured):
                 regrouped.append(group)
                 messages.append(message)
             elif len(group) > 1:
-                regrouped.extend(_partition(group, _pieces(measured, len(group))))
+                regrouped.extend(_partition(group, _pieces(measured, len(group)), weights))
             else:
                 alert, message = _fit_alone(group, part, build, shorten, name)
                 regrouped.append([alert])
@@ -698,21 +1152,22 @@ def _cut_to_size(alerts: list[Alert], build: Build, shorten: Shorten, name: str)
         groups = regrouped
 
 
-def _first_cut(alerts: list[Alert], build: Build) -> list[list[Alert]]:
+def _first_cut(alerts: list[Alert], build: Build, weights: Mapping[int, int]) -> list[list[Alert]]:
     """The whole group; or, when a rendered sample shows it is too big for one message, the
     parts its estimated size asks for, so that a big group is not rendered whole in vain."""
     if len(alerts) <= 2 * _SAMPLE:
         return [alerts]
     sample = alerts[:: len(alerts) // _SAMPLE][:_SAMPLE]
     # Two renders tell a message's own size from what each alert adds to it.
-    size_one, components_one = _measure(build(sample[:1], ""))
-    size_all, components_all = _measure(build(sample, ""))
-    weight_one, weight_all = _weight(sample[0]), sum(map(_weight, sample))
+    # Exact sizes: a bound (see _sized) would skew the estimate.
+    (one, (_, components_one)), (every, (_, components_all)) = build(sample[:1], ""), build(sample, "")
+    size_one, size_all = _body_size(one), _body_size(every)
+    weight_one, weight_all = weights[id(sample[0])], sum(weights[id(a)] for a in sample)
     per_weight = max(0, size_all - size_one) / max(1, weight_all - weight_one)
     per_alert = max(0, components_all - components_one) / (len(sample) - 1)
-    estimated = (size_one + per_weight * (sum(map(_weight, alerts)) - weight_one),
+    estimated = (size_one + per_weight * (sum(weights[id(a)] for a in alerts) - weight_one),
                  components_one + per_alert * (len(alerts) - 1))
-    return [alerts] if _fits(estimated) else _partition(alerts, _pieces(estimated, len(alerts)))
+    return [alerts] if _fits(estimated) else _partition(alerts, _pieces(estimated, len(alerts)), weights)
 
 
 def _pieces(measured: tuple[float, float], alerts: int) -> int:
@@ -723,20 +1178,20 @@ def _pieces(measured: tuple[float, float], alerts: int) -> int:
 
 
 def _weight(alert: Alert) -> int:
-    # Roughly what an alert adds to a message, to cut a group where its parts weigh the same.
-    return (200 + sum(len(k) + len(v) for k, v in alert.labels.items())
-            + sum(len(k) + len(v) for k, v in alert.annotations.items())
-            + len(alert.value_string) + len(alert.generator_url) + len(alert.silence_url)
-            + len(alert.dashboard_url) + len(alert.panel_url))
+    # Roughly what an alert adds to a message, to cut a group where its parts weigh the same:
+    # the length of its names, values and links (joined: one call instead of one per string).
+    labels, notes = alert.labels, alert.annotations
+    return 200 + len("".join([*labels, *labels.values(), *notes, *notes.values(), alert.value_string,
+                              alert.generator_url, alert.silence_url, alert.dashboard_url, alert.panel_url]))
 
 
-def _partition(group: list[Alert], pieces: int) -> list[list[Alert]]:
+def _partition(group: list[Alert], pieces: int, weights: Mapping[int, int]) -> list[list[Alert]]:
     """`group` cut into at most `pieces` runs of about equal weight, order kept."""
-    weights = [_weight(a) for a in group]
-    total = sum(weights)
+    total = sum(weights[id(a)] for a in group)
     runs: list[list[Alert]] = [[] for _ in range(pieces)]
     done = 0
-    for alert, weight in zip(group, weights):
+    for alert in group:
+        weight = weights[id(alert)]
         runs[min(pieces - 1, int((done + weight / 2) * pieces / total))].append(alert)
         done += weight
     runs = [r for r in runs if r]
@@ -753,8 +1208,7 @@ def _fit_alone(group: list[Alert], part: str, build: Build, shorten: Shorten, na
     measured = (0, 0)
     for length in SHORTEN_STEPS:
         alert = shorten(group[0], length)
-        message = build([alert], part)
-        measured = _measure(message)
+        message, measured = build([alert], part)
         if _fits(measured):
             return alert, message
     raise TemplateError(name, f"one alert needs {measured[0]} bytes and {measured[1]} components even with its "

@@ -17,12 +17,13 @@ import pytest
 from bridge import samples
 from bridge.config import Bot
 from bridge.errors import ConfigError, TemplateError
-from bridge.feishu import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD, encode_body
-from bridge.model import FIRING, RESOLVED, Alert, Notification, fingerprint
+from bridge.feishu import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD, FeishuClient, Outcome, encode_body
+from bridge.model import FIRING, RESOLVED, Alert, Mention, Notification, fingerprint
 from bridge.render import (
     TRUNCATED,
     Renderer,
     format_duration,
+    format_relative,
     format_time,
     header_colour,
     md_escape,
@@ -46,8 +47,8 @@ def renderer() -> Renderer:
     return Renderer(None, SHANGHAI)
 
 
-def bot(template: str = "default", keywords: tuple[str, ...] = ()) -> Bot:
-    return Bot(name="ops", template=template, keywords=keywords)
+def bot(template: str = "default", keywords: tuple[str, ...] = (), zone: ZoneInfo | None = None) -> Bot:
+    return Bot(name="ops", template=template, keywords=keywords, timezone=zone)
 
 
 def alert(status: str = FIRING, annotations: dict | None = None, **labels: str) -> Alert:
@@ -465,3 +466,291 @@ def test_a_thousand_alerts_render_quickly(renderer: Renderer) -> None:
     elapsed = time.perf_counter() - started
     assert_sendable(messages)
     assert elapsed < 1.0, f"1000 alerts took {elapsed * 1000:.0f} ms"
+
+
+# --- mentions ---------------------------------------------------------------------------
+
+ALICE, BOB, ALL = Mention("ou_alice1", "alice"), Mention("ou_bob2", "bob"), Mention("all")
+STRANGER = Mention("", "carol")  # a name from a label that users: does not know
+PINGS = re.compile(r"<at\b[^>]*>(?:[^<]*</at>)?", re.IGNORECASE)
+
+
+def mentioning(*mentions: Mention, **labels: str) -> Alert:
+    return replace(alert(**labels), mentions=mentions)
+
+
+def strings(node: object) -> list[str]:
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in strings(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in strings(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def pings(message: dict) -> list[str]:
+    """Every mention tag Feishu would act on, in order, as its text holds it (JSON decoded)."""
+    return [tag for text in strings(message) for tag in PINGS.findall(text)]
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("default", ["<at id=all></at>", "<at id=ou_alice1></at>", "<at id=ou_bob2></at>"]),
+    ("legacy", ["<at id=all></at>", "<at id=ou_alice1></at>", "<at id=ou_bob2></at>"]),
+    ("text", ['<at user_id="all">所有人</at>', '<at user_id="ou_alice1">alice</at>', '<at user_id="ou_bob2">bob</at>']),
+])
+def test_a_message_pings_everyone_its_alerts_mention_once(template: str, expected: list[str], renderer: Renderer) -> None:
+    notification = group([mentioning(ALICE, STRANGER, instance="a"), mentioning(ALL, BOB, ALICE, instance="b")])
+    [message] = renderer.render_strict(notification, bot(template))
+    assert_sendable([message])
+    assert pings(message) == expected  # @all first, then as found, each once
+    assert visible(message).count("@carol") == 1  # shown, but pings nobody
+
+
+def test_the_mentions_line_is_markdown_in_cards(renderer: Renderer) -> None:
+    for template in ("default", "legacy"):
+        message = renderer.render_strict(group([mentioning(ALICE, instance="a")]), bot(template))[0]
+        body = encode_body(message).decode()
+        tag = "markdown" if template == "default" else "lark_md"
+        assert f'"tag":"{tag}","content":"<at id=ou_alice1></at>"' in body, template
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_no_mentions_no_mentions_line(template: str, renderer: Renderer) -> None:
+    plain = renderer.render_strict(samples.firing(), bot(template))[0]
+    assert pings(plain) == []
+    assert "@" not in visible(plain)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_each_part_of_a_split_message_pings_the_people_of_its_own_alerts(template: str, renderer: Renderer) -> None:
+    people = [Mention(f"ou_user{i}", f"user{i}") for i in range(40)]
+    alerts = [replace(a, mentions=(people[i // 10], ALICE) if i % 10 == 0 else (people[i // 10],))
+              for i, a in enumerate(many(400).alerts)]
+    messages = renderer.render_strict(group(alerts), bot(template))
+    assert_sendable(messages)
+    assert len(messages) > 2
+    for message in messages:
+        text = visible(message)
+        inside = [a for a in alerts if a.annotations["summary"] in text]
+        wanted = {m.user_id for a in inside for m in a.mentions}
+        found = {re.search(r'(?:id=|user_id=")([^>"]+)', tag).group(1) for tag in pings(message)}
+        assert found == wanted
+
+
+INJECTIONS = ["<at id=all></at>", '<at user_id="all">所有人</at>', "< AT id=ou_evil></at>", "<person id=ou_x>",
+              "x</at><at id=all>"]
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_label_values_still_cannot_mention_anyone_when_mentions_are_on(template: str, renderer: Renderer) -> None:
+    evil = Mention("", "<at id=all></at>")                     # a label's unknown "name"
+    bad_ids = [Mention('ou_x"></at><at id=all>', "x"), Mention("ou_y></at><at id=all", "y"),
+               Mention("ou_z", 'z"></at><at user_id="all">')]  # only config sets these; still contained
+    notification = group([mentioning(ALICE, evil, *bad_ids, owner=INJECTIONS[0],
+                                     annotations={"summary": " ".join(INJECTIONS)})])
+    [message] = renderer.render_strict(notification, bot(template))
+    assert_sendable([message])
+    found = pings(message)
+    if template == "text":  # the name is kept, minus what could close the tag or open another
+        assert found == ['<at user_id="ou_alice1">alice</at>', '<at user_id="ou_z">z/atat user_id=all</at>']
+    else:
+        assert found == ["<at id=ou_alice1></at>", "<at id=ou_z></at>"]
+    rest = "\n".join(PINGS.sub("", text) for text in strings(message))
+    assert not re.search(r"<\s*/?\s*(at|person)\b", rest, re.IGNORECASE)  # nothing else Feishu could read as a tag
+    shown = visible(message)
+    for injection in INJECTIONS:
+        assert injection in shown  # shown literally instead
+    assert "@x" in shown and "@y" in shown  # a bad id pings nobody; the name is shown
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_a_card_with_mentions_is_accepted_by_feishu(template: str, renderer: Renderer, fake_feishu, no_proxy_env,
+                                                    update_golden: bool) -> None:
+    """What the strict fake Feishu receives (it refuses a card mention it would answer 11246
+    to); tests/golden/render-mentions-TEMPLATE.json, rewritten by `pytest --update-golden`."""
+    url = fake_feishu.add_bot("tok-mentions", keywords=["告警"])
+    ops = replace(bot(template, keywords=("告警",), zone=ZoneInfo("Europe/Berlin")), webhook_url=WebhookURL(url))
+    notification = group([mentioning(ALL, ALICE, STRANGER, owner="<at id=all></at>", instance="a"),
+                          replace(mentioning(BOB, ALICE, instance="b"), status=RESOLVED, ends_at=T0 + timedelta(hours=2))])
+    for message in renderer.render_strict(notification, ops):
+        result = FeishuClient().send(ops, message)
+        assert result.outcome is Outcome.SENT, result
+    received = fake_feishu.received("tok-mentions")
+    path = GOLDEN / f"render-mentions-{template}.json"
+    text = json.dumps(received, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+    if update_golden or not path.exists():
+        path.write_text(text, encoding="utf-8")
+        assert update_golden, f"golden file {path.name} was missing and has been written; check it"
+    assert text == path.read_text(encoding="utf-8"), f"differs from {path.name} (pytest --update-golden)"
+
+
+def test_a_template_author_can_ping_per_alert(tmp_path: Path) -> None:
+    write(tmp_path, "each", '{"msg_type": "text", "content": {"text": {{ alerts | map(attribute="mentions") '
+                            '| map("at_text") | join("\\n") }}}}')
+    write(tmp_path, "card", '{"msg_type": "interactive", "card": {"elements": [{"tag": "div", "text": {"tag": '
+                            '"lark_md", "content": {{ "On call: " ~ (alerts[0].mentions | at) }}}}]}}')
+    renderer = Renderer(tmp_path, SHANGHAI)
+    notification = group([mentioning(ALICE, instance="a"), mentioning(BOB, STRANGER, instance="b")])
+    text = renderer.render_strict(notification, bot("each"))[0]["content"]["text"]
+    assert text == '<at user_id="ou_alice1">alice</at>\n<at user_id="ou_bob2">bob</at> @carol'
+    card = renderer.render_strict(notification, bot("card"))[0]["card"]
+    assert card["elements"][0]["text"]["content"] == "On call: <at id=ou_alice1></at>"
+
+
+def test_the_fallback_card_still_pings(tmp_path: Path) -> None:
+    write(tmp_path, "buggy", "{{ 1/0 }}")
+    evil = replace(mentioning(ALL, ALICE), annotations={"summary": "<at id=ou_evil></at>"})
+    messages = Renderer(tmp_path, SHANGHAI).render(group([evil]), bot("buggy"))
+    assert pings(messages[0]) == ["<at id=all></at>", "<at id=ou_alice1></at>"]
+    assert "<at id=ou_evil></at>" in visible(messages[0])  # shown, not pinged
+
+
+def test_a_mention_filter_in_a_macro_imported_without_context_is_a_clear_template_error(tmp_path: Path) -> None:
+    write(tmp_path, "macros", "{% macro who(alert) %}{{ alert.mentions | at }}{% endmacro %}")
+    write(tmp_path, "uses", '{% import "macros.json.j2" as m %}'
+                            '{"msg_type": "text", "content": {"text": "{{ m.who(alerts[0]) }}"}}')
+    with pytest.raises(TemplateError, match="with context"):
+        Renderer(tmp_path, SHANGHAI).render_strict(group([mentioning(ALICE)]), bot("uses"))
+
+
+# --- times, zones and the clock --------------------------------------------------------------
+
+SUMMER = datetime(2026, 7, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(("zone", "when", "shown"), [
+    ("America/New_York", T0, "2026-11-28 19:42:10 EST"),        # DST zone, winter
+    ("America/New_York", SUMMER, "2026-07-01 08:00:00 EDT"),    # DST zone, summer: an hour less behind
+    ("Europe/Berlin", SUMMER, "2026-07-01 14:00:00 CEST"),
+    ("Asia/Shanghai", T0, "2026-11-29 08:42:10 CST"),           # no DST: +08:00 all year
+    ("Asia/Shanghai", SUMMER, "2026-07-01 20:00:00 CST"),
+    ("Asia/Kolkata", SUMMER, "2026-07-01 17:30:00 IST"),         # a half-hour offset
+    ("UTC", SUMMER, "2026-07-01 12:00:00 UTC"),
+])
+def test_times_follow_the_zone_and_its_daylight_saving(zone: str, when: datetime, shown: str) -> None:
+    assert format_time(when, ZoneInfo(zone)) == shown
+    notification = group([replace(alert(), starts_at=when)])
+    for template in TEMPLATES:
+        text = visible(Renderer(None, ZoneInfo(zone)).render_strict(notification, bot(template))[0])
+        assert f"Started:{'** ' if template != 'text' else ' '}{shown}" in text, template
+
+
+def test_the_clock_change_itself_is_shown_right() -> None:
+    new_york = ZoneInfo("America/New_York")
+    # 2026-03-08: clocks go from 02:00 EST to 03:00 EDT, so these are one second apart.
+    before, after = datetime(2026, 3, 8, 6, 59, 59, tzinfo=timezone.utc), datetime(2026, 3, 8, 7, 0, 0, tzinfo=timezone.utc)
+    assert format_time(before, new_york) == "2026-03-08 01:59:59 EST"
+    assert format_time(after, new_york) == "2026-03-08 03:00:00 EDT"
+    assert format_time(after, new_york, "%H:%M %z") == "03:00 -0400"
+
+
+def test_a_naive_time_is_taken_as_utc_and_none_shows_nothing() -> None:
+    assert format_time(datetime(2026, 7, 1, 12, 0), SHANGHAI) == "2026-07-01 20:00:00 CST"
+    assert format_time(None, SHANGHAI) == "" and format_relative(None, SUMMER) == ""
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_a_bots_own_timezone_overrides_the_configured_one(template: str) -> None:
+    renderer = Renderer(None, SHANGHAI)
+    notification = samples.resolved()
+    own = visible(renderer.render_strict(notification, bot(template, zone=ZoneInfo("America/New_York")))[0])
+    assert "2026-11-28 19:42:10 EST" in own and "CST" not in own
+    default = visible(renderer.render_strict(notification, bot(template))[0])
+    assert "2026-11-29 08:42:10 CST" in default and "EST" not in default
+
+
+def test_the_fallback_card_uses_the_bots_timezone(tmp_path: Path) -> None:
+    write(tmp_path, "buggy", "{{ 1/0 }}")
+    message = Renderer(tmp_path, SHANGHAI).render(samples.firing(), bot("buggy", zone=ZoneInfo("UTC")))[0]
+    assert "since 2026-11-29 00:42:10 UTC" in visible(message)
+
+
+@pytest.mark.parametrize(("seconds_after", "shown"), [
+    (300, "5m ago"), (3 * 3600 + 12 * 60 + 5, "3h 12m ago"), (45, "45s ago"), (0.4, "just now"),
+    (-180, "in 3m"), (2 * 86400 + 5 * 3600, "2d 5h ago"),
+])
+def test_relative_times_count_from_the_renderers_clock(tmp_path: Path, seconds_after: float, shown: str) -> None:
+    assert format_relative(T0, T0 + timedelta(seconds=seconds_after)) == shown
+    write(tmp_path, "ago", '{"msg_type": "text", "content": {"text": {{ alerts[0].starts_at | ago }}}}')
+    renderer = Renderer(tmp_path, SHANGHAI, clock=lambda: T0.timestamp() + seconds_after)
+    assert renderer.render_strict(group([alert()]), bot("ago"))[0]["content"]["text"] == shown
+
+
+def test_templates_see_the_render_time_and_the_bots_zone(tmp_path: Path) -> None:
+    write(tmp_path, "now", '{"msg_type": "text", "content": {"text": {{ timezone ~ " " ~ (now | time) ~ " "'
+                           ' ~ ((now - alerts[0].starts_at) | duration) }}}}')
+    renderer = Renderer(tmp_path, SHANGHAI, clock=lambda: T0.timestamp() + 600)
+    text = renderer.render_strict(group([alert()]), bot("now", zone=ZoneInfo("Europe/Berlin")))[0]["content"]["text"]
+    assert text == "Europe/Berlin 2026-11-29 01:52:10 CET 10m"
+
+
+# --- link and field helpers ------------------------------------------------------------------
+
+
+def test_md_fields_writes_named_lines_escaped_and_skips_empty_values(tmp_path: Path) -> None:
+    write(tmp_path, "fields", '{"msg_type": "text", "content": {"text": {{ ([("Instance", "db-1:9100"), ("Empty", ""),'
+                              ' ("a*b", "[x](y)")] | md_fields) ~ "|" ~ ({"k": "v", "none": ""} | md_fields(" · ")) }}}}')
+    text = Renderer(tmp_path, SHANGHAI).render_strict(group([alert()]), bot("fields"))[0]["content"]["text"]
+    assert text == "**Instance:** db&#45;1&#58;9100\n**a&#42;b:** &#91;x&#93;&#40;y&#41;|**k:** v"
+
+
+@pytest.mark.parametrize("status", [FIRING, RESOLVED])
+def test_alert_md_links_is_links_then_md_links(tmp_path: Path, status: str) -> None:
+    write(tmp_path, "both", '{"msg_type": "text", "content": {"text": {{ alerts | map("md_links") | join("\\n") ~ "\\n--\\n"'
+                            ' ~ (alerts | map("links") | map("md_links") | join("\\n")) }}}}')
+    odd = [replace(alert(status, {"runbook_url": url}, instance=str(i)), generator_url=url, panel_url=url)
+           for i, url in enumerate(["https://r.example/a b", "https://r.example/(x)|{y}^界", "javascript:x()",
+                                    "https://r.example/ok", "http://[::1]:9/x", ""])]
+    notification = replace(group(odd), external_url="http://am.example.com:9093/(a)")
+    fast, slow = Renderer(tmp_path, SHANGHAI).render_strict(notification, bot("both"))[0]["content"]["text"].split("\n--\n")
+    assert fast == slow
+    assert "[Source](https://r.example/%28x%29%7C%7By%7D%5E%E7%95%8C)" in fast
+    assert ("[Silence](" in fast) == (status == FIRING)
+
+
+def test_alert_links_are_the_safe_ones_in_order(renderer: Renderer, tmp_path: Path) -> None:
+    write(tmp_path, "pairs", '{"msg_type": "text", "content": {"text": {{ alerts[0] | links | map("join", "=") | join(" ") }}}}')
+    firing = replace(alert(annotations={"runbook_url": "javascript:alert(1)"}), dashboard_url="https://g.example/d",
+                     panel_url="ftp://x")
+    text = Renderer(tmp_path, SHANGHAI).render_strict(group([firing]), bot("pairs"))[0]["content"]["text"]
+    names = [pair.split("=", 1)[0] for pair in text.split(" ")]
+    assert names == ["Source", "Dashboard", "Silence"]
+
+
+# --- measuring sizes ---------------------------------------------------------------------------
+
+
+def test_numbers_that_grow_when_written_out_are_still_measured_right(tmp_path: Path) -> None:
+    # `1e15` is written back as `1000000000000000.0`: 4 characters become 18.
+    write(tmp_path, "numbers", '{"msg_type": "text", "content": {"text": {{ part ~ " " ~ (alerts | map(attribute="labels")'
+                               ' | map(attribute="instance") | join(" ")) }}, "pad": [{% for a in alerts %}'
+                               '{% for i in range(60) %}1e15,{% endfor %}{% endfor %}1]}}')
+    notification = many(20)  # one message by the template's text (about 6 KB), but over 20 KB written out
+    messages = Renderer(tmp_path, SHANGHAI).render_strict(notification, bot("numbers"))
+    assert_sendable(messages)
+    assert len(messages) > 1
+    shown = " ".join(m["content"]["text"] for m in messages)
+    assert all(shown.count(a.labels["instance"]) == 1 for a in notification.alerts)
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ('{"msg_type": "text", "content": {"text": "x\\ud800"}}', "surrogate"),
+    ('{"msg_type": "text", "content": {"text": {{ title }}, "n": 1e999}}', "out of range"),
+])
+def test_output_a_body_cannot_carry_is_a_template_error(tmp_path: Path, text: str, why: str) -> None:
+    write(tmp_path, "bad", text)
+    with pytest.raises(TemplateError, match=why):
+        Renderer(tmp_path, SHANGHAI).render_strict(group([alert()]), bot("bad"))
+    assert_sendable(Renderer(tmp_path, SHANGHAI).render(group([alert()]), bot("bad")))  # the fallback card
+
+
+def test_a_keyword_put_in_front_is_counted_in_the_size(tmp_path: Path) -> None:
+    write(tmp_path, "plain", '{"msg_type": "text", "content": {"text": {{ alerts[0].annotations.description }}}}')
+    budget = BODY_LIMIT_BYTES - SIGNATURE_OVERHEAD
+    just_fits = "x" * (budget - len('{"msg_type":"text","content":{"text":""}}') - 10)
+    messages = Renderer(tmp_path, SHANGHAI).render_strict(group([alert(annotations={"description": just_fits})]),
+                                                          bot("plain", keywords=("告警" * 100,)))
+    assert_sendable(messages)
+    assert messages[0]["content"]["text"].startswith("告警" * 100 + " x")

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from bridge.config import Bot
 from bridge.feishu import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD, encode_body
-from bridge.model import FIRING, RESOLVED, Alert, Notification, fingerprint
+from bridge.model import FIRING, RESOLVED, Alert, Mention, Notification, fingerprint
 from bridge.render import SHORTEN_STEPS, TRUNCATED, Renderer, safe_url
 
 TEMPLATES = ("default", "legacy", "text")
@@ -32,6 +32,17 @@ value = st.one_of(
     st.lists(st.one_of(st.sampled_from(TRICKY), short_text), max_size=6).map("".join),
     # Long values, too big for a message on their own.
     st.tuples(st.sampled_from(TRICKY + ["x", "界", "<&>"]), st.integers(1000, 12000)).map(lambda t: t[0] * t[1]),
+)
+# Ids that are ids (config only ever gives these) and ones that try to break out of the tag.
+GOOD_IDS = ["ou_a1", "ou_B2", "all", "3f9a2c1d"]  # open_ids, @all, a user_id
+BAD_IDS = ['ou_x"></at><at id=all>', "ou_y></at><at id=all", "ou z", "<at id=all></at>", "ou_\u2060", "on_union1",
+           "a@example.com", "ou_" + "x" * 80]
+mention = st.builds(
+    Mention,
+    st.one_of(st.sampled_from(GOOD_IDS + BAD_IDS + [""]),
+              # with a character no id holds
+              short_text.filter(lambda t: any(not (c.isascii() and (c.isalnum() or c in "_-")) for c in t))),
+    st.one_of(short_text, st.sampled_from(TRICKY)),
 )
 label_name = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20).filter(
     lambda k: k not in ("alertname", "severity", "instance"))
@@ -75,6 +86,18 @@ def shown(messages: list[dict]) -> str:
     return text.replace("<\u2060", "<")
 
 
+# A card's <at id=ou_x></at> or a text message's <at user_id="ou_x">Name</at>.
+PING = re.compile(r'<at id=([A-Za-z0-9_-]+)></at>|<at user_id="([A-Za-z0-9_-]+)">[^<>"]*</at>')
+
+
+def strings(node: object) -> list[str]:
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in strings(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in strings(value)]
+    return [node] if isinstance(node, str) else []
+
+
 def appears(text: str, value: str) -> bool:
     """The value is shown as it is, or cut to one of the renderer's lengths with a visible mark."""
     value = value.replace("<\u2060", "<")
@@ -92,7 +115,7 @@ def notifications(draw: st.DrawFn) -> Notification:
         alerts.append(Alert(status=status, labels=labels, annotations=annotations, starts_at=T0,
                             ends_at=T0 + timedelta(minutes=3) if status == RESOLVED else None,
                             generator_url=draw(st.one_of(value, st.just("http://prometheus.example.com/graph"))),
-                            fingerprint=fingerprint(labels)))
+                            fingerprint=fingerprint(labels), mentions=tuple(draw(st.lists(mention, max_size=3)))))
     empty = Notification(source="alertmanager", receiver=draw(value), status=FIRING, group_key="{}:{}",
                          group_labels={"alertname": alerts[0].labels["alertname"]}, common_labels={},
                          common_annotations={}, external_url="http://am.example.com:9093", truncated_alerts=0,
@@ -107,12 +130,17 @@ def test_any_values_give_valid_messages_that_show_them_literally(notification: N
         LOG.lines.clear()
         messages = RENDERER.render(notification, Bot(name="ops", template=template))
         assert LOG.lines == [], template  # no fallback: the template coped with every value
+        pinged = set()
         for message in messages:
             body = encode_body(message)
             assert len(body) + SIGNATURE_OVERHEAD <= BODY_LIMIT_BYTES
             assert json.loads(body) == message
-            # Only a template's own text could mention someone, and the shipped ones do not.
-            assert not re.search(r"<\s*/?\s*(at|person)\b", body.decode(), re.IGNORECASE), template
+            # Only the mention filters write tags, each a whole, well-formed one; nothing
+            # else in the message could read as a tag.
+            text = "\n".join(strings(message))
+            pinged |= {m.group(1) or m.group(2) for m in PING.finditer(text)}
+            assert not re.search(r"<\s*/?\s*(at|person)\b", PING.sub("", text), re.IGNORECASE), template
+        assert pinged == {m.user_id for a in notification.alerts for m in a.mentions if m.user_id in GOOD_IDS}
         text = shown(messages)
         for alert in notification.alerts:
             for name, item in [*alert.labels.items(), *alert.annotations.items()]:
