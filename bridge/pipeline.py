@@ -24,7 +24,7 @@ from .model import Alert, Notification, fingerprint
 from .mentions import MentionResolver, sends_resolved
 from .outbox import Head
 from .render import Renderer
-from .routing import routes_by_bot
+from .routing import Route, routes_by_bot
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,9 @@ class Share:
 
     alerts: list[int] = field(default_factory=list)
     routed: bool = True
+    # The routes that sent each alert to the bot, when routed here and now (rendering at
+    # once); None for a stored message, whose routes are found again when it is rendered.
+    routes: list[tuple[Route, ...]] | None = None
 
 
 class Pipeline:
@@ -112,8 +115,9 @@ class Pipeline:
                     continue
                 share = shares.get(bot)
                 if share is None:
-                    share = shares[bot] = Share(routed=only_bot is None)
+                    share = shares[bot] = Share(routed=only_bot is None, routes=[])
                 share.alerts.append(i)
+                share.routes.append(routes)
         return shares
 
     def accept(self, notification: Notification, payload: bytes, only_bot: str | None = None) -> Accepted:
@@ -157,11 +161,14 @@ class Pipeline:
         return self._render_share(notification, Share(list(indices), message.routed), bot)
 
     def _render_share(self, notification: Notification, share: Share, bot: Bot) -> list[dict]:
-        alerts = [self._with_mentions(notification.alerts[i], bot, share.routed) for i in share.alerts]
+        """Each alert gets whom it pings on this bot (the bot's settings and those of the
+        routes that send it there), then the bot's template renders them."""
+        alerts = []
+        for n, i in enumerate(share.alerts):
+            alert = notification.alerts[i]
+            if share.routes is not None:
+                mentions = self.mentions.for_alert(alert, bot, share.routes[n])
+            else:   # a stored message: its routes are config, found with the config in force now
+                mentions = self.mentions.for_routed(alert, bot, self.config.route if share.routed else None)
+            alerts.append(replace(alert, mentions=mentions) if mentions else alert)
         return self.renderer.render(notification.subset(alerts), bot)
-
-    def _with_mentions(self, alert: Alert, bot: Bot, routed: bool) -> Alert:
-        """The alert with whom it pings on this bot: the bot's settings and those of the
-        routes that send it there (found again: they are config, decided at send time)."""
-        mentions = self.mentions.for_routed(alert, bot, self.config.route if routed else None)
-        return replace(alert, mentions=mentions) if mentions else alert

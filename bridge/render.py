@@ -47,7 +47,7 @@ import jinja2
 from jinja2.filters import sync_do_join, sync_do_list, sync_do_select
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import ConfigError, TemplateError
 from .feishu import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD, encode_body
@@ -478,10 +478,13 @@ def header_colour(notification: Notification) -> str:
 # --- the sandbox -----------------------------------------------------------------------
 
 
-class _Environment(SandboxedEnvironment):
+class _Environment(ImmutableSandboxedEnvironment):
     """A missing label or annotation reads as "" (as in Alertmanager's Go templates, where
     an absent label is ""), since alerts differ in which they carry; any other undefined
-    name or attribute is an error (StrictUndefined), so a typo fails check-config."""
+    name or attribute is an error (StrictUndefined), so a typo fails check-config.
+
+    Immutable: a template cannot change what it is given (`alert.labels.clear()`), which
+    the other bots' messages and the other parts of a split message render from too."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Fast paths for what templates read most, thousands of times per render: the

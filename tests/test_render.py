@@ -401,6 +401,15 @@ def test_the_fallback_card_carries_the_keyword(tmp_path: Path) -> None:
     assert heading(messages[0]).startswith("告警 ")
 
 
+def test_a_template_cannot_change_the_alerts_it_is_given(tmp_path: Path) -> None:
+    # The same alert objects render every bot's message and every part of a split one.
+    write(tmp_path, "meddling", '{% set _ = alerts[0].labels.clear() %}{"msg_type": "text", "content": {"text": "x"}}')
+    notification = group([alert(alertname="HighCPU", team="infra")])
+    messages = Renderer(tmp_path, SHANGHAI).render(notification, bot("meddling"))
+    assert heading(messages[0]).endswith("(template error)")        # refused: the fallback card
+    assert dict(notification.alerts[0].labels) == {"alertname": "HighCPU", "team": "infra"}
+
+
 # --- sizes --------------------------------------------------------------------------------
 
 
