@@ -243,3 +243,31 @@ def test_ready_says_so_only_while_the_outbox_is_writable(client, app):
         blocker.execute("ROLLBACK")
         blocker.close()
     assert client.get("/-/ready").status_code == 200
+
+
+def test_mentions_and_send_resolved_reach_feishu_as_configured(fake_feishu, tmp_path, caplog):
+    """From the webhook to the card Feishu receives: alice (named in the alert's owner label)
+    and the route's @all ping; carol, whom users: does not know, is shown but pings no one;
+    the bot that does not send resolved alerts gets only the firing one."""
+    quiet_url = fake_feishu.add_bot("tok-quiet-0003")
+    app = make_app(fake_feishu, tmp_path,
+                   extra_bots=f"    mention_labels: [owner]\n  - name: quiet\n    webhook_url: {quiet_url}\n"
+                              "    send_resolved: false\nusers: {alice: ou_alice0001}",
+                   route="route: {bots: [ops, quiet], routes: [{matchers: ['severity=\"critical\"'], "
+                         "bots: [ops, quiet], mentions: {all: true}}]}")
+    body = json.loads((FIXTURES / "alertmanager" / "am025-mixed-resolved-firing.json").read_text())
+    for alert in body["alerts"]:
+        alert["labels"].update(severity="critical", owner="alice, carol")
+    try:
+        with caplog.at_level(logging.WARNING, logger="bridge"):
+            assert post(app.test_client(), "/alertmanager", body).status_code == 200
+            (card,) = fake_feishu.wait_for("tok-ops-0001", 1)
+            (quiet,) = fake_feishu.wait_for("tok-quiet-0003", 1)
+    finally:
+        app.extensions["bridge"].stop(timeout=5)
+    text = json.dumps(card, ensure_ascii=False)
+    assert '"content": "<at id=all></at> <at id=ou_alice0001></at> @carol"' in text   # the card's last line
+    assert "<at id=carol" not in text
+    assert [r.getMessage() for r in caplog.records if getattr(r, "event", "") == "unknown_mention"] != []
+    quiet_text = json.dumps(quiet, ensure_ascii=False)
+    assert "node-2" in quiet_text and "node-1" not in quiet_text      # node-1's alert is resolved
