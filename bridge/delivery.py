@@ -344,6 +344,8 @@ class Delivery:
             if self.render is None:
                 raise RuntimeError("no renderer: this Delivery takes rendered messages only")
             bodies = self.render(bot, head)
+            if not bodies:
+                raise ValueError("rendering produced no message")
         except Exception as exc:   # what cannot be rendered now never will be: no retry loop
             detail = f"{type(exc).__name__}: {exc}"
             if self.outbox.claim(head.id, bot.name, self.owner, record=False) is not None:
