@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import jinja2
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import NotFound
 
@@ -317,25 +316,8 @@ def _source(job: Job) -> str:
 def _renderer(job: Job) -> Renderer:
     directory = Path(job.templates_dir) if job.templates_dir else None
     zone = ZoneInfo(job.timezone)
-    return _PastedRenderer(directory, zone, job.template) if job.pasted else Renderer(directory, zone)
-
-
-class _PastedRenderer(Renderer):
-    """The configured templates plus one pasted template, compiled in the same environment:
-    the same sandbox, filters and JSON-encoding finalize, and able to include the others."""
-
-    def __init__(self, templates_dir: Path | None, timezone: ZoneInfo, text: str):
-        super().__init__(templates_dir, timezone)
-        filename = PASTED + TEMPLATE_SUFFIX
-        env = self._env.overlay(loader=jinja2.ChoiceLoader([
-            jinja2.FunctionLoader(lambda name: (text, filename, lambda: True) if name == filename else None),
-            self._env.loader,
-        ]))
-        try:
-            pasted = env.get_template(filename)
-        except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(filename, exc.message or "syntax error", exc.lineno) from None
-        self._templates = {**self._templates, PASTED: pasted}
+    renderer = Renderer(directory, zone)
+    return renderer.with_template(PASTED, job.template) if job.pasted else renderer
 
 
 # --- the child process -----------------------------------------------------------------

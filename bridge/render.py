@@ -26,6 +26,7 @@ and `now` read the Renderer's clock once per render.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -794,6 +795,23 @@ class Renderer:
     @property
     def names(self) -> frozenset[str]:
         return frozenset(self._templates)
+
+    def with_template(self, name: str, text: str) -> "Renderer":
+        """This renderer plus `text` as the template `name` (the preview's pasted template):
+        compiled in the same sandbox, with the same filters and JSON-encoding finalize, and
+        able to include the other templates. Raises TemplateError on a syntax error."""
+        filename = name + TEMPLATE_SUFFIX
+        env = self._env.overlay(loader=jinja2.ChoiceLoader([
+            jinja2.FunctionLoader(lambda wanted: (text, filename, lambda: True) if wanted == filename else None),
+            self._env.loader,
+        ]))
+        try:
+            template = env.get_template(filename)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(filename, exc.message or "syntax error", exc.lineno) from None
+        other = copy.copy(self)
+        other._templates = {**self._templates, name: template}
+        return other
 
     def _compile(self, names: set[str]) -> dict[str, jinja2.Template]:
         templates, problems = {}, []

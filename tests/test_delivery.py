@@ -24,7 +24,7 @@ from bridge.config import Bot, Config, DeliveryConfig, RateLimit, StorageConfig,
 from bridge.delivery import Delivery
 from bridge.feishu import FeishuClient, Outcome, SendResult
 from bridge.metrics import Metrics
-from bridge.outbox import PENDING, SENDING, SENT, Outbox
+from bridge.outbox import PENDING, SENDING, Outbox
 from bridge.pipeline import OutgoingMessage
 from bridge.ratelimit import backoff, next_allowed
 from bridge.routing import Route

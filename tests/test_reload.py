@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 
 import requests
 

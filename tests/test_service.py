@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import requests
@@ -17,17 +16,17 @@ def test_gunicorn_service_delivers_signed_cards_and_leaks_no_secret(fake_feishu,
     url = fake_feishu.add_bot("tok-svc-7f3a9", secret=SECRET, keywords=["告警"])
     config = tmp_path / "config.yaml"
     (tmp_path / "url").write_text(url + "\n")
-    config.write_text(f"""
+    config.write_text("""
 bots:
   - name: ops
     webhook_url_file: url
-    secret: ${{OPS_SECRET}}
+    secret: ${OPS_SECRET}
     keywords: ["告警"]
-route: {{bots: [ops]}}
-storage: {{path: outbox.db}}
+route: {bots: [ops]}
+storage: {path: outbox.db}
 # Two of the payloads are later states of another's group: with coalescing a newer one may
 # replace an older one still waiting, and this test wants every card.
-delivery: {{coalesce: false}}
+delivery: {coalesce: false}
 """)
     bridge = BridgeProcess(config, tmp_path / "bridge.log", workers=2, env={"OPS_SECRET": SECRET})
     try:
