@@ -112,11 +112,12 @@ class Delivery:
             metrics.watch_outbox(self._probe)
 
     # -- the accept side ----------------------------------------------------------------
-    def enqueue(self, messages: Iterable[OutgoingMessage]) -> None:
-        """Store the messages (all or none); raises StorageError when they could not be."""
+    def enqueue(self, messages: Iterable[OutgoingMessage]) -> set[str]:
+        """Store the messages (all or none); raises StorageError when they could not be.
+        Returns the bots whose message was dropped as a duplicate (already stored)."""
         messages = list(messages)
         if not messages:
-            return
+            return set()
         settings = self.config.delivery
         stored = self.outbox.store(messages, dedupe_window=settings.dedupe_window, coalesce=settings.coalesce)
         for m in stored.duplicates:
@@ -129,6 +130,7 @@ class Delivery:
             self._count("superseded", bot)
         if stored.ids:
             self._wake()
+        return {m.bot for m in stored.duplicates}
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:

@@ -73,10 +73,13 @@ def _iso(moment) -> str:
 class Accepted:
     alerts: int
     routed: Mapping[str, int] = field(default_factory=dict)     # bot -> alerts routed to it
+    duplicates: frozenset[str] = frozenset()                    # bots that had it already
 
     def as_json(self) -> dict:
-        # messages: one per bot, stored; it becomes one or more Feishu requests when sent.
-        return {"status": "accepted", "alerts": self.alerts, "messages": {bot: 1 for bot in self.routed},
+        # messages: per bot, 1 stored (it becomes one or more Feishu requests when sent), or
+        # 0 when the bot has had this very notification already (delivery.dedupe_window).
+        return {"status": "accepted", "alerts": self.alerts,
+                "messages": {bot: int(bot not in self.duplicates) for bot in self.routed},
                 "routed": dict(self.routed)}
 
 
@@ -132,14 +135,14 @@ class Pipeline:
                 bot=bot, group_key=notification.group_key, source=notification.source,
                 identity=f"{notification_identity(notification, alerts)}:{bot}", payload=payload,
                 alerts=None if everything else tuple(share.alerts), routed=share.routed))
-        self.delivery.enqueue(messages)
+        duplicates = self.delivery.enqueue(messages)
         routed = {bot: len(share.alerts) for bot, share in shares.items()}
         # Debug, not info: one line per webhook is the busiest line there would be, and what
         # an operator follows is the message's own ("sent", "dry_run", "retry").
         self.log.debug("accepted", extra={"event": "accepted", "source": notification.source,
                                          "group_key": notification.group_key,
                                          "alerts": len(notification.alerts), "bots": routed})
-        return Accepted(alerts=len(notification.alerts), routed=routed)
+        return Accepted(alerts=len(notification.alerts), routed=routed, duplicates=frozenset(duplicates))
 
     # -- rendering (the delivery thread, at send time; the CLI and the preview, at once) --
     def render(self, notification: Notification, only_bot: str | None = None) -> list[tuple[str, list[dict]]]:

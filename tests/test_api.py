@@ -271,3 +271,14 @@ def test_mentions_and_send_resolved_reach_feishu_as_configured(fake_feishu, tmp_
     assert [r.getMessage() for r in caplog.records if getattr(r, "event", "") == "unknown_mention"] != []
     quiet_text = json.dumps(quiet, ensure_ascii=False)
     assert "node-2" in quiet_text and "node-1" not in quiet_text      # node-1's alert is resolved
+
+
+def test_the_same_notification_again_is_answered_with_no_new_message(client, fake_feishu):
+    """An Alertmanager retry after a timeout: 200 again (nothing for it to retry), but the
+    answer says no message was stored, and Feishu gets the card once."""
+    body = (FIXTURES / "alertmanager" / "am025-firing-single.json").read_bytes()
+    first, again = post(client, "/alertmanager", body), post(client, "/alertmanager", body)
+    assert first.get_json()["messages"] == {"ops": 1} and again.get_json()["messages"] == {"ops": 0}
+    assert again.status_code == 200 and len(fake_feishu.wait_for("tok-ops-0001", 1)) == 1
+    time.sleep(0.3)
+    assert len(fake_feishu.received("tok-ops-0001")) == 1

@@ -114,6 +114,7 @@ def pipeline_messages(payload: dict) -> list[OutgoingMessage]:
     class Recorder:
         def enqueue(self, messages):
             self.messages = list(messages)
+            return set()
 
     recorder = Recorder()
     log = logging.getLogger("bridge.test")

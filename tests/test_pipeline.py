@@ -29,6 +29,7 @@ class Recorder:
 
     def enqueue(self, messages):
         self.stored.extend(messages)
+        return set()
 
     def render(self, notification, bot):
         self.rendered.append((bot.name, notification))
