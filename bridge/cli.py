@@ -219,7 +219,7 @@ def _render(args: argparse.Namespace) -> int:
         payload = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise BridgeError(f"{args.payload}: malformed JSON: {exc.msg} at line {exc.lineno}") from None
-    source = args.source if args.source != "auto" else _guess_source(payload)
+    source = args.source if args.source != "auto" else sources.guess(payload)
     try:
         notification = sources.parse(source, payload)
     except PayloadError as exc:
@@ -235,13 +235,6 @@ def _render(args: argparse.Namespace) -> int:
             print(f"# bot {bot}: message {part}/{len(bodies)}, {size} bytes")
             print(json.dumps(body, ensure_ascii=False, indent=2))
     return 0
-
-
-def _guess_source(payload: object) -> str:
-    if isinstance(payload, dict) and (payload.get("version") == "1" or "ruleName" in payload
-                                      or "evalMatches" in payload):
-        return "grafana"
-    return "alertmanager"
 
 
 def _send_test(args: argparse.Namespace) -> int:

@@ -305,12 +305,7 @@ def _with_mentions(notification: Notification, mentions: tuple) -> Notification:
 
 
 def _source(job: Job) -> str:
-    if job.source != "auto":
-        return job.source
-    # Grafana's unified body says version "1" (Alertmanager's says "4"); the legacy one has no version.
-    payload = job.payload if isinstance(job.payload, dict) else {}
-    grafana = payload.get("version") == "1" or "ruleName" in payload or "evalMatches" in payload
-    return "grafana" if grafana else "alertmanager"
+    return job.source if job.source != "auto" else sources.guess(job.payload)
 
 
 def _renderer(job: Job) -> Renderer:

@@ -17,6 +17,16 @@ from bridge.sources import alertmanager, grafana
 SOURCES = ("alertmanager", "grafana")
 
 
+def guess(payload: object) -> str:
+    """Which source sent `payload`, for tools given a body without its endpoint (the CLI's
+    `render`, the preview): Grafana's unified body says version "1" (Alertmanager's says
+    "4"), and its legacy one has ruleName and evalMatches."""
+    if isinstance(payload, dict) and (payload.get("version") == "1" or "ruleName" in payload
+                                      or "evalMatches" in payload):
+        return "grafana"
+    return "alertmanager"
+
+
 def parse(source: str, payload: object) -> Notification:
     """Parse `payload` as sent by `source`, one of SOURCES."""
     if source == "alertmanager":
