@@ -86,3 +86,25 @@ def test_send_test_explains_feishus_answer(tmp_path, fake_feishu):
 
     result = run("send-test", "--config", str(good), "--bot", "nobody")
     assert result.returncode == 1 and "unknown bot 'nobody'" in result.stderr
+
+
+def test_outbox_list_shows_what_waits_and_which_part_is_next(tmp_path):
+    """A message is rendered only when it is sent: until then its parts are unknown (?)."""
+    from bridge.outbox import Outbox
+    from bridge.pipeline import OutgoingMessage
+
+    config = write_config(tmp_path, "bots: [{name: ops}]\nroute: {bots: [ops]}\nstorage: {path: outbox.db}\n")
+    outbox = Outbox(tmp_path / "outbox.db")
+    body = (FIXTURES / "alertmanager" / "am025-firing-single.json").read_bytes()
+    waiting, split = outbox.store([OutgoingMessage(bot="ops", group_key="g-new", source="alertmanager", payload=body),
+                                   OutgoingMessage(bot="ops", group_key="g-split", source="alertmanager",
+                                                   bodies=({"n": 1}, {"n": 2}, {"n": 3}))]).ids
+    outbox.acquire("ops", "cli-test")
+    outbox.mark_sent(split, outbox.claim(split, "ops", "cli-test", record=True), "ops", "cli-test", 0, last=False)
+    outbox.close()
+
+    result = run("outbox", "list", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows[str(waiting)][1:4] == ["ops", "pending", "1/?"]
+    assert rows[str(split)][1:4] == ["ops", "pending", "2/3"]
