@@ -47,11 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = sub.add_parser(
-        "serve", help="run the service",
+    serve = _command(
+        sub, "serve", help="run the service",
         description="Run the service under gunicorn (or Flask's server with --dev).",
         epilog="example: feishu-alert-bridge serve --config /etc/feishu-alert-bridge/config.yaml --port 9095",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--config", metavar="PATH", default=os.environ.get("BRIDGE_CONFIG"),
                        help="config file (env BRIDGE_CONFIG; default: the embedded example config)")
@@ -71,22 +70,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev", action="store_true", help="use Flask's development server instead of gunicorn")
     serve.set_defaults(run=_serve)
 
-    check = sub.add_parser(
-        "check-config", help="validate a config file and its templates",
+    check = _command(
+        sub, "check-config", help="validate a config file and its templates",
         description="Validate the config and render every bot's template against built-in sample alerts. "
                     "Exit 0 when all is well, 2 with every problem and its key path otherwise.",
         epilog="example: feishu-alert-bridge check-config /etc/feishu-alert-bridge/config.yaml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("path", metavar="PATH", help="config file")
     check.set_defaults(run=_check_config)
 
-    render = sub.add_parser(
-        "render", help="print the messages a payload would produce",
+    render = _command(
+        sub, "render", help="print the messages a payload would produce",
         description="Print, per bot, the exact Feishu message(s) a webhook payload would produce after "
                     "routing, keyword and size-splitting (the signature is omitted). Nothing is sent.",
         epilog="example: feishu-alert-bridge render --config config.yaml --payload alert.json --bot ops",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _config_option(render)
     render.add_argument("--payload", metavar="FILE", required=True, help="a webhook body (JSON); - for stdin")
@@ -95,42 +92,38 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--bot", metavar="NAME", help="skip the route tree and render for this bot only")
     render.set_defaults(run=_render)
 
-    send_test = sub.add_parser(
-        "send-test", help="send one test card to a bot and explain Feishu's answer",
+    send_test = _command(
+        sub, "send-test", help="send one test card to a bot and explain Feishu's answer",
         description="Send one test card (a built-in sample alert) to a bot, signed and keyworded as "
                     "the service would, and print Feishu's answer in words. Exit 0 when it was accepted.",
         epilog="example: feishu-alert-bridge send-test --config config.yaml --bot ops",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _config_option(send_test)
     send_test.add_argument("--bot", metavar="NAME", required=True, help="the bot to send to")
     send_test.set_defaults(run=_send_test)
 
-    outbox = sub.add_parser(
-        "outbox", help="list or re-queue stored messages (dead letters)",
+    outbox = _command(
+        sub, "outbox", help="list or re-queue stored messages (dead letters)",
         description="Look into the durable outbox that the service sends from (storage.path of the config).",
         epilog="examples:\n  feishu-alert-bridge outbox list --dead --config config.yaml\n"
                "  feishu-alert-bridge outbox retry --all-dead --config config.yaml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
-    listing = outbox_sub.add_parser(
-        "list", help="show waiting messages and dead letters",
+    listing = _command(
+        outbox_sub, "list", help="show waiting messages and dead letters",
         description="Show the messages waiting to be sent and the dead letters (or only these with --dead): "
                     "id, bot, state, attempts, age and the last reason. Bodies, URLs and secrets are not shown.",
         epilog="example: feishu-alert-bridge outbox list --dead --config config.yaml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _config_option(listing)
     listing.add_argument("--dead", action="store_true", help="only dead letters")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(run=_outbox_list)
-    retry = outbox_sub.add_parser(
-        "retry", help="queue dead letters again",
+    retry = _command(
+        outbox_sub, "retry", help="queue dead letters again",
         description="Queue dead letters again, as if just accepted: by ID, or every one with --all-dead. "
                     "The running service picks them up within a second.",
         epilog="example: feishu-alert-bridge outbox retry 42 --config config.yaml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _config_option(retry)
     which = retry.add_mutually_exclusive_group(required=True)
@@ -138,6 +131,12 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all-dead", action="store_true", help="every dead letter")
     retry.set_defaults(run=_outbox_retry)
     return parser
+
+
+def _command(sub, name: str, *, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A subcommand whose help ends with its example, kept as written (line breaks too)."""
+    return sub.add_parser(name, help=help, description=description, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
