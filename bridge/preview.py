@@ -40,8 +40,8 @@ from .errors import ConfigError, PayloadError, TemplateError
 from .feishu import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD, encode_body
 from .mentions import MentionResolver
 from .model import Mention, Notification
-from .render import (BUDGET_BYTES, MAX_COMPONENTS, TEMPLATE_SUFFIX, Renderer, shipped_templates_dir,
-                     template_names)
+from .render import (BUDGET_BYTES, MAX_COMPONENTS, TEMPLATE_SUFFIX, Renderer, count_components,
+                     shipped_templates_dir, template_names)
 
 blueprint = Blueprint("preview", __name__, static_folder="preview_assets", static_url_path="/preview/assets")
 
@@ -259,16 +259,7 @@ def _measured(message: dict) -> dict:
     """A message with what counts against Feishu's limits: the bytes sent (before the
     signature, which adds up to SIGNATURE_OVERHEAD) and the card's components."""
     card = message.get("card") if message.get("msg_type") == "interactive" else None
-    return {"body": message, "bytes": len(encode_body(message)), "components": _components(card)}
-
-
-def _components(node: Any) -> int:
-    # Feishu counts every object with a tag, a plain_text too (protocols.md A.4).
-    if isinstance(node, dict):
-        return ("tag" in node) + sum(_components(v) for v in node.values())
-    if isinstance(node, list):
-        return sum(_components(v) for v in node)
-    return 0
+    return {"body": message, "bytes": len(encode_body(message)), "components": count_components(card)}
 
 
 # --- rendering (in process, or in the child for a pasted template) ---------------------

@@ -1028,6 +1028,12 @@ def _check_card(card: Any, body_tags: list[Any]) -> str | None:
     return None
 
 
+def count_components(card: Any) -> int:
+    """The components Feishu counts in a card: every object with a tag, a plain_text too
+    (protocols.md A.4)."""
+    return len(_walk(card, None))
+
+
 def _walk(root: Any, texts: list[str] | None) -> list[Any]:
     """The `tag` of every component under root (parsed JSON: plain dicts and lists); root's
     visible strings are added to texts."""
@@ -1112,7 +1118,7 @@ def _sized(name: str, message: dict, components: int, texts: list[str] | None, k
     """
     added = _with_keyword(message, keywords, texts)
     if added is None:
-        components = len(_walk(message["card"], None))
+        components = count_components(message["card"])
     if message["msg_type"] != "interactive":
         components = 0
     if text is not None and added is not None and "\\ud" not in text and "\\uD" not in text:
