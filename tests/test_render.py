@@ -31,6 +31,7 @@ from bridge.render import (
     title_for,
 )
 from bridge.secret import Secret, WebhookURL
+from cards import shown_text, strings
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TEMPLATES = ("default", "legacy", "text")
@@ -75,25 +76,8 @@ def many(count: int, resolved_every: int = 0) -> Notification:
 
 
 def visible(message: dict) -> str:
-    """The text a reader sees: our mention breaker undone and, in a card (whose markdown shows
-    &#NN; as the character), the escapes too."""
-    found = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("content", "text", "title") and isinstance(value, str):
-                    found.append(value)
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(message)
-    text = "\n".join(found)
-    if message["msg_type"] == "interactive":
-        text = re.sub(r"&#(\d+);", lambda m: chr(int(m.group(1))), text)
-    return text.replace("<\u2060", "<")
+    """The text a reader sees (cards.shown_text)."""
+    return shown_text(message, cards=message["msg_type"] == "interactive")
 
 
 def heading(message: dict) -> str:
@@ -486,14 +470,6 @@ PINGS = re.compile(r"<at\b[^>]*>(?:[^<]*</at>)?", re.IGNORECASE)
 
 def mentioning(*mentions: Mention, **labels: str) -> Alert:
     return replace(alert(**labels), mentions=mentions)
-
-
-def strings(node: object) -> list[str]:
-    if isinstance(node, dict):
-        return [s for value in node.values() for s in strings(value)]
-    if isinstance(node, list):
-        return [s for value in node for s in strings(value)]
-    return [node] if isinstance(node, str) else []
 
 
 def pings(message: dict) -> list[str]:

@@ -14,6 +14,7 @@ from bridge.config import Bot
 from bridge.feishu import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD, encode_body
 from bridge.model import FIRING, RESOLVED, Alert, Mention, Notification, fingerprint
 from bridge.render import SHORTEN_STEPS, TRUNCATED, Renderer, safe_url
+from cards import shown_text, strings
 
 TEMPLATES = ("default", "legacy", "text")
 T0 = datetime(2026, 11, 29, 0, 42, 10, tzinfo=timezone.utc)
@@ -65,37 +66,12 @@ RENDERER = Renderer(None, ZoneInfo("Asia/Shanghai"), _logger)
 
 
 def shown(messages: list[dict]) -> str:
-    """The visible text of all messages, with the mention breaker undone and, in cards (whose
-    markdown shows &#NN; as the character), the escapes too."""
-    found: list[str] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for key, item in node.items():
-                if key in ("content", "text", "title") and isinstance(item, str):
-                    found.append(item)
-                walk(item)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(messages)
-    text = "\n".join(found)
-    if all(m["msg_type"] == "interactive" for m in messages):
-        text = re.sub(r"&#(\d+);", lambda m: chr(int(m.group(1))), text)
-    return text.replace("<\u2060", "<")
+    """The visible text of all messages (cards.shown_text)."""
+    return shown_text(messages, cards=all(m["msg_type"] == "interactive" for m in messages))
 
 
 # A card's <at id=ou_x></at> or a text message's <at user_id="ou_x">Name</at>.
 PING = re.compile(r'<at id=([A-Za-z0-9_-]+)></at>|<at user_id="([A-Za-z0-9_-]+)">[^<>"]*</at>')
-
-
-def strings(node: object) -> list[str]:
-    if isinstance(node, dict):
-        return [s for value in node.values() for s in strings(value)]
-    if isinstance(node, list):
-        return [s for value in node for s in strings(value)]
-    return [node] if isinstance(node, str) else []
 
 
 def appears(text: str, value: str) -> bool:
