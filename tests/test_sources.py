@@ -296,13 +296,17 @@ def test_grafana_legacy_minimal_body() -> None:
 # --- bad payloads ---
 
 
+def holder(payload: Any, path: tuple) -> Any:
+    """The object or array in payload that holds the value at `path` (under key path[-1])."""
+    for key in path[:-1]:
+        payload = payload[key]
+    return payload
+
+
 def mutated(source: str, name: str, path: tuple, value: object) -> Any:
     """The fixture with `value` set at `path` (DELETE removes the key)."""
     payload = load(source, name)
-    *parents, last = path
-    target = payload
-    for key in parents:
-        target = target[key]
+    target, last = holder(payload, path), path[-1]
     if value is DELETE:
         del target[last]
     else:
@@ -490,9 +494,7 @@ def test_fixtures_with_one_part_replaced_are_parsed_or_refused(data: st.DataObje
     source, body = data.draw(st.sampled_from(FIXTURE_BODIES))
     payload = copy.deepcopy(body)
     path = data.draw(st.sampled_from(paths_in(payload)[1:]))
-    target = payload
-    for key in path[:-1]:
-        target = target[key]
+    target = holder(payload, path)
     if isinstance(target, dict) and data.draw(st.booleans()):
         del target[path[-1]]
     else:
@@ -584,10 +586,7 @@ def test_fast_constructors_build_what_init_builds() -> None:
 def replaced(body: Any, path: tuple, value: object) -> Any:
     """A copy of body with `value` at `path` (DELETE removes the key)."""
     payload = copy.deepcopy(body)
-    *parents, last = path
-    target = payload
-    for key in parents:
-        target = target[key]
+    target, last = holder(payload, path), path[-1]
     if value is DELETE:
         if isinstance(target, dict):
             del target[last]
@@ -626,9 +625,7 @@ def test_fast_path_agrees_on_fixtures_with_parts_replaced(data: st.DataObject) -
     payload = copy.deepcopy(body)
     for _ in range(data.draw(st.integers(1, 3))):
         path = data.draw(st.sampled_from(paths_in(payload)[1:]))
-        target = payload
-        for key in path[:-1]:
-            target = target[key]
+        target = holder(payload, path)
         if isinstance(target, dict) and data.draw(st.booleans()):
             del target[path[-1]]
         elif isinstance(target, dict) and data.draw(st.booleans()):
