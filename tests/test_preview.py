@@ -440,9 +440,13 @@ class Page:
         `title_part`: then no render is left on its way (each change starts one)."""
         def ready():
             drawn = self.all(".message")
-            heads = self.all(".fs-header .fs-title, .fs-text")
-            return drawn if (f"for bot {bot}," in self.one("#summary").text and len(drawn) == messages
-                             and heads and title_part in heads[0].text) else None
+            if f"for bot {bot}," not in self.one("#summary").text or len(drawn) != messages:
+                return None
+            # The title is read inside the messages found, not looked up anew: a render that
+            # lands in between makes them stale (retried), instead of passing the check with
+            # a fresh title while returning the replaced elements.
+            heads = self.all(".fs-header .fs-title, .fs-text", drawn[0])
+            return drawn if heads and title_part in heads[0].text else None
         return self.until(ready, f"{messages} message(s) for {bot} titled {title_part!r}")
 
     def paste(self, text: str) -> None:
