@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,11 @@ class Run:
 
 
 def wrk(url: str, body_file: Path, seconds: float) -> Run:
+    # A tag of its own for every run: the bodies must differ from every earlier run's too,
+    # or the bridge drops them as duplicates (delivery.dedupe_window) and does less work.
+    tag = uuid.uuid4().hex[:12]
     out = subprocess.run(
-        ["wrk", "-t2", "-c8", f"-d{seconds:g}s", "--latency", "-s", str(LUA), url, "--", str(body_file)],
+        ["wrk", "-t2", "-c8", f"-d{seconds:g}s", "--latency", "-s", str(LUA), url, "--", str(body_file), tag],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     ).stdout
     line = next((l for l in out.splitlines() if l.startswith("WRK ")), None)

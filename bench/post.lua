@@ -1,14 +1,15 @@
 -- wrk script for bench/accept.py: POST a JSON body file, then print the figures as one line.
 --
---   wrk -t2 -c8 -d10s --latency -s bench/post.lua http://127.0.0.1:PORT/alertmanager -- BODY_FILE
+--   wrk -t2 -c8 -d10s --latency -s bench/post.lua http://127.0.0.1:PORT/alertmanager -- BODY_FILE RUN
 --
 -- The body file holds the marker @SEQ@ (in the groupKey); each request replaces it with
--- "<thread>-<n>", so no two bodies are the same and a server that drops repeated
--- notifications still does its full work for every request.
+-- "<RUN>-<thread>-<n>", so no two bodies are the same, in this run or any other given a
+-- different RUN, and a server that drops repeated notifications still does its full
+-- work for every request.
 
 local threads = {}
 local counter = 0
-local prefix, suffix
+local prefix, suffix, run
 
 function setup(thread)
    table.insert(threads, thread)
@@ -19,6 +20,7 @@ function init(args)
    local file = assert(io.open(args[1], "rb"), "cannot open the body file " .. tostring(args[1]))
    local text = file:read("*a")
    file:close()
+   run = assert(args[2], "no run tag given after the body file")
    prefix, suffix = text:match("^(.-)@SEQ@(.*)$")
    assert(prefix, "the body file has no @SEQ@ marker")
    wrk.method = "POST"
@@ -27,7 +29,7 @@ end
 
 function request()
    counter = counter + 1
-   return wrk.format(nil, nil, nil, prefix .. thread_id .. "-" .. counter .. suffix)
+   return wrk.format(nil, nil, nil, prefix .. run .. "-" .. thread_id .. "-" .. counter .. suffix)
 end
 
 function done(summary, latency, requests)
