@@ -103,6 +103,7 @@ class Delivery:
         self._cond = threading.Condition()
         self._generation = 0          # bumped on a reload or a stop: every sender looks again
         self._news = 0                # bumped when messages may have arrived: idle senders look
+        self._listening = 0           # senders sleeping until news (the others ignore it)
         self._stopping = False
         self._stop_event = threading.Event()
         self._senders: dict[str, threading.Thread] = {}
@@ -213,15 +214,22 @@ class Delivery:
         """New messages may be waiting: wake the senders that have nothing to do."""
         with self._cond:
             self._news += 1
-            self._cond.notify_all()
+            # Only a sender waiting for news is woken: one waiting for quota or a retry pause
+            # ignores it, and waking it at every accept cost two thread switches per request.
+            if self._listening:
+                self._cond.notify_all()
 
     def _sleep(self, seen: tuple[int, int], seconds: float, *, on_news: bool) -> None:
         # A sender waiting for quota or a retry pause ignores news: a message accepted now
         # queues behind the head anyway, and looking again at every accept cost each
         # request three reads of the outbox under load.
         with self._cond:
-            self._cond.wait_for(lambda: self._stopping or self._generation != seen[0]
-                                or (on_news and self._news != seen[1]), seconds)
+            self._listening += on_news
+            try:
+                self._cond.wait_for(lambda: self._stopping or self._generation != seen[0]
+                                    or (on_news and self._news != seen[1]), seconds)
+            finally:
+                self._listening -= on_news
 
     def _watch(self) -> None:
         version, renewed, pruned, failure = None, 0.0, 0.0, None
