@@ -92,19 +92,27 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per server and size")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds of rest before each run")
     parser.add_argument("--sizes", default="1,10,100", help="alerts per notification (default 1,10,100)")
+    parser.add_argument("--outbox-dir", type=Path, default=None,
+                        help="where the bridge's outbox lives (default: a temporary directory on disk); "
+                             "/dev/shm (memory, where fsync costs nothing) shows what durability costs")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
     print(f"machine: {benchlib.machine()}")
     print("servers: gunicorn gthread 2 workers x 4 threads (bridge.server.settings); wrk -t2 -c8")
     print("bridge: one dry-run bot (keyword), production defaults (log level info)")
+    if args.outbox_dir is not None:
+        print(f"outbox in {args.outbox_dir} (not the default: a temporary directory on disk)")
     ratios = {}
     with tempfile.TemporaryDirectory(prefix="bench-accept-") as tmp:
         workdir = Path(tmp)
         bare_port, bridge_port = benchlib.free_port(), benchlib.free_port()
         bare = benchlib.start_bare(workdir, bare_port)
         try:
-            bridge = benchlib.start_bridge(workdir, bridge_port)
+            outbox = None
+            if args.outbox_dir is not None:
+                outbox = Path(tempfile.mkdtemp(prefix="bench-accept-outbox-", dir=args.outbox_dir)) / "outbox.db"
+            bridge = benchlib.start_bridge(workdir, bridge_port, outbox=outbox)
             try:
                 urls = {"bare": f"http://127.0.0.1:{bare_port}/alertmanager",
                         "bridge": f"http://127.0.0.1:{bridge_port}/alertmanager"}
@@ -112,6 +120,8 @@ def main() -> int:
                     ratios[size] = bench_size(size, urls, workdir, args)
             finally:
                 benchlib.stop(bridge)
+                if outbox is not None:
+                    shutil.rmtree(outbox.parent, ignore_errors=True)
                 problems = [l for l in (workdir / "bridge.log").read_text(errors="replace").splitlines()
                             if '"level": "error"' in l or "Traceback" in l]
                 if problems:

@@ -106,11 +106,16 @@ def start(argv: list[str], log_path: Path, ready_url: str, timeout: float = 30.0
     raise TimeoutError(f"{ready_url} not ready within {timeout}s:\n{log_path.read_text(errors='replace')}")
 
 
-def start_bridge(workdir: Path, port: int, workers: int = 2, threads: int = 4) -> subprocess.Popen:
+def start_bridge(workdir: Path, port: int, workers: int = 2, threads: int = 4,
+                 outbox: Path | None = None) -> subprocess.Popen:
     """`python -m bridge serve` under gunicorn, on the dry-run config, with the production
-    defaults otherwise (log level info: the dry-run bot's lines, paced at 5/s, are written)."""
+    defaults otherwise (log level info: the dry-run bot's lines, paced at 5/s, are written).
+    outbox: where storage.path points (default: outbox.db in workdir)."""
     config = workdir / "bridge.yaml"
-    config.write_text(DRY_RUN_CONFIG)
+    text = DRY_RUN_CONFIG
+    if outbox is not None:
+        text = text.replace("storage: {path: outbox.db}", f"storage: {{path: {json.dumps(str(outbox))}}}")
+    config.write_text(text)
     return start([sys.executable, "-m", "bridge", "serve", "--config", str(config), "--host", "127.0.0.1",
                   "--port", str(port), "--workers", str(workers), "--threads", str(threads)],
                  workdir / "bridge.log", f"http://127.0.0.1:{port}/-/ready")
