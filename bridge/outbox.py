@@ -399,7 +399,7 @@ class Outbox:
                 raise LeaseLost(bot)
             if record:
                 conn.execute("INSERT INTO sends (bot, started, finished) VALUES (?, ?, ?)", (bot, now, now))
-                conn.execute("DELETE FROM sends WHERE bot = ? AND finished < ?", (bot, now - SENDS_KEPT))
+                _forget_old_sends(conn, bot, now)
             return conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'dry_run', sent = sent + 1,"
                                 " attempts = attempts + 1 WHERE id = ? AND state = ?",
                                 (SENT if last else PENDING, now if last else None, message_id, PENDING)).rowcount == 1
@@ -604,13 +604,18 @@ def _extend_lease(conn: sqlite3.Connection, bot: str, owner: str, now: float, tt
                         (now + ttl, bot, owner, now)).rowcount == 1
 
 
+def _forget_old_sends(conn: sqlite3.Connection, bot: str, now: float) -> None:
+    """The rate limit looks back at most SENDS_KEPT seconds: older send records go."""
+    conn.execute("DELETE FROM sends WHERE bot = ? AND finished < ?", (bot, now - SENDS_KEPT))
+
+
 def _settle(conn: sqlite3.Connection, message_id: int, send_id: int, bot: str, owner: str, now: float, *,
             state: str, finished: float | None, reason: str, code: int | None, detail: str | None) -> bool:
     """Record a send's end and the message's new state; False if a new lease holder has
     taken the message back meanwhile (then it is theirs, and may be sent again)."""
     if send_id:
         conn.execute("UPDATE sends SET finished = ? WHERE id = ?", (now, send_id))
-        conn.execute("DELETE FROM sends WHERE bot = ? AND finished < ?", (bot, now - SENDS_KEPT))
+        _forget_old_sends(conn, bot, now)
     return conn.execute(
         "UPDATE messages SET state = ?, owner = NULL, finished = ?, reason = ?, code = ?, detail = ?"
         " WHERE id = ? AND owner = ? AND state = ?",
