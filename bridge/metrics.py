@@ -80,7 +80,7 @@ class Metrics:
         self._outbox: _OutboxCollector | None = None
         # labels() validates and locks on every call; the accept path counts twice per
         # request, so its children are kept (a dict read is atomic under the GIL).
-        self._children: dict[tuple, object] = {}
+        self._children: dict[tuple[object, tuple[str, ...]], object] = {}
 
     def notification(self, source: str, result: str) -> None:
         self._child(self.notifications, source, result).inc()
@@ -89,7 +89,7 @@ class Metrics:
         self._child(self.alerts_routed, bot).inc(alerts)
 
     def _child(self, metric, *labels: str):
-        key = (metric._name, labels)
+        key = (metric, labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(*labels)
