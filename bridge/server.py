@@ -97,6 +97,10 @@ class _Arbiter(Arbiter):
         log.info("SIGHUP: workers asked to reload", extra={"event": "reload_requested"})
 
 
+# Set by serve's own flags (--host/--port, --workers, --threads) or fixed by the bridge.
+_OWN_SETTINGS = {"bind", "workers", "threads", "worker_class", "worker_exit", "child_exit"}
+
+
 class _Server(BaseApplication):
     def __init__(self, config_path: str | None, storage_path, options: dict):
         self.config_path = config_path
@@ -114,6 +118,15 @@ class _Server(BaseApplication):
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        # gunicorn's own way to pass settings (its docs, "Settings"): e.g. --timeout or
+        # --max-requests. serve's flags own where and how many: those are not overridden.
+        extra = self.cfg.get_cmd_args_from_env()
+        if extra:
+            parsed = self.cfg.parser().parse_args(extra)
+            for key, value in vars(parsed).items():
+                if value is None or key == "args" or key in _OWN_SETTINGS:
+                    continue
+                self.cfg.set(key.lower(), value)
 
     def load(self):
         from .app import create_app
@@ -147,10 +160,15 @@ def settings(host: str, port: int, workers: int, threads: int, log_level: str) -
 def run(config_path: str | None, storage_path, *, host: str, port: int, workers: int, threads: int,
         log_level: str) -> int:
     created = prepare_metrics_dir()
+    master = os.getpid()
     limit_malloc_arenas()      # before any worker (or thread) exists
     try:
         _Server(config_path, storage_path, settings(host, port, workers, threads, log_level)).run()
     finally:
-        if created:
+        # gunicorn forks its workers deep inside run(), and a worker leaves by raising
+        # SystemExit up through this very frame: without the pid check every exiting
+        # worker (a TTOU, a timeout, a plain SIGTERM to one worker) deleted the directory
+        # all the others write their metrics to, and the replacement failed to boot.
+        if created and os.getpid() == master:
             shutil.rmtree(created, ignore_errors=True)
     return 0
