@@ -23,6 +23,13 @@ behind it, and after delivery.max_age the message becomes a dead letter. PERMANE
 dead letter at once, logged with what to fix. Dead letters stay in the outbox for
 `outbox list` / `outbox retry`. A process killed mid-send leaves the message marked in
 flight; the next lease holder sends it again (at least once).
+
+A message that went out but whose outcome could not be recorded is never sent again
+by this process: its bot stops (nothing more is sent for it, /-/ready answers 503, every
+failed attempt is logged and counted in feishu_bridge_internal_errors_total) and only
+the recording is retried, with backoff, until it succeeds. Taking the lease afresh
+instead would put the message back to pending and send it again, once a second for as
+long as the recording kept failing.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from .config import Bot, Config
@@ -53,7 +60,8 @@ if TYPE_CHECKING:
 POLL_INTERVAL = 0.025
 # A sender with nothing to do re-checks this often even without a wake-up.
 IDLE_WAIT = 1.0
-# After a storage error a sender retries this much later instead of spinning.
+# After an error a sender retries this much later at first, then backs off up to
+# delivery.backoff_cap (at least ERROR_PAUSE), never spinning.
 ERROR_PAUSE = 1.0
 PRUNE_EVERY = 60.0
 
@@ -84,6 +92,20 @@ class Counters:
             return out
 
 
+@dataclass
+class _Unrecorded:
+    """A send whose outcome came back from Feishu but could not be written to the outbox."""
+
+    head: Head
+    send_id: int
+    result: SendResult
+    last_delay: float
+    fields: dict
+    failures: int = 0
+    error: str = ""
+    pause: float = 0.0
+
+
 class Delivery:
     def __init__(self, config: Config, client: FeishuClient, logger: logging.Logger, *,
                  metrics: Metrics | None = None, outbox: Outbox | None = None,
@@ -109,6 +131,9 @@ class Delivery:
         self._senders: dict[str, threading.Thread] = {}
         self._held: set[str] = set()  # bots whose lease this process holds (guarded by _cond)
         self._watcher: threading.Thread | None = None
+        # Bots stopped because a send's outcome could not be recorded (see the module doc).
+        # Each key is written only by that bot's sender; others read a copy.
+        self._unrecorded: dict[str, _Unrecorded] = {}
         if metrics is not None:
             metrics.watch_outbox(self._probe)
 
@@ -193,6 +218,12 @@ class Delivery:
         names = list(self.config.bots) + sorted(set(found) - set(self.config.bots))
         return [(name, *found.get(name, (0, 0.0))) for name in names]
 
+    def problems(self) -> dict[str, str]:
+        """Bots this process stopped, with why: for /-/ready."""
+        return {name: (f"message {p.head.id} went to Feishu but recording that failed {p.failures} time(s) "
+                       f"({p.error}); nothing more is sent for this bot until it is recorded")
+                for name, p in list(self._unrecorded.items())}
+
     def _probe(self) -> list[tuple[str, int, float]]:
         try:
             return self.depths()
@@ -254,7 +285,7 @@ class Delivery:
         self.outbox.close()
 
     def _send_loop(self, name: str) -> None:
-        holding, failure = False, None
+        holding, failure, pause = False, None, 0.0
         try:
             while True:
                 with self._cond:
@@ -270,13 +301,14 @@ class Delivery:
                 try:
                     holding, wait, idle = self._step(bot, holding)
                     self._holds(name, holding)
-                    failure = self._recovered(failure, name)
+                    failure, pause = self._recovered(failure, name), 0.0
                 except Exception as exc:  # a sender that dies strands its bot's messages
-                    failure, wait = self._failed(failure, exc, name), ERROR_PAUSE
-                    # Take the lease afresh: that puts a message whose result could not be
-                    # recorded back to pending, instead of leaving it in flight for good.
-                    holding = False
-                    self._holds(name, False)
+                    pause = self._pause_after(pause)
+                    failure, wait = self._failed(failure, exc, name), pause
+                    # Nothing this bot sent is unrecorded (that is _record's, which keeps
+                    # the lease), so taking the lease afresh resends nothing that went out.
+                    holding = name in self._unrecorded
+                    self._holds(name, holding)
                 if wait > 0:
                     self._sleep(seen, wait, on_news=idle)
         finally:
@@ -288,6 +320,11 @@ class Delivery:
 
     def _leave(self, name: str, holding: bool) -> None:
         self._holds(name, False)
+        pending = self._unrecorded.get(name)
+        bot = self.config.bots.get(name)
+        if pending is not None and bot is not None and holding and not self._record(bot, pending):
+            self.log.error("stopping with the send of message %d unrecorded: the next holder of bot %s sends it "
+                           "again", pending.head.id, name, extra={"event": "record_failed", **pending.fields})
         try:
             if holding:
                 self.outbox.release(name, self.owner)
@@ -297,13 +334,23 @@ class Delivery:
             self.outbox.close()
 
     def _failed(self, previous: str | None, exc: Exception, where: str) -> str:
+        """Log and count a failed step. A sender's steps are paced by backoff, so it logs
+        every time (a failure repeated for hours stays visible); the watcher polls every
+        POLL_INTERVAL, so it logs a failure once until it changes or clears."""
         text = str(exc)
-        if text != previous:  # once per distinct failure, not once per retry
-            if isinstance(exc, StorageError):
-                self.log.error("%s", text, extra={"event": "storage_error", "where": where})
-            else:
-                self.log.exception("delivery failed unexpectedly", extra={"event": "delivery_bug", "where": where})
+        if where == "watcher" and text == previous:
+            return text
+        if isinstance(exc, StorageError):
+            self.log.error("%s", text, extra={"event": "storage_error", "where": where})
+        else:
+            self.log.error("delivery failed unexpectedly", exc_info=text != previous,
+                           extra={"event": "delivery_bug", "where": where})
+        self._internal_error("watcher" if where == "watcher" else "sender")
         return text
+
+    def _pause_after(self, previous: float) -> float:
+        cap = max(ERROR_PAUSE, self.config.delivery.backoff_cap)
+        return backoff(previous, ERROR_PAUSE, cap, self._rng)
 
     def _recovered(self, previous: str | None, where: str) -> None:
         if previous is not None:
@@ -316,6 +363,11 @@ class Delivery:
         whether a new message should cut the wait short: only when there was none)."""
         if not holding:
             return *self._try_lease(bot.name), False
+        pending = self._unrecorded.get(bot.name)
+        if pending is not None:   # stopped: only the recording is retried, nothing is sent
+            if not self._record(bot, pending):
+                return True, pending.pause, False
+            return True, 0.0, False
         head = self.outbox.head(bot.name)
         if head is None:
             return True, IDLE_WAIT, True
@@ -346,6 +398,9 @@ class Delivery:
             return False, 0.0, False
         if send_id is not None:
             self._deliver(bot, head, send_id, state.backoff)
+            pending = self._unrecorded.get(bot.name)
+            if pending is not None:
+                return True, pending.pause, False
         return True, 0.0, False
 
     def _render(self, bot: Bot, head: Head) -> Head | None:
@@ -404,14 +459,35 @@ class Delivery:
             self.log.exception("the Feishu client failed; the message will be retried",
                                extra={"event": "delivery_bug", **fields})
             result = SendResult(Outcome.RETRY, UNEXPECTED_ANSWER, detail="the client raised an error (see the log)")
-        if self.metrics is not None:
-            self.metrics.send_seconds.labels(bot.name).observe(time.monotonic() - started)
-        self._settle(bot, head, send_id, result, last_delay, fields)
+        self._counting(lambda m: m.send_seconds.labels(bot.name).observe(time.monotonic() - started))
+        self._record(bot, _Unrecorded(head, send_id, result, last_delay, fields))
+
+    def _record(self, bot: Bot, pending: _Unrecorded) -> bool:
+        """Write a send's outcome; on failure stop the bot (see the module doc) and say why."""
+        try:
+            self._settle(bot, pending.head, pending.send_id, pending.result, pending.last_delay, pending.fields)
+        except Exception as exc:
+            pending.failures += 1
+            pending.error = f"{type(exc).__name__}: {exc}"
+            pending.pause = self._pause_after(pending.pause)
+            self._unrecorded[bot.name] = pending
+            self.log.error("bot %s stopped: message %d went to Feishu (%s) but recording that failed (%s); "
+                           "nothing more is sent for this bot until it is recorded, retrying in %.1fs",
+                           bot.name, pending.head.id, pending.result.outcome.value, pending.error, pending.pause,
+                           extra={"event": "record_failed", "failures": pending.failures, **pending.fields})
+            self._internal_error("record_send")
+            return False
+        if self._unrecorded.pop(bot.name, None) is not None:
+            self.log.info("recorded the send of message %d after %d failure(s); bot %s sends again",
+                          pending.head.id, pending.failures, bot.name,
+                          extra={"event": "record_recovered", **pending.fields})
+        return True
 
     def _settle(self, bot: Bot, head: Head, send_id: int, result: SendResult, last_delay: float,
                 fields: dict) -> None:
+        """Write the outcome first, then log and count it: a failure before the write
+        leaves nothing half done, and counting never raises."""
         fields = {**fields, "outcome": result.outcome.value, "reason": result.reason, "code": result.code}
-        self._count_result(bot.name, result)
         if result.outcome is Outcome.SENT:
             ours = self.outbox.mark_sent(head.id, send_id, bot.name, self.owner, result.code,
                                          last=head.part >= head.parts)
@@ -422,6 +498,7 @@ class Delivery:
             ours = self._dead(bot, head, send_id, result, result.detail, fields)
         else:
             ours = self._retry(bot, head, send_id, result, last_delay, fields)
+        self._count_result(bot.name, result)
         if not ours:
             self.log.warning("the lease of bot %s lapsed during a send; the new holder may send it again",
                              bot.name, extra={"event": "lease_lost", **fields})
@@ -455,11 +532,25 @@ class Delivery:
         return ours
 
     # -- counting -----------------------------------------------------------------------
-    def _count(self, name: str, bot: str, reason: str = "") -> None:
-        self.counters.add(name, bot)
+    def _counting(self, count: Callable[[Metrics], None]) -> None:
+        """Count, if there are metrics; a failure to count is logged, never raised into the
+        sender, where it would look like a failed send."""
         if self.metrics is None:
             return
-        m = self.metrics
+        try:
+            count(self.metrics)
+        except Exception:
+            self.log.exception("counting a metric failed", extra={"event": "metrics_failed"})
+
+    def _internal_error(self, where: str) -> None:
+        self._counting(lambda m: m.internal_errors.labels(where).inc())
+
+    def _count(self, name: str, bot: str, reason: str = "") -> None:
+        self.counters.add(name, bot)
+        self._counting(lambda m: self._count_metric(m, name, bot, reason))
+
+    @staticmethod
+    def _count_metric(m: Metrics, name: str, bot: str, reason: str) -> None:
         if name == "retries":
             m.retries.labels(bot).inc()
         elif name == "dead_letters":
@@ -472,9 +563,10 @@ class Delivery:
             m.messages.labels(bot, "dry_run").inc()
 
     def _count_result(self, bot: str, result: SendResult) -> None:
-        if self.metrics is None:
-            return
-        self.metrics.messages.labels(bot, result.outcome.value).inc()
-        if result.outcome is not Outcome.SENT:
-            code = "none" if result.code is None else str(result.code)
-            self.metrics.feishu_errors.labels(bot, result.reason, code).inc()
+        def count(m: Metrics) -> None:
+            m.messages.labels(bot, result.outcome.value).inc()
+            if result.outcome is not Outcome.SENT:
+                code = "none" if result.code is None else str(result.code)
+                m.feishu_errors.labels(bot, result.reason, code).inc()
+
+        self._counting(count)

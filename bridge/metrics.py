@@ -62,6 +62,11 @@ class Metrics:
         self.send_seconds = Histogram(
             "feishu_bridge_send_duration_seconds", "Time of one request to Feishu.", ["bot"],
             buckets=SEND_BUCKETS, registry=reg)
+        self.internal_errors = Counter(
+            "feishu_bridge_internal_errors_total",
+            "Failures of the bridge itself, by where they happened (record_send: a message went out but "
+            "recording that failed, so its bot stopped sending; sender, watcher: a step that failed and "
+            "is retried with backoff). Any increase needs a look at the log.", ["where"], registry=reg)
         self.render_errors = Counter(
             "feishu_bridge_render_errors_total", "Template failures (the bot got the fallback card).",
             ["template"], registry=reg)

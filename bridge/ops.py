@@ -33,6 +33,10 @@ def ready() -> tuple[Response, int] | Response:
     problem = bridge.delivery.outbox.writable_problem()
     if problem is not None:
         return jsonify(status="not ready", reason=f"outbox not writable: {problem}"), 503
+    stopped = bridge.delivery.problems()
+    if stopped:
+        reason = "; ".join(f"bot {name} stopped: {why}" for name, why in sorted(stopped.items()))
+        return jsonify(status="not ready", reason=reason, stopped_bots=sorted(stopped)), 503
     return jsonify(status="ready", bots=list(bridge.config.bots))
 
 
