@@ -63,6 +63,12 @@ def _json_body() -> tuple[bytes, object]:
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
     raw = request.get_data(cache=False)  # raises 413 over server.max_body_bytes
+    announced = request.content_length
+    if announced is not None and len(raw) != announced:
+        # The client closed before the end (gunicorn marks its input terminated, so Werkzeug
+        # does not check): what arrived may be valid JSON, yet it is not what was sent.
+        raise PayloadError(f"the body ended after {len(raw)} of the {announced} bytes its Content-Length "
+                           "announced (the client closed the connection early)")
     try:
         return raw, json.loads(raw)
     except UnicodeDecodeError:
