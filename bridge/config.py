@@ -22,19 +22,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from .errors import ConfigError
-from .feishu import RATE_PER_MINUTE, RATE_PER_SECOND
+from .limits import MAX_KEYWORDS, RATE_PER_MINUTE, RATE_PER_SECOND
 from .mentions import NAME_SEPARATORS, MentionSettings
 from .model import FIRING, RESOLVED, Mention
 from .routing import Matcher, MatcherError, MentionRule, Route, parse_matchers
 from .secret import Secret, WebhookURL
+from .template_files import template_names
 
 # The configuration `feishu-alert-bridge serve` runs without --config: the example
 # file, shipped inside the package (bridge/config.example.yaml links to it).
 EMBEDDED_DEFAULT = Path(__file__).with_name("config.example.yaml")
 
 BOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# Feishu allows at most 10 keywords per bot (custom-bot guide, 安全设置 keywords).
-MAX_KEYWORDS = 10
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_STORAGE_PATH = "feishu-alert-bridge-outbox.db"
 # A Feishu open_id: "ou_" then letters and digits (protocols.md A.7; the guide's examples
@@ -639,8 +638,6 @@ class _Reader:
         return directory
 
     def check_templates(self, bots: Mapping[str, Bot], templates_dir: Path | None) -> None:
-        from .render import template_names  # here, not at import: render pulls in Jinja2
-
         names = template_names(templates_dir)
         for bot in bots.values():
             if bot.template not in names:

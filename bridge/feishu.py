@@ -23,22 +23,10 @@ import requests
 from . import __version__
 from .secret import mask_url
 
-if TYPE_CHECKING:  # config imports this module's limits; only the type is needed here
+if TYPE_CHECKING:
     from .config import Bot
 
 log = logging.getLogger(__name__)
-
-# "请求体的数据大小不能超过 20 KB" (request body at most 20 KB): Feishu custom-bot guide,
-# 注意事项 (notes); see shared protocols.md A.9. Measured on the serialized body.
-BODY_LIMIT_BYTES = 20 * 1024
-# "单租户单机器人 100 次/分钟，5 次/秒" (per bot: 100/min and 5/s): same guide, and the
-# rate-limit page 频控策略.
-RATE_PER_SECOND = 5
-RATE_PER_MINUTE = 100
-# The signed timestamp must be within one hour (3600 s) of Feishu's clock (guide, 方式三).
-SIGNATURE_WINDOW_SECONDS = 3600
-# What signing adds to a body at most: ,"timestamp":"<10 digits>","sign":"<44 base64 chars>"
-SIGNATURE_OVERHEAD = len(',"timestamp":"0000000000","sign":""') + 44
 
 # Feishu's msg is kept for the operator, but a card echo must not flood logs or labels.
 DETAIL_LIMIT = 300

@@ -42,14 +42,14 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from .errors import StorageError
 
-if TYPE_CHECKING:  # the CLI's `outbox` commands need no templates, so no pipeline import
-    from .pipeline import OutgoingMessage
+from .store.records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotState, Entry,  # noqa: F401
+                            Head, LeaseLost, OutgoingMessage, Stored, Takeover)
 
 # A writer waits this long for another's lock before giving up: short, because the HTTP
 # handler is waiting too and answers 503 (Alertmanager then retries) rather than hang.
@@ -74,8 +74,6 @@ SCHEMA_VERSION = 2
 
 T = TypeVar("T")
 
-PENDING, SENDING, SENT, DEAD, SUPERSEDED = "pending", "sending", "sent", "dead", "superseded"
-WAITING = (PENDING, SENDING)
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS payloads (
@@ -100,76 +98,6 @@ _SCHEMA = (
         id INTEGER PRIMARY KEY, bot TEXT NOT NULL, started REAL NOT NULL, finished REAL)""",
     "CREATE INDEX IF NOT EXISTS sends_bot ON sends (bot, id)",
 )
-
-
-class LeaseLost(Exception):
-    """This process no longer holds the bot's lease: another may be sending for it."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One stored message as `outbox list` shows it: no body, no URL, no secret."""
-
-    id: int
-    bot: str
-    group_key: str
-    state: str
-    part: int                 # the part being sent next (or last), 1-based
-    parts: int                # 0 until rendered (at its first send)
-    attempts: int
-    created: float
-    next_attempt: float
-    reason: str | None
-    code: int | None
-    detail: str | None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Head:
-    """The next message a bot's sender should send."""
-
-    id: int
-    group_key: str
-    source: str
-    payload: bytes | None     # the notification as received; None for a message stored rendered
-    alerts: tuple[int, ...] | None   # the bot's alerts in it (indices); None: all
-    routed: bool              # False: posted to /<source>/<bot>, the route tree was skipped
-    bodies: list[dict] | None # the rendered parts (unsigned); None until rendered
-    sent: int                 # parts already sent
-    attempts: int
-    created: float
-
-    @property
-    def part(self) -> int:
-        return self.sent + 1
-
-    @property
-    def parts(self) -> int:
-        return len(self.bodies) if self.bodies is not None else 0
-
-
-@dataclass(frozen=True)
-class BotState:
-    owner: str | None = None
-    expires: float = 0.0
-    paused_until: float = 0.0  # no request before this (a retry's backoff)
-    backoff: float = 0.0       # the last retry delay, for the next one's jitter
-
-
-@dataclass(frozen=True)
-class Takeover:
-    previous: str | None       # the owner whose lease lapsed, None if it was free
-    requeued: int              # its in-flight messages, pending again
-
-
-@dataclass
-class Stored:
-    ids: list[int] = field(default_factory=list)
-    duplicates: list[OutgoingMessage] = field(default_factory=list)
-    superseded: list[tuple[int, str, str]] = field(default_factory=list)   # (id, bot, group_key)
 
 
 class Outbox:

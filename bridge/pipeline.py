@@ -22,30 +22,9 @@ from .config import Bot, Config
 from .errors import PayloadError
 from .model import Alert, Notification, fingerprint
 from .mentions import MentionResolver, sends_resolved
-from .outbox import Head
+from .store.records import Head, OutgoingMessage  # noqa: F401 (OutgoingMessage re-exported)
 from .render import Renderer
 from .routing import Route, routes_by_bot
-
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """One message for one bot: its share of one notification, stored as received.
-
-    It is rendered when it is sent (`Pipeline.render_stored`), once, into one or more
-    Feishu requests (parts): the accept path only parses, routes and stores, and a
-    message superseded while it waits is never rendered at all.
-    """
-
-    bot: str
-    group_key: str
-    source: str
-    # The same notification delivered twice (an Alertmanager retry, each member of an HA
-    # pair) gets the same identity, so the outbox keeps one; "" turns deduplication off.
-    identity: str = ""
-    payload: bytes | None = None              # the webhook body (JSON) as received
-    alerts: tuple[int, ...] | None = None     # the bot's alerts in it (indices); None: all
-    routed: bool = True                       # False: /<source>/<bot>, the route tree skipped
-    bodies: tuple[dict, ...] | None = None    # already rendered instead (send-test, tests)
 
 
 def notification_identity(notification: Notification, alerts: list[Alert] | tuple[Alert, ...]) -> str:

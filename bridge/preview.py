@@ -37,11 +37,12 @@ from werkzeug.exceptions import NotFound
 from . import auth, samples, sources
 from .config import Bot, Config
 from .errors import ConfigError, PayloadError, TemplateError
-from .feishu import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD, encode_body
+from .feishu import encode_body
+from .limits import BODY_LIMIT_BYTES, BUDGET_BYTES, MAX_COMPONENTS, SIGNATURE_OVERHEAD
 from .mentions import MentionResolver
 from .model import Mention, Notification
-from .render import (BUDGET_BYTES, MAX_COMPONENTS, TEMPLATE_SUFFIX, Renderer, count_components,
-                     shipped_templates_dir, template_names)
+from .render import Renderer, count_components
+from .template_files import TEMPLATE_SUFFIX, shipped_templates_dir, template_names
 
 blueprint = Blueprint("preview", __name__, static_folder="preview_assets", static_url_path="/preview/assets")
 

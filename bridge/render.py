@@ -51,21 +51,14 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import ConfigError, TemplateError
-from .feishu import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD, encode_body
+from .feishu import encode_body
+from .limits import BUDGET_BYTES, COLOURS, MAX_COMPONENTS
+from .template_files import TEMPLATE_SUFFIX, shipped_templates_dir, template_names
 from .model import FIRING, Alert, Mention, Notification
 
 if TYPE_CHECKING:  # config.py imports this module to check template names
     from .config import Bot
 
-TEMPLATE_SUFFIX = ".json.j2"
-# The client adds timestamp and sign to every message at send time.
-BUDGET_BYTES = BODY_LIMIT_BYTES - SIGNATURE_OVERHEAD
-# "卡片 JSON 2.0 ... 最多支持 200 个元素或组件": card JSON 2.0 structure, 注意事项 (protocols.md
-# A.4). Applied to 1.0 cards too: their limit is undocumented, and a split costs little.
-MAX_COMPONENTS = 200
-# header.template: the complete list for card JSON 2.0 (protocols.md A.5).
-COLOURS = frozenset({"blue", "wathet", "turquoise", "green", "yellow", "orange", "red", "carmine",
-                     "violet", "purple", "indigo", "grey", "default"})
 MESSAGE_TYPES = frozenset({"text", "post", "interactive"})
 TRUNCATED = "…(truncated)"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
@@ -163,21 +156,6 @@ class _Escaper:
 _MD = _Escaper.of(_MD_ESCAPES, lambda c: f"&#{ord(c)};", first="&#", short=40)
 _PERCENT = _Escaper.of(_PERCENT_ESCAPES, lambda c: f"%{ord(c):02X}", first="%", short=256)
 _GO = _Escaper.of(_GO_ESCAPES, lambda c: {"\n": "\\n"}.get(c, "\\" + c), first="\\", short=0)
-
-
-def shipped_templates_dir() -> Path:
-    # A wheel installs the top-level templates/ as the package data bridge/templates
-    # (pyproject maps bridge.templates to templates/); a source checkout, and an editable
-    # install that points at one, has only the top-level directory beside bridge/.
-    packaged = Path(__file__).parent / "templates"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
-
-
-def template_names(templates_dir: Path | None) -> set[str]:
-    """The shipped defaults (default, legacy, text) plus every NAME.json.j2 in templates_dir."""
-    dirs = [shipped_templates_dir()] + ([templates_dir] if templates_dir and templates_dir.is_dir() else [])
-    return {p.name[: -len(TEMPLATE_SUFFIX)] for d in dirs for p in d.glob("*" + TEMPLATE_SUFFIX)
-            if p.is_file() and p.name != TEMPLATE_SUFFIX}
 
 
 # --- helpers for template authors (filters and globals) ------------------------------

@@ -56,12 +56,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
-from bridge.feishu import (
-    BODY_LIMIT_BYTES,
-    RATE_PER_MINUTE,
-    RATE_PER_SECOND,
-    SIGNATURE_WINDOW_SECONDS,
-)
+from bridge.limits import BODY_LIMIT_BYTES, RATE_PER_MINUTE, RATE_PER_SECOND, SIGNATURE_WINDOW_SECONDS
 
 HOOK_PATH = re.compile(r"/open-apis/bot/v2/hook/([^/]+)")
 

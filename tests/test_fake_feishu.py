@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bridge.feishu import BODY_LIMIT_BYTES
+from bridge.limits import BODY_LIMIT_BYTES
 from fake_feishu import BAD_REQUEST, SUCCESS, FakeFeishu
 
 REQUESTS = Path(__file__).parent / "fixtures" / "feishu" / "requests"

@@ -11,10 +11,9 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from bridge.config import Bot
+from bridge.limits import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD
 from bridge.feishu import (
-    BODY_LIMIT_BYTES,
     REASONS,
-    SIGNATURE_OVERHEAD,
     FeishuClient,
     Outcome,
     SendResult,

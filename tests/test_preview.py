@@ -22,7 +22,9 @@ import pytest
 from bridge import create_app, preview
 from bridge.config import Bot, PreviewConfig, loads
 from bridge.feishu import encode_body
-from bridge.render import BUDGET_BYTES, Renderer, shipped_templates_dir
+from bridge.limits import BUDGET_BYTES
+from bridge.render import Renderer
+from bridge.template_files import shipped_templates_dir
 from bridge.samples import all_samples
 
 FIXTURES = Path(__file__).parent / "fixtures"
