@@ -28,10 +28,10 @@ from bridge.render import (
     format_time,
     header_colour,
     md_escape,
-    template_names,
     title_for,
 )
 from bridge.secret import Secret, WebhookURL
+from bridge.template_files import template_names
 from cards import shown_text, strings
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
