@@ -441,6 +441,18 @@ def test_one_huge_annotation_is_cut_visibly_to_fit_one_message(template: str, re
     assert "disk full" in shown and "db-1" in shown
 
 
+def test_a_shortened_alert_keeps_the_silence_link_of_its_real_labels(renderer: Renderer) -> None:
+    # Six 100 KB notes do not fit even at 4096 characters each, so every value is cut to
+    # 1024: the 1500-character label too, while its silence link stays short enough to send.
+    tier = "z" * 1500
+    notes = {f"note{i}": "y" * 100_000 for i in range(6)}
+    messages = renderer.render(group([alert(annotations=notes, tier=tier)]), bot())
+    assert_sendable(messages)
+    assert len(messages) == 1 and TRUNCATED in visible(messages[0])
+    silences = [u for u in links(messages[0]) if "/#/silences/new?filter=" in u]
+    assert [unquote(u.split("filter=", 1)[1]) for u in silences] == [f'{{alertname="HighCPU", tier="{tier}"}}']
+
+
 def test_the_fallback_card_is_split_too(tmp_path: Path) -> None:
     write(tmp_path, "buggy", "{{ 1/0 }}")
     notification = many(500)
