@@ -293,6 +293,17 @@ def test_environment_proxy_is_used_when_the_bot_has_none(fake_feishu, monkeypatc
     assert fake_feishu.attempts(TOKEN)[0].proxied
 
 
+@pytest.mark.parametrize("url, proxy", [
+    ("http://127.0.0.1:99999/open-apis/bot/v2/hook/t", None),
+    (f"http://{'a' * 64}.example.com/open-apis/bot/v2/hook/t", None),
+    ("http://127.0.0.1:9/open-apis/bot/v2/hook/t", "http://user:密码@127.0.0.1:9"),
+])
+def test_urls_refused_only_when_used_are_bad_urls(url, proxy):
+    result = FeishuClient().send(bot_for(url, proxy_url=Secret(proxy) if proxy else None), ALERT)
+    assert (result.outcome, result.reason) == (PERMANENT, "bad_url")
+    assert "proxy_url" in result.advice
+
+
 def test_dry_run_bot_cannot_be_sent():
     with pytest.raises(ValueError, match="ops"):
         FeishuClient().send(Bot("ops"), ALERT)

@@ -6,6 +6,7 @@ policy. Retrying, backoff and dead-lettering belong to the delivery layer.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
 import re
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import requests
+from requests.utils import get_auth_from_url
 
 from ..._version import __version__
 from ...clock import SYSTEM_CLOCK, Clock
@@ -45,7 +47,7 @@ class FeishuClient:
         sent = _scrubbed(self._post(bot, body), _secrets_of(bot))
         self._log.debug(
             "feishu bot=%s url=%s outcome=%s reason=%s code=%s status=%s",
-            bot.name, bot.webhook_url, sent.outcome.value, sent.reason,
+            bot.name, _masked(bot.webhook_url.reveal()), sent.outcome.value, sent.reason,
             sent.code, sent.http_status,
         )
         return sent
@@ -56,10 +58,11 @@ class FeishuClient:
         if bot.proxy_url:
             proxy = bot.proxy_url.reveal()
             proxies = {"http": proxy, "https": proxy}
+        data = signed_body(message, bot, self._clock.now())  # outside the try: not a URL problem
         try:
             response = self._session.post(
                 bot.webhook_url.reveal(),
-                data=signed_body(message, bot, self._clock.now()),
+                data=data,
                 headers={
                     "Content-Type": "application/json; charset=utf-8",
                     "User-Agent": f"feishu-alert-bridge/{__version__}",
@@ -75,13 +78,20 @@ class FeishuClient:
             return result(Outcome.PERMANENT, BAD_URL, detail=_describe(exc))
         except requests.RequestException as exc:
             return result(Outcome.RETRY, CONNECTION_ERROR, detail=_describe(exc))
+        except ValueError as exc:
+            # URLs that urllib3 and the standard library refuse only when a request is made,
+            # and not as requests' exceptions: a port over 65535, a host name label over 63
+            # characters, a proxy password HTTP Basic cannot carry (not Latin-1).
+            return result(Outcome.PERMANENT, BAD_URL, detail=_describe(exc))
         return classify(response.status_code, _parse(response), response.headers)
 
 
 def _parse(response: requests.Response) -> object:
     try:
         return response.json()
-    except ValueError:
+    # json raises RecursionError, not ValueError, for arrays nested deeper than the
+    # interpreter's recursion limit: still garbage, not a reason to raise.
+    except (ValueError, RecursionError):
         return response.text[:DETAIL_LIMIT]
 
 
@@ -100,7 +110,11 @@ def _secrets_of(bot: Bot) -> list[str]:
         found.append(bot.secret.reveal())
     if bot.proxy_url:
         proxy = bot.proxy_url.reveal()
-        found += [proxy, urlsplit(proxy).password or ""]
+        user, password = get_auth_from_url(proxy)
+        found += [proxy, urlsplit(proxy).password or "", password]
+        if password:
+            # The Proxy-Authorization value requests sends, which an error page may echo.
+            found.append(base64.b64encode(f"{user}:{password}".encode("latin-1", "replace")).decode())
     return sorted({s for s in found if s}, key=len, reverse=True)
 
 
@@ -111,8 +125,18 @@ _HOOK_PATH = re.compile(r"(/hook/)[^\s'\"()<>]+")
 def _scrubbed(sent: SendResult, secrets: list[str]) -> SendResult:
     detail = sent.detail
     for value in secrets:
-        detail = detail.replace(value, mask_url(value) if "://" in value else "<secret>")
+        detail = detail.replace(value, _masked(value))
     detail = _HOOK_PATH.sub(r"\1<token>", detail)[:DETAIL_LIMIT]
     if detail == sent.detail:
         return sent
     return dataclasses.replace(sent, detail=detail)
+
+
+def _masked(value: str) -> str:
+    """How a secret is shown: a URL with its token masked, anything else as <secret>."""
+    if "://" not in value:
+        return "<secret>"
+    try:
+        return mask_url(value)
+    except ValueError:  # a port over 65535, which urlsplit reads only when asked
+        return "<secret>"
