@@ -1,6 +1,6 @@
 """feishu-alert-bridge: Alertmanager and Grafana webhooks in, Feishu/Lark cards out."""
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 
 def create_app(*args, **kwargs):

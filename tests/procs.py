@@ -8,36 +8,15 @@ tmp_path (shown when a test fails), and it is always stopped at the end.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import IO
 
 import requests
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            if requests.get(url, timeout=1).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
+from support import free_port, require_tool, wait_http
 
 
 class _Process:
@@ -95,42 +74,23 @@ PROMETHEUS_BINARY = "prometheus"
 LOG_TAIL_CHARS = 20_000
 
 
-def require_binary(name: str, package: str) -> str:
-    """The binary's path; a missing binary is an error that says how to install it.
+def alertmanager_binary() -> str:
+    """Its path; without it the test skips, or fails under --require-tools (support.require_tool)."""
+    return require_tool(ALERTMANAGER_BINARY, _apt_get("prometheus-alertmanager"))
 
-    The end-to-end tests fail rather than skip without it: CI installs it, so a missing
-    binary means a broken set-up, not an optional test.
-    """
-    path = shutil.which(name)
-    if path is None:
-        raise FileNotFoundError(
-            f"{name!r} is not on PATH: the end-to-end tests drive the real binary. "
-            f"Install it with `apt-get install -y {package}` (bash .ci/run does this)."
-        )
-    return path
+
+def prometheus_binary() -> str:
+    return require_tool(PROMETHEUS_BINARY, _apt_get("prometheus"))
+
+
+def _apt_get(package: str) -> str:
+    return (f"the end-to-end tests drive the real binary. Install it with `apt-get install -y {package}` "
+            "(bash .ci/run does this).")
 
 
 def _without_proxies() -> dict[str, str]:
     # Go honours *_proxy variables; everything here is loopback and must stay so.
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-
-
-def wait_ok(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    """Waits for 200 (Prometheus answers 503 on /-/ready until its TSDB is open)."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered 200")
-        try:
-            answer = requests.get(url, timeout=1, proxies={"http": "", "https": ""})
-            if answer.status_code == 200:
-                return
-            last = f"HTTP {answer.status_code}"
-        except requests.RequestException as exc:
-            last = type(exc).__name__
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout}s (last: {last})")
 
 
 class DaemonProcess(_Process):
@@ -150,7 +110,7 @@ class DaemonProcess(_Process):
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=_without_proxies(), start_new_session=True)
         try:
-            wait_ok(f"{self.url}/-/ready", self.proc)
+            wait_http(f"{self.url}/-/ready", proc=self.proc)
         except Exception as exc:
             self.stop()
             raise RuntimeError(f"{self.name} did not start: {exc}\n--- {self.log_path} ---\n"
@@ -164,7 +124,7 @@ class AlertmanagerProcess(DaemonProcess):
     name = "alertmanager"
 
     def __init__(self, config_yaml: str, workdir: Path, *, binary: str | None = None):
-        binary = binary or require_binary(ALERTMANAGER_BINARY, "prometheus-alertmanager")
+        binary = binary or alertmanager_binary()
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "alertmanager.yml"
         config.write_text(config_yaml)
@@ -194,7 +154,7 @@ class PrometheusProcess(DaemonProcess):
 
     def __init__(self, config_yaml: str, rules: dict[str, str], workdir: Path, *,
                  binary: str | None = None, resend_delay: str = "1s"):
-        binary = binary or require_binary(PROMETHEUS_BINARY, "prometheus")
+        binary = binary or prometheus_binary()
         workdir.mkdir(parents=True, exist_ok=True)
         for filename, text in rules.items():
             (workdir / filename).write_text(text)

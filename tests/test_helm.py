@@ -6,7 +6,8 @@ validated against the Kubernetes 1.30 schemas, and its config.yaml is run throug
 bridge's own `check-config` with the pod's volumes and environment laid out on disk.
 
 Needs helm (.ci/install-helm), kubernetes-validate (pip) and promtool (Debian's
-prometheus package, which .ci/run installs); a missing tool fails the test.
+prometheus package, which .ci/run installs); a missing tool skips the tests that need it,
+or fails them under --require-tools (as CI runs).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from support import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "feishu-alert-bridge"
@@ -35,16 +37,9 @@ CRD_GROUP = "monitoring.coreos.com/v1"   # Prometheus Operator kinds: not in the
 PODS_UID = 10001                         # the image's user (Dockerfile)
 
 
-def _tool(name: str, how: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: {how}")
-    return path
-
-
 @pytest.fixture(scope="module")
 def helm() -> str:
-    return _tool("helm", "run .ci/install-helm")
+    return require_tool("helm", "run .ci/install-helm")
 
 
 def _run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -296,7 +291,7 @@ def test_prometheus_operator_objects(all_docs, tmp_path):
     for metric in ("feishu_bridge_dead_letters_total", "feishu_bridge_outbox_depth",
                    "feishu_bridge_outbox_oldest_age_seconds", "feishu_bridge_config_last_reload_successful"):
         assert metric in exprs
-    promtool = _tool("promtool", "apt-get install prometheus (.ci/run does)")
+    promtool = require_tool("promtool", "apt-get install prometheus (.ci/run does)")
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump(rule["spec"]), encoding="utf-8")
     result = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60)

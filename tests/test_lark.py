@@ -17,7 +17,6 @@ host; TLS is requests' business and is the same for both hosts.
 
 from __future__ import annotations
 
-import socket
 import textwrap
 from pathlib import Path
 
@@ -25,30 +24,14 @@ import pytest
 
 from bridge import cli
 from bridge import config as cfg
-from bridge.feishu import BAD_SIGNATURE, KEYWORD_MISSING, OK, FeishuClient, Outcome
+from bridge.notify import Outcome
+from bridge.notify.feishu import FeishuClient
+from bridge.notify.outcome import BAD_SIGNATURE, KEYWORD_MISSING, OK
+from support import LOOPBACK
 
 HOSTS = {"feishu": "open.feishu.cn", "lark": "open.larksuite.com"}
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 SECRET = "lark-sign-secret-4f1a"
 KEYWORD = "告警"
-
-
-@pytest.fixture
-def loopback_only(monkeypatch: pytest.MonkeyPatch, no_proxy_env: None) -> list[str]:
-    """Fails any name lookup but loopback's; returns the names looked up."""
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)  # the bot's proxy must not be bypassed
-    looked_up: list[str] = []
-    real = socket.getaddrinfo
-
-    def guarded(host, *args, **kwargs):
-        looked_up.append(str(host))
-        if str(host) not in LOOPBACK:
-            raise AssertionError(f"the test tried to resolve {host!r}: only loopback is allowed")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", guarded)
-    return looked_up
 
 
 def write_config(tmp_path: Path, fake, tokens: dict[str, str]) -> Path:

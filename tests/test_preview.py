@@ -1,8 +1,8 @@
 """The template preview: its JSON API in process, and the page itself in a real browser.
 
 The browser test drives Debian's headless Chromium through its chromedriver (Selenium)
-against the bridge under gunicorn. It fails, never skips, when Chromium is missing:
-`apt-get install -y chromium chromium-driver`.
+against the bridge under gunicorn. Without Chromium it skips, or fails under
+--require-tools (CI): `apt-get install -y chromium chromium-driver`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -26,6 +25,7 @@ from bridge.limits import BUDGET_BYTES
 from bridge.render import Renderer
 from bridge.template_files import shipped_templates_dir
 from bridge.samples import all_samples
+from support import require_tool
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "tok-preview-5c1e"
@@ -391,10 +391,7 @@ PASTED_CARD = r"""{"msg_type": "interactive", "card": {
 
 
 def _require(path: str, package: str) -> str:
-    if shutil.which(path) is None:
-        pytest.fail(f"{path} is missing: the preview is tested in a real browser. "
-                    f"Install it with `apt-get install -y {package}`.")
-    return path
+    return require_tool(path, f"the preview is tested in a real browser. Install it with `apt-get install -y {package}`.")
 
 
 def _chrome(profile: Path):

@@ -12,28 +12,21 @@ from typing import Callable, Iterator, TypeVar
 
 import pytest
 
-from procs import ALERTMANAGER_BINARY, LOG_TAIL_CHARS, PROMETHEUS_BINARY, require_binary
+import procs
+from procs import LOG_TAIL_CHARS
 
 P = TypeVar("P")
 
 
-def _binary(name: str, package: str) -> str:
-    try:
-        return require_binary(name, package)
-    except FileNotFoundError as exc:
-        problem = str(exc)
-    # Fail, never skip: CI installs the packages, so their absence is a broken set-up.
-    pytest.fail(problem, pytrace=False)
-
-
 @pytest.fixture
 def alertmanager_binary() -> str:
-    return _binary(ALERTMANAGER_BINARY, "prometheus-alertmanager")
+    """Skips without the binary, saying how to install it; fails under --require-tools (CI)."""
+    return procs.alertmanager_binary()
 
 
 @pytest.fixture
 def prometheus_binary() -> str:
-    return _binary(PROMETHEUS_BINARY, "prometheus")
+    return procs.prometheus_binary()
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""The Feishu client: signing, classifying answers, and sending to the strict fake_feishu."""
+"""The Feishu custom-bot channel: signing, classifying answers, and sending to the strict fake_feishu.
+
+What every channel must do is in test_channel_contract.py; this is what is Feishu's own."""
 
 from __future__ import annotations
 
@@ -10,18 +12,13 @@ import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
 
+import bridge
 from bridge.config import Bot
 from bridge.limits import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD
-from bridge.feishu import (
-    REASONS,
-    FeishuClient,
-    Outcome,
-    SendResult,
-    classify,
-    encode_body,
-    sign,
-    signed_body,
-)
+from bridge.notify import REASONS, Outcome, SendResult
+from bridge.notify.feishu import FeishuClient, answers
+from bridge.notify.feishu.answers import classify
+from bridge.notify.feishu.sign import encode_body, sign, signed_body
 from bridge.secret import Secret, WebhookURL
 from fake_feishu import (
     BAD_REQUEST,
@@ -144,23 +141,48 @@ def test_retry_after_comes_from_headers(headers, expected):
     ("rate_limited", ["rate"]),
     ("bad_mention", ["open_id"]),
 ])
-def test_advice_says_what_to_fix(reason, words):
-    advice = SendResult(PERMANENT, reason).advice
+def test_advice_says_what_to_fix_in_the_custom_bot_s_settings(reason, words):
+    advice = answers.result(PERMANENT, reason).advice
     assert all(word in advice for word in words)
+
+
+def test_every_answer_carries_feishu_s_advice_not_the_generic_one():
+    for status, body, _, reason in CLASSIFY:
+        assert classify(status, body, {}).advice == answers.ADVICE[reason]
+    assert answers.ADVICE["bad_token"] != SendResult(PERMANENT, "bad_token").advice
 
 
 # -- sending to the fake_feishu ------------------------------------------------------------------------
 def test_send_delivers_a_signed_json_message(fake_feishu):
     url = fake_feishu.add_bot(TOKEN, secret=SECRET, keywords=["alert"])
-    client = FeishuClient(clock=lambda: time.time() - 120)  # signed at send time, by this clock
+    client = FeishuClient(clock=TwoMinutesSlow())  # signed at send time, by this clock
 
     result = client.send(bot_for(url), ALERT)
 
     assert (result.outcome, result.reason, result.code, result.http_status) == (SENT, "ok", 0, 200)
+    assert result.message_id is None  # a custom bot's answer names no message
     assert fake_feishu.received(TOKEN) == [ALERT]
     attempt = fake_feishu.attempts(TOKEN)[0]
     assert attempt.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert attempt.headers["User-Agent"] == f"feishu-alert-bridge/{bridge.__version__}"
     assert abs(int(attempt.body["timestamp"]) - (time.time() - 120)) < 5
+
+
+class TwoMinutesSlow:
+    def now(self) -> float:
+        return time.time() - 120
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def test_the_client_logs_to_the_logger_it_is_given(fake_feishu, caplog):
+    url = fake_feishu.add_bot(TOKEN, secret=SECRET)
+    caplog.set_level(logging.DEBUG, logger="tests.feishu")
+    FeishuClient(logger=logging.getLogger("tests.feishu")).send(bot_for(url), ALERT)
+    lines = [r.getMessage() for r in caplog.records if r.name == "tests.feishu"]
+    assert len(lines) == 1 and "bot=ops" in lines[0] and "outcome=sent" in lines[0], lines
+    assert TOKEN not in lines[0]
 
 
 def _oversized() -> dict:
@@ -269,6 +291,17 @@ def test_environment_proxy_is_used_when_the_bot_has_none(fake_feishu, monkeypatc
     unreachable = f"http://127.0.0.1:9/open-apis/bot/v2/hook/{TOKEN}"
     assert FeishuClient().send(bot_for(unreachable, secret=None), ALERT).outcome is SENT
     assert fake_feishu.attempts(TOKEN)[0].proxied
+
+
+@pytest.mark.parametrize("url, proxy", [
+    ("http://127.0.0.1:99999/open-apis/bot/v2/hook/t", None),
+    (f"http://{'a' * 64}.example.com/open-apis/bot/v2/hook/t", None),
+    ("http://127.0.0.1:9/open-apis/bot/v2/hook/t", "http://user:密码@127.0.0.1:9"),
+])
+def test_urls_refused_only_when_used_are_bad_urls(url, proxy):
+    result = FeishuClient().send(bot_for(url, proxy_url=Secret(proxy) if proxy else None), ALERT)
+    assert (result.outcome, result.reason) == (PERMANENT, "bad_url")
+    assert "proxy_url" in result.advice
 
 
 def test_dry_run_bot_cannot_be_sent():

@@ -1,0 +1,93 @@
+"""What a channel says happened to one send: an outcome, a reason from a closed set, advice.
+
+The channel only classifies; it decides no policy. Retrying, backoff and dead-lettering
+belong to the delivery layer, which acts on `outcome` alone. The reason is for people and
+metrics: it is a label value, so the set is closed (a new channel that needs a new kind of
+answer adds its reason here, with advice worded for any channel).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"
+    RETRY = "retry"
+    PERMANENT = "permanent"
+
+
+# Reasons: a closed set, used as a metric label.
+OK = "ok"
+TIMEOUT = "timeout"
+CONNECTION_ERROR = "connection_error"
+SERVER_ERROR = "server_error"
+HTTP_429 = "http_429"
+RATE_LIMITED = "rate_limited"
+BAD_TOKEN = "bad_token"
+BAD_SIGNATURE = "bad_signature"
+IP_NOT_ALLOWED = "ip_not_allowed"
+KEYWORD_MISSING = "keyword_missing"
+TOO_LARGE = "too_large"
+BAD_REQUEST = "bad_request"
+BAD_MENTION = "bad_mention"
+BAD_URL = "bad_url"
+CLIENT_ERROR = "client_error"
+UNEXPECTED_ANSWER = "unexpected_answer"
+
+# Advice for a result whose channel gave none of its own (a result built outside a
+# channel, e.g. by delivery when a channel broke its contract). Each channel words its
+# own advice, with its setting names: see notify/feishu/answers.py.
+ADVICE = {
+    OK: "nothing to fix: the message was accepted",
+    TIMEOUT: "no answer in time: check the network or proxy, or raise read_timeout "
+    "(the message may still have been delivered)",
+    CONNECTION_ERROR: "could not reach the chat service: check DNS, the network, the proxy and TLS",
+    SERVER_ERROR: "the chat service answered with a server error: nothing to fix here, it will be retried",
+    HTTP_429: "HTTP 429 (too many requests): lower this bot's send rate",
+    RATE_LIMITED: "the chat service rate-limited this bot: send less often or group more alerts "
+    "per message",
+    BAD_TOKEN: "the bot's credentials are invalid or the bot was removed: check the bot's settings",
+    BAD_SIGNATURE: "signature mismatch: check the bot's secret and this machine's clock",
+    IP_NOT_ALLOWED: "this machine's IP address is not in the bot's IP allow-list: add it in the "
+    "bot's security settings",
+    KEYWORD_MISSING: "the message contains none of the bot's keywords: add one to the template or "
+    "to the bot's keywords setting",
+    TOO_LARGE: "the message is over the size limit: shorten the template or send fewer "
+    "alerts per message",
+    BAD_REQUEST: "the message was refused as malformed: check the template's output and its size",
+    BAD_MENTION: "the message mentions someone the chat service cannot resolve: check the mentions",
+    BAD_URL: "the bot's address or proxy URL is malformed: check the bot's settings",
+    CLIENT_ERROR: "the request was refused: check the bot's address",
+    UNEXPECTED_ANSWER: "the answer is not one this channel understands: check the bot's address "
+    "and any proxy in between",
+}
+
+REASONS = frozenset(ADVICE)
+
+# A far end's message is kept for the operator, but a card echo must not flood logs or
+# labels: a channel cuts `detail` to this many characters.
+DETAIL_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: Outcome
+    reason: str                        # one of REASONS
+    code: int | None = None            # the far end's body code, when there was one
+    http_status: int | None = None
+    detail: str = ""                   # the far end's message or the error text, scrubbed of secrets
+    retry_after: float | None = None   # seconds the far end asked for (Retry-After or its own header)
+    # The far end's id of the message it accepted, for a channel that can later update the
+    # message in place or reply to it; None from a channel that cannot (custom bots: their
+    # answer carries no id). See bridge/notify/__init__.py.
+    message_id: str | None = None
+    # One sentence saying what to fix, in the channel's words; ADVICE[reason] when empty.
+    advice: str = ""
+
+    def __post_init__(self) -> None:
+        if self.reason not in REASONS:
+            raise ValueError(f"{self.reason!r} is not a send reason (bridge.notify.outcome.REASONS)")
+        if not self.advice:
+            object.__setattr__(self, "advice", ADVICE[self.reason])

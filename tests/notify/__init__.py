@@ -1,0 +1,1 @@
+"""Channels: the contract every channel keeps, and the Feishu custom-bot client."""
