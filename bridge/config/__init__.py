@@ -25,9 +25,14 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from ..errors import ConfigError
+from .bots import _BOT_KEYS as _BOT_KEYS
 from .bots import read_bots, read_users
 from .reader import Reader
 from .routes import read_route
+from .sections import _AUTH_KEYS as _AUTH_KEYS
+from .sections import _DELIVERY_KEYS as _DELIVERY_KEYS
+from .sections import _RELOAD_KEYS as _RELOAD_KEYS
+from .sections import _SERVER_KEYS as _SERVER_KEYS
 from .sections import (check_templates, read_auth, read_delivery, read_log, read_preview, read_reload, read_server,
                        read_storage, read_templates_dir)
 from .types import (DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, NAME_SEPARATORS, AuthConfig, Bot, Config,
@@ -45,6 +50,8 @@ __all__ = [
 # file, shipped inside the package (bridge/config.example.yaml links to it).
 EMBEDDED_DEFAULT = Path(__file__).parent.parent / "config.example.yaml"
 
+# The keys each section accepts; tests/test_helm.py checks the chart's values schema
+# against _TOP_KEYS and the sections' sets imported above, so the chart offers every key.
 _TOP_KEYS = {"bots", "route", "templates_dir", "timezone", "server", "storage", "delivery", "auth", "log",
              "reload", "preview", "users"}
 
