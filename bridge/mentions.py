@@ -21,32 +21,17 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
+from typing import Mapping, Sequence
 
+from .config import NAME_SEPARATORS, Bot, MentionSettings, Route
 from .model import Alert, Mention
-from .routing import MentionRule, Route, routes_by_bot
-
-if TYPE_CHECKING:
-    from .config import Bot
+from .routing import routes_by_bot
 
 ALL = Mention("all")
-# Between names in a label value, besides whitespace: ASCII and full-width commas and
-# semicolons, and the ideographic enumeration comma that Chinese lists use (张三、李四).
-# config.USER_NAME keeps them out of the names in users:.
-NAME_SEPARATORS = ",;，、；"
 _SEPARATOR = re.compile(rf"[\s{NAME_SEPARATORS}]+")
 # Unknown names already warned about, per resolver; older ones are forgotten past this
 # so that label values from outside cannot grow memory without bound.
 REMEMBERED_UNKNOWN_NAMES = 1024
-
-
-class MentionSettings(Protocol):
-    """What a bot (config.Bot) and a route (routing.Route) both carry."""
-
-    mentions: MentionRule
-    mention_labels: tuple[str, ...]
-    mention_on: frozenset[str]
-    send_resolved: bool
 
 
 def sends_resolved(bot: MentionSettings, routes: Sequence[Route]) -> bool:

@@ -15,8 +15,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.routing import (Matcher, MatcherError, Route, parse_matchers, route_alert, route_matches,
-                            routes_by_bot)
+from bridge.config import Route
+from bridge.matchers import Matcher, MatcherError, parse_matchers
+from bridge.routing import match, route_matches, routes_by_bot
 
 
 def one(text: str) -> Matcher:
@@ -74,9 +75,9 @@ def test_matcher_matches(text: str, labels: dict[str, str], expected: bool) -> N
 
 def test_all_matchers_of_a_route_must_match() -> None:
     route = Route(matchers=tuple(parse_matchers('team="db", severity=~"critical|page"')), bots=("db",))
-    assert route.match({"team": "db", "severity": "page"}) == [route]
-    assert route.match({"team": "db", "severity": "info"}) == []
-    assert route.match({"severity": "page"}) == []
+    assert match(route, {"team": "db", "severity": "page"}) == [route]
+    assert match(route, {"team": "db", "severity": "info"}) == []
+    assert match(route, {"severity": "page"}) == []
 
 
 def test_regex_is_compiled_once_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -291,6 +292,11 @@ def build(section: dict, inherited: tuple[str, ...] = ()) -> Route:
     )
 
 
+def route_alert(root: Route, labels: dict[str, str]) -> tuple[str, ...]:
+    """The bots an alert goes to: every matched route's bots, in order, each once."""
+    return tuple(dict.fromkeys(bot for bot, _ in route_matches(root, labels)))
+
+
 @pytest.fixture
 def contract_tree() -> Route:
     return build(yaml.safe_load(CONTRACT_YAML)["route"])
@@ -334,24 +340,24 @@ def leaf(name: str, matcher: str = "", *, cont: bool = False, routes: tuple[Rout
 def test_match_stops_at_the_first_matching_child_without_continue() -> None:
     first, second = leaf("first", "a=1"), leaf("second", "a=~.*")
     root = Route(bots=("root",), routes=(first, second))
-    assert root.match({"a": "1"}) == [first]
-    assert root.match({"a": "2"}) == [second]
+    assert match(root, {"a": "1"}) == [first]
+    assert match(root, {"a": "2"}) == [second]
 
 
 def test_continue_lets_later_siblings_match_too() -> None:
     c1, c2, c3, c4 = (leaf("c1", "a=1", cont=True), leaf("c2", "b=2", cont=True),
                       leaf("c3", "a=1"), leaf("c4", "a=1"))
     root = Route(bots=("root",), routes=(c1, c2, c3, c4))
-    assert root.match({"a": "1", "b": "2"}) == [c1, c2, c3]        # c3 has no continue: c4 is not tried
-    assert root.match({"a": "1"}) == [c1, c3]
-    assert root.match({"b": "2"}) == [c2]
-    assert root.match({}) == [root]
+    assert match(root, {"a": "1", "b": "2"}) == [c1, c2, c3]        # c3 has no continue: c4 is not tried
+    assert match(root, {"a": "1"}) == [c1, c3]
+    assert match(root, {"b": "2"}) == [c2]
+    assert match(root, {}) == [root]
 
 
 def test_continue_on_a_child_that_does_not_match_changes_nothing() -> None:
     c1, c2 = leaf("c1", "a=1", cont=True), leaf("c2", "b=2")
     root = Route(bots=("root",), routes=(c1, c2))
-    assert root.match({"b": "2"}) == [c2]
+    assert match(root, {"b": "2"}) == [c2]
 
 
 def test_a_child_without_matchers_matches_everything() -> None:
@@ -367,11 +373,11 @@ def test_nesting_returns_the_deepest_matching_routes() -> None:
     child = leaf("db", 'team="db"', routes=(grandchild, other))
     sibling = leaf("web", 'team="web"')
     root = Route(bots=("root",), routes=(child, sibling))
-    assert root.match({"team": "db", "severity": "critical"}) == [grandchild]
-    assert root.match({"team": "db", "severity": "page"}) == [other]
-    assert root.match({"team": "db", "severity": "info"}) == [child]   # the child is its children's catch-all
-    assert root.match({"team": "web", "severity": "critical"}) == [sibling]
-    assert root.match({"severity": "critical"}) == [root]
+    assert match(root, {"team": "db", "severity": "critical"}) == [grandchild]
+    assert match(root, {"team": "db", "severity": "page"}) == [other]
+    assert match(root, {"team": "db", "severity": "info"}) == [child]   # the child is its children's catch-all
+    assert match(root, {"team": "web", "severity": "critical"}) == [sibling]
+    assert match(root, {"severity": "critical"}) == [root]
 
 
 def test_continue_inside_a_subtree_and_after_it() -> None:
@@ -380,15 +386,15 @@ def test_continue_inside_a_subtree_and_after_it() -> None:
     child = leaf("db", 'team="db"', cont=True, routes=(g1, g2))
     audit = leaf("audit", "")
     root = Route(bots=("root",), routes=(child, audit))
-    assert root.match({"team": "db", "severity": "critical", "env": "prod"}) == [g1, g2, audit]
-    assert root.match({"team": "db", "severity": "critical"}) == [g1, audit]
-    assert root.match({"team": "db"}) == [child, audit]
-    assert root.match({"team": "web"}) == [audit]
+    assert match(root, {"team": "db", "severity": "critical", "env": "prod"}) == [g1, g2, audit]
+    assert match(root, {"team": "db", "severity": "critical"}) == [g1, audit]
+    assert match(root, {"team": "db"}) == [child, audit]
+    assert match(root, {"team": "web"}) == [audit]
 
 
 def test_a_route_whose_matchers_fail_matches_nothing() -> None:
     route = leaf("x", "a=1", routes=(leaf("y"),))
-    assert route.match({"a": "2"}) == []
+    assert match(route, {"a": "2"}) == []
 
 
 def test_route_alert_fans_out_in_order_and_names_each_bot_once() -> None:

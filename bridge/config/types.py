@@ -1,0 +1,189 @@
+"""The typed configuration: frozen objects, built once by the loader (bridge.config),
+read by everything else. Nothing here reads YAML or reports problems.
+
+`Route`, `MentionRule` and `MentionSettings` live here, not in routing or mentions,
+because they carry settings the loader builds: routing (which walks the route tree) and
+mentions (which resolves who is pinged) sit one layer up and import them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Protocol
+from zoneinfo import ZoneInfo
+
+from ..limits import RATE_PER_MINUTE, RATE_PER_SECOND
+from ..matchers import Matcher
+from ..model import FIRING, Mention
+from ..secret import Secret, WebhookURL
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_STORAGE_PATH = "feishu-alert-bridge-outbox.db"
+# Between names in a label value, besides whitespace: ASCII and full-width commas and
+# semicolons, and the ideographic enumeration comma that Chinese lists use (张三、李四).
+# config.bots.USER_NAME keeps them out of the names in users:.
+NAME_SEPARATORS = ",;，、；"
+
+
+@dataclass(frozen=True)
+class MentionRule:
+    """A bot's or route's `mentions:`: who is pinged, and for which alerts.
+
+    `users` were resolved through the `users:` directory when the config loaded: each is
+    an open_id, with the directory name when it was given by name. `matchers` (all must
+    match the alert's labels) limit this rule only, not `mention_labels`.
+    """
+
+    all: bool = False
+    users: tuple[Mention, ...] = ()
+    matchers: tuple[Matcher, ...] = ()
+
+    def applies(self, labels: Mapping[str, str]) -> bool:
+        return all(m.matches(labels) for m in self.matchers)
+
+
+class MentionSettings(Protocol):
+    """What a bot (Bot) and a route (Route) both carry."""
+
+    mentions: MentionRule
+    mention_labels: tuple[str, ...]
+    mention_on: frozenset[str]
+    send_resolved: bool
+
+
+@dataclass(frozen=True)
+class Route:
+    """One node of the route tree (Alertmanager's dispatch/route.go; bridge.routing walks it).
+
+    Inheritance is Alertmanager's: a setting a route does not set is its parent's. The
+    loader (bridge.config.routes) applies it, so every node holds its effective values:
+    `bots`, `mentions`, `mention_labels`, `mention_on` and `send_resolved` are each
+    inherited on their own; `matchers`, `continue_` and `routes` never are. A set value
+    replaces the parent's, it is not merged with it (`mentions: {}` turns the parent's
+    mentions off below this node). The root's unset values are the defaults below.
+    """
+
+    matchers: tuple[Matcher, ...] = ()
+    bots: tuple[str, ...] = ()
+    continue_: bool = False
+    routes: tuple["Route", ...] = ()
+    mentions: MentionRule = MentionRule()
+    mention_labels: tuple[str, ...] = ()          # label/annotation names holding user names
+    mention_on: frozenset[str] = frozenset({FIRING})   # alert statuses that mention at all
+    send_resolved: bool = True
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Requests per bot; Feishu's own limits are the defaults (see bridge.limits)."""
+
+    per_second: int = RATE_PER_SECOND
+    per_minute: int = RATE_PER_MINUTE
+
+
+@dataclass(frozen=True)
+class Bot:
+    name: str
+    webhook_url: WebhookURL | None = None    # None: a dry-run bot
+    secret: Secret | None = None             # signature-verification secret
+    keywords: tuple[str, ...] = ()
+    template: str = "default"
+    dry_run: bool = False
+    proxy_url: Secret | None = None          # may carry proxy credentials
+    connect_timeout: float = 5.0             # seconds
+    read_timeout: float = 10.0               # seconds
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    timezone: ZoneInfo | None = None         # None: the top-level timezone
+    # Who this bot's messages ping; the same settings as a route's (Route), but
+    # never inherited: they apply on top of the matched routes' (bridge.mentions).
+    mentions: MentionRule = MentionRule()
+    mention_labels: tuple[str, ...] = ()
+    mention_on: frozenset[str] = frozenset({FIRING})
+    send_resolved: bool = True
+
+    @property
+    def sends(self) -> bool:
+        """False for a dry-run bot: it logs the message instead of sending it."""
+        return self.webhook_url is not None and not self.dry_run
+@dataclass(frozen=True)
+class ServerConfig:
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+@dataclass(frozen=True)
+class PreviewConfig:
+    enabled: bool = True                     # GET /preview, the template preview page
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    # The SQLite outbox. Relative paths resolve against the config file's directory
+    # (the working directory for the embedded default).
+    path: Path = Path(DEFAULT_STORAGE_PATH)
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    max_age: float = 3600.0          # retryable failures stop and dead-letter after this (seconds)
+    dedupe_window: float = 600.0     # the same notification again within this is dropped
+    coalesce: bool = True            # a newer message for a group supersedes a waiting older one
+    backoff_base: float = 1.0        # first retry delay; doubles with jitter ...
+    backoff_cap: float = 60.0        # ... up to this
+    shutdown_grace: float = 10.0     # on SIGTERM, in-flight sends get this long
+
+
+@dataclass(frozen=True)
+class GrafanaHMAC:
+    """Grafana's webhook HMAC (contact point "HMAC signature" settings)."""
+
+    secret: Secret
+    header: str = "X-Grafana-Alerting-Signature"   # Grafana's default header name
+    timestamp_header: str | None = None            # Grafana has no default: set both sides alike
+    max_skew: float = 300.0                        # older signed timestamps are refused as replays
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Inbound authentication; everything None means off."""
+
+    bearer_token: Secret | None = None
+    basic_username: str | None = None
+    basic_password: Secret | None = None
+    grafana_hmac: GrafanaHMAC | None = None
+    protect_operations: bool = False               # also guard /metrics and /-/* (off: probes work)
+
+    @property
+    def credentials_required(self) -> bool:
+        return self.bearer_token is not None or self.basic_username is not None
+
+
+@dataclass(frozen=True)
+class ReloadConfig:
+    watch: bool = False              # reload when the config file changes on disk (a ConfigMap update)
+    interval: float = 5.0            # how often the file is checked
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: str = "json"                           # json | text
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    bots: Mapping[str, Bot]
+    route: Route
+    templates_dir: Path | None = None
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
+    users: Mapping[str, str] = field(default_factory=dict)   # name -> open_id
+    source: str = "<embedded default>"       # where it was read from, for messages
+    file_signature: tuple[int, int, int] | None = None   # the file as it was read, for reload
+
