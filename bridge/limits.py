@@ -6,6 +6,8 @@ a limit that Feishu changes is changed once. (../shared/protocols.md has the quo
 
 from __future__ import annotations
 
+import json
+
 # "请求体的数据大小不能超过 20 KB" (request body at most 20 KB): Feishu custom-bot guide,
 # 注意事项 (notes); protocols.md A.9. Measured on the serialized body.
 BODY_LIMIT_BYTES = 20 * 1024
@@ -27,3 +29,9 @@ MAX_COMPONENTS = 200
 # header.template: the complete list for card JSON 2.0 (protocols.md A.5).
 COLOURS = frozenset({"blue", "wathet", "turquoise", "green", "yellow", "orange", "red", "carmine",
                      "violet", "purple", "indigo", "grey", "default"})
+
+
+def encode_body(message: dict) -> bytes:
+    """The exact bytes sent for a message, which BODY_LIMIT_BYTES is measured on: the renderer
+    measures these, the client sends them."""
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -13,8 +13,7 @@ from typing import Any
 import jinja2
 
 from ..errors import TemplateError
-from ..feishu import encode_body
-from ..limits import BUDGET_BYTES, COLOURS
+from ..limits import BUDGET_BYTES, COLOURS, encode_body
 from ..template_files import TEMPLATE_SUFFIX
 from .filters import truncate_text
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from typing import TYPE_CHECKING
+
+from ...limits import encode_body  # noqa: F401 (the client and its tests read it here too)
 
 if TYPE_CHECKING:
     from ...config import Bot
-
-
-def encode_body(message: dict) -> bytes:
-    """The exact bytes sent for a message: the renderer measures these, the client sends them."""
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def sign(secret: str, timestamp: int) -> str:
