@@ -46,7 +46,7 @@ def wrk(url: str, body_file: Path, seconds: float) -> Run:
         ["wrk", "-t2", "-c8", f"-d{seconds:g}s", "--latency", "-s", str(LUA), url, "--", str(body_file), tag],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     ).stdout
-    line = next((l for l in out.splitlines() if l.startswith("WRK ")), None)
+    line = next((row for row in out.splitlines() if row.startswith("WRK ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no figures:\n{out}")
     f = json.loads(line[4:])
@@ -69,7 +69,7 @@ def bench_size(alerts: int, urls: dict[str, str], workdir: Path, args: argparse.
     body_file = workdir / f"body-{alerts}.json"
     body_file.write_bytes(benchlib.body(alerts))
     print(f"\n{alerts} alert(s) per notification ({body_file.stat().st_size} bytes):", flush=True)
-    for name, url in urls.items():
+    for url in urls.values():
         wrk(url, body_file, args.warmup)
     runs: dict[str, list[Run]] = {name: [] for name in urls}
     for round_ in (1, 2):
@@ -122,8 +122,8 @@ def main() -> int:
                 benchlib.stop(bridge)
                 if outbox is not None:
                     shutil.rmtree(outbox.parent, ignore_errors=True)
-                problems = [l for l in (workdir / "bridge.log").read_text(errors="replace").splitlines()
-                            if '"level": "error"' in l or "Traceback" in l]
+                problems = [row for row in (workdir / "bridge.log").read_text(errors="replace").splitlines()
+                            if '"level": "error"' in row or "Traceback" in row]
                 if problems:
                     print(f"\nbridge log has {len(problems)} error line(s); first: {problems[0][:300]}")
         finally:
