@@ -155,7 +155,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.dev:
         import signal
 
-        from .app import create_app
+        from .web import create_app
 
         app = create_app(config, logger=log)
         signal.signal(signal.SIGHUP, lambda *_: app.extensions["bridge"].reload_or_keep())
@@ -269,6 +269,7 @@ def _send_through_outbox(store, channel, bot, card: dict):
     import time
     import uuid
 
+    from .clock import SYSTEM_CLOCK
     from .store.records import OutgoingMessage
 
     owner = f"send-test:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -281,11 +282,13 @@ def _send_through_outbox(store, channel, bot, card: dict):
             result = _recorded(store, message_id)
             if result is not None:
                 return result, True
-            if store.acquire(bot.name, owner) is not None:
+            held = store.bot_state(bot.name)   # a read: taking the lease is a write, tried only when free
+            free = held.owner is None or held.expires <= SYSTEM_CLOCK.now()
+            if free and store.acquire(bot.name, owner) is not None:
                 result = _send_holding(store, channel, bot, owner, message_id, card)
                 if result is not None:
                     return result, False
-                continue   # the lease lapsed meanwhile: look again
+                continue   # the lease was lost, or the card sent, meanwhile: look again
             if not told:
                 print(f"bot {bot.name}: the running service holds its lease; waiting for it to send the test card "
                       "in turn", file=sys.stderr)

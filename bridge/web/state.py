@@ -23,20 +23,23 @@ class Bridge:
     """The process's services (bootstrap.Services), the reload watcher, and reloading."""
 
     def __init__(self, services: Services):
-        assert services.metrics is not None, "the app always counts"
         self.services = services
         self.log = services.log
-        self.metrics: Metrics = services.metrics
+        self.metrics: Metrics = services.metrics   # never None here: create_app always counts
         self._lock = threading.Lock()
         config = services.runtime.config
         self.watcher = Watcher(self.reload_or_keep, generation_path(config.storage.path), _config_file(config),
-                               config.file_signature,
-                               lambda: (self.runtime.config.reload.watch, self.runtime.config.reload.interval))
+                               config.file_signature, self._watch_settings)
 
     @property
     def runtime(self) -> Runtime:
         """The runtime in force now. A request uses `runtime()` below instead: its own, read once."""
         return self.services.runtime
+
+    def _watch_settings(self) -> tuple[bool, float]:
+        """reload.watch and reload.interval of the configuration in force."""
+        settings = self.runtime.config.reload
+        return settings.watch, settings.interval
 
     def reload(self) -> Config:
         """Load the config file again; on any error raise and keep the running config."""
