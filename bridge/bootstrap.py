@@ -26,7 +26,7 @@ from .delivery import Delivery
 from .feishu import FeishuClient
 from .mentions import MentionResolver
 from .metrics import Metrics
-from .outbox import Outbox
+from .outbox import Outbox  # MERGE-SHIM: the Protocol from .store (annotations); _open_store builds the backend
 from .render import Renderer
 from .store.records import Head
 
@@ -48,6 +48,11 @@ def _open_store(config: Config, clock: Clock) -> Outbox:
 def build_store(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> Outbox:
     """The outbox of `storage:` (created on first use)."""
     return _open_store(config, clock)
+
+
+def build_channel() -> FeishuClient:
+    """What sends a rendered message to a bot and says what happened."""
+    return FeishuClient()
 
 
 def build_renderer(config: Config, log: logging.Logger | None = None, metrics: Metrics | None = None) -> Renderer:
@@ -108,5 +113,5 @@ class Services:
 
 def build_services(config: Config, *, channel: FeishuClient | None = None, logger: logging.Logger | None = None,
                    metrics: Metrics | None = None, clock: Clock = SYSTEM_CLOCK) -> Services:
-    return Services(config, store=build_store(config, clock=clock), channel=channel or FeishuClient(),
+    return Services(config, store=build_store(config, clock=clock), channel=channel or build_channel(),
                     log=logger or logging.getLogger("bridge"), metrics=metrics, clock=clock)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
@@ -204,7 +205,7 @@ def _render(args: argparse.Namespace) -> int:
     if args.bot is not None:
         find_bot(config, args.bot)
     try:
-        raw = sys.stdin.buffer.read() if args.payload == "-" else open(args.payload, "rb").read()
+        raw = sys.stdin.buffer.read() if args.payload == "-" else Path(args.payload).read_bytes()
     except OSError as exc:
         raise BridgeError(f"cannot read {args.payload}: {exc.strerror or exc}") from None
     try:
@@ -232,7 +233,7 @@ def _send_test(args: argparse.Namespace) -> int:
     from . import bootstrap
     from . import config as config_module
     from .accept import find_bot
-    from .feishu import FeishuClient, Outcome
+    from .feishu import Outcome
     from .samples import firing
 
     config = config_module.load(args.config)
@@ -240,7 +241,7 @@ def _send_test(args: argparse.Namespace) -> int:
     if not bot.sends:
         raise BridgeError(f"bot {bot.name!r} is a dry-run bot (no webhook URL, or dry_run: true): nothing to send to")
     card = bootstrap.build_renderer(config).render(firing(), bot)[0]
-    result, by_service = _send_through_outbox(bootstrap.build_store(config), FeishuClient(), bot, card)
+    result, by_service = _send_through_outbox(bootstrap.build_store(config), bootstrap.build_channel(), bot, card)
     where = f"bot {bot.name} ({bot.webhook_url})"
     if result.outcome is Outcome.SENT:
         print(f"{where}: sent; Feishu accepted the test card")
