@@ -1,4 +1,5 @@
-"""Route and render time: Pipeline.render (route tree, Jinja2 card, keyword, size-splitting).
+"""Route and render time: accept.route_shares, then Compose.render (route tree, Jinja2 card, keyword,
+size-splitting).
 
     python bench/render.py [--runs 21] [--sizes 1,10,100,1000] [--template default]
 
@@ -20,10 +21,10 @@ import time
 
 import benchlib
 
-from bridge import sources
-from bridge.config import loads
-from bridge.pipeline import Pipeline
-from bridge.render import Renderer
+from bridge import bootstrap, sources
+from bridge.accept import route_shares
+from bridge.compose import Compose
+from bridge.config import Config, loads
 
 TARGET_MS_1000 = 50.0
 # A small tree, so routing is measured too: every alert goes through two matchers.
@@ -46,12 +47,18 @@ route:
 """
 
 
-def measure(pipeline: Pipeline, alerts: int, runs: int) -> tuple[float, float, float, int, int]:
+def render(config: Config, compose: Compose, notification) -> list[tuple[str, list[dict]]]:
+    """As the CLI's `render` does: route now, then compose each bot's share."""
+    return [(bot, compose.render(notification, share.alerts, config.bots[bot], routes=share.routes))
+            for bot, share in route_shares(config, notification).items()]
+
+
+def measure(config: Config, compose: Compose, alerts: int, runs: int) -> tuple[float, float, float, int, int]:
     notification = sources.parse("alertmanager", benchlib.payload(alerts, group="render"))
     times, cpu = [], []
     for _ in range(runs):
         start, start_cpu = time.perf_counter(), time.process_time()
-        rendered = pipeline.render(notification)
+        rendered = render(config, compose, notification)
         times.append((time.perf_counter() - start) * 1000)
         cpu.append((time.process_time() - start_cpu) * 1000)
     messages = [message for _, bodies in rendered for message in bodies]
@@ -67,15 +74,15 @@ def main() -> int:
     args = parser.parse_args()
     config = loads(CONFIG.replace("TEMPLATE", args.template))
     log = logging.getLogger("bench.render")
-    pipeline = Pipeline(config, Renderer(config.templates_dir, config.timezone, log), None, log)
-    pipeline.render(sources.parse("alertmanager", benchlib.payload(3, group="warm-up")))
+    compose = bootstrap.build_compose(config, log)
+    render(config, compose, sources.parse("alertmanager", benchlib.payload(3, group="warm-up")))
 
     print(f"machine: {benchlib.machine()}")
-    print(f"Pipeline.render, {args.template} template, median of {args.runs} runs")
+    print(f"route and render, {args.template} template, median of {args.runs} runs")
     print(f"{'alerts':>7} {'median ms':>10} {'min ms':>8} {'cpu ms':>8} {'messages':>9} {'bytes':>9}")
     result = {}
     for alerts in (int(s) for s in args.sizes.split(",")):
-        median, fastest, cpu, messages, size = measure(pipeline, alerts, args.runs)
+        median, fastest, cpu, messages, size = measure(config, compose, alerts, args.runs)
         result[alerts] = median
         print(f"{alerts:>7} {median:>10.2f} {fastest:>8.2f} {cpu:>8.2f} {messages:>9} {size:>9}", flush=True)
     if 1000 in result and args.template == "default":

@@ -2,13 +2,8 @@
 
 from ._version import __version__
 
-
-def create_app(*args, **kwargs):
-    # Imported lazily so that `import bridge` (the CLI, the version lookup at build
-    # time) does not pull in Flask.
-    from .app import create_app as _create_app
-
-    return _create_app(*args, **kwargs)
-
+# bridge.web imports Flask only when an app is built, so `import bridge` (the CLI, the
+# version lookup at build time, the preview's sandbox) stays light.
+from .web import create_app  # noqa: E402
 
 __all__ = ["__version__", "create_app"]

@@ -4,6 +4,8 @@ Matches what senders can send: Alertmanager's http_config (bearer `authorization
 `basic_auth`) and Grafana's contact point (basic auth, an Authorization header, and
 its optional HMAC signature of the body). Every comparison is constant-time, and a
 refusal says nothing about which check failed: the reason goes to the log only.
+
+The checks here know nothing of HTTP frameworks; bridge.web.auth answers with them.
 """
 
 from __future__ import annotations
@@ -65,24 +67,3 @@ def check_grafana_signature(config: GrafanaHMAC, headers: Mapping[str, str], bod
         message = stamp.encode() + b":" + body
     expected = hmac.new(config.secret.reveal().encode(), message, hashlib.sha256).hexdigest()
     return None if _same(signature.strip().lower(), expected) else "wrong Grafana HMAC signature"
-
-
-def require(auth: AuthConfig, request, log, *, grafana: bool = False):
-    """A Flask before_request body: None to go on, or the 401 answer.
-
-    The answer is the same whatever failed; the reason goes to the log.
-    """
-    from flask import jsonify
-
-    reason = check_credentials(auth, request.headers.get("Authorization"))
-    if reason is None and grafana and auth.grafana_hmac is not None:
-        reason = check_grafana_signature(auth.grafana_hmac, request.headers, request.get_data(cache=True))
-    if reason is None:
-        return None
-    log.warning("unauthorized request refused", extra={"event": "unauthorized", "path": request.path,
-                                                        "remote": request.remote_addr, "reason": reason})
-    response = jsonify(error="unauthorized")
-    response.status_code = 401
-    if auth.credentials_required:
-        response.headers["WWW-Authenticate"] = "Bearer" if auth.bearer_token is not None else 'Basic realm="bridge"'
-    return response

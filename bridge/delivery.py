@@ -1,10 +1,10 @@
 """Delivery: get every stored message to Feishu, in order, within each bot's rate limit.
 
-Accepting only writes: `enqueue` stores the messages in the SQLite outbox (one
-transaction, committed before it returns, StorageError otherwise) and wakes the
-senders. It never waits for quota or for Feishu, and it renders nothing: a sender
-renders a message (the `render` callable, Pipeline.render_stored) when it is due to
-be sent, keeps the parts in the outbox, and sends them one request at a time.
+Accepting (bridge.accept) only writes: it stores the messages in the SQLite outbox (one
+transaction, committed before it returns, StorageError otherwise) and calls `wake()`.
+It never waits for quota or for Feishu, and it renders nothing: a sender renders a
+message (the `render` callable, bridge.compose) when it is due to be sent, keeps the
+parts in the outbox, and sends them one request at a time.
 
 Sending, per process (each gunicorn worker runs one Delivery):
 - one sender thread per configured bot. A sender sends only while its process holds
@@ -43,13 +43,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable
 
 from .config import Bot, Config
 from .errors import StorageError
 from .feishu import UNEXPECTED_ANSWER, FeishuClient, Outcome, SendResult
 from .outbox import LEASE_RENEW, LEASE_TTL, Head, LeaseLost, Outbox
-from .pipeline import OutgoingMessage
 from .ratelimit import backoff, next_allowed
 
 if TYPE_CHECKING:
@@ -113,7 +112,7 @@ class Delivery:
         self.config = config
         self.client = client
         # Turns a stored message into its Feishu request bodies when it is due
-        # (Pipeline.render_stored); None only where every message is stored rendered.
+        # (bridge.compose); None only where every message is stored rendered.
         self.render = render
         self.log = logger
         self.metrics = metrics
@@ -137,27 +136,6 @@ class Delivery:
         if metrics is not None:
             metrics.watch_outbox(self._probe)
 
-    # -- the accept side ----------------------------------------------------------------
-    def enqueue(self, messages: Iterable[OutgoingMessage]) -> set[str]:
-        """Store the messages (all or none); raises StorageError when they could not be.
-        Returns the bots whose message was dropped as a duplicate (already stored)."""
-        messages = list(messages)
-        if not messages:
-            return set()
-        settings = self.config.delivery
-        stored = self.outbox.store(messages, dedupe_window=settings.dedupe_window, coalesce=settings.coalesce)
-        for m in stored.duplicates:
-            self.log.info("duplicate notification dropped (already stored within delivery.dedupe_window)",
-                          extra={"event": "duplicate", "bot": m.bot, "group_key": m.group_key})
-            self._count("duplicates", m.bot)
-        for message_id, bot, group_key in stored.superseded:
-            self.log.info("waiting message superseded by a newer one of its group",
-                          extra={"event": "superseded", "bot": bot, "group_key": group_key, "message_id": message_id})
-            self._count("superseded", bot)
-        if stored.ids:
-            self._wake()
-        return {m.bot for m in stored.duplicates}
-
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         if self._watcher is not None:
@@ -166,7 +144,7 @@ class Delivery:
             self.outbox.open()
             self._warn_orphans()
         except StorageError as exc:
-            # Keep serving: enqueue answers 503 and the senders keep trying, so a volume
+            # Keep serving: accepting answers 503 and the senders keep trying, so a volume
             # that mounts late or a lock that clears needs no restart.
             self.log.error("%s", exc, extra={"event": "storage_error"})
         self._watcher = threading.Thread(target=self._watch, name="bridge-outbox-watch", daemon=True)
@@ -241,7 +219,7 @@ class Delivery:
             self._senders[name] = thread
             thread.start()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         """New messages may be waiting: wake the senders that have nothing to do."""
         with self._cond:
             self._news += 1
@@ -269,7 +247,7 @@ class Delivery:
                 current = self.outbox.data_version()
                 if current != version:
                     version = current
-                    self._wake()
+                    self.wake()
                 now = time.monotonic()
                 if self._held and now - renewed >= LEASE_RENEW:
                     self.outbox.renew(self.owner, LEASE_TTL)

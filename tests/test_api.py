@@ -229,7 +229,7 @@ def test_each_request_has_an_id_in_the_answer_and_the_log(client, caplog):
 
 def test_ready_says_so_only_while_the_outbox_is_writable(client, app):
     assert client.get("/-/ready").status_code == 200
-    outbox = app.extensions["bridge"].delivery.outbox
+    outbox = app.extensions["bridge"].services.store
     blocker = sqlite3.connect(outbox.path, timeout=10, isolation_level=None)  # the senders write too
     blocker.execute("BEGIN EXCLUSIVE")  # another process holding the store's write lock
     try:

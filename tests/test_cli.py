@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
+
+from bridge import cli, create_app
+from bridge.config import load
+from bridge.outbox import Outbox
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -88,10 +93,47 @@ def test_send_test_explains_feishus_answer(tmp_path, fake_feishu):
     assert result.returncode == 1 and "unknown bot 'nobody'" in result.stderr
 
 
+def busy_bridge(tmp_path: Path, fake_feishu, token: str, messages: int):
+    """The service, in this process, with `messages` alerts for bot ops: once it has sent
+    five, Feishu's per-second window is full."""
+    url = fake_feishu.add_bot(token, secret="busy-secret")
+    path = write_config(tmp_path, f"bots: [{{name: ops, webhook_url: '{url}', secret: busy-secret}}]\n"
+                                  "route: {bots: [ops]}\nstorage: {path: outbox.db}\n")
+    app = create_app(load(path), logger=logging.getLogger("bridge.cli-test"))
+    body = json.loads((FIXTURES / "alertmanager" / "am025-firing-single.json").read_text())
+    for i in range(messages):
+        answer = app.test_client().post("/alertmanager", json={**body, "groupKey": f"{{}}:{{group=\"{i}\"}}"})
+        assert answer.status_code == 200
+    fake_feishu.wait_for(token, min(messages, 5))
+    return app, path
+
+
+def test_send_test_to_a_busy_bot_waits_its_turn_within_feishus_rate_limit(tmp_path, fake_feishu):
+    """The card goes through the outbox: the service holding the bot sends it in turn."""
+    app, path = busy_bridge(tmp_path, fake_feishu, "tok-cli-busy", 25)
+    try:
+        result = run("send-test", "--config", str(path), "--bot", "ops")
+        assert result.returncode == 0, result.stderr
+        assert "sent; Feishu accepted the test card" in result.stdout
+        assert len(fake_feishu.wait_for("tok-cli-busy", 26)) == 26
+        assert fake_feishu.throttled("tok-cli-busy") == []
+    finally:
+        app.extensions["bridge"].stop(timeout=5)
+    assert Outbox(tmp_path / "outbox.db").list() == []
+
+
+def test_send_test_right_after_the_service_stopped_keeps_to_the_bots_recorded_window(tmp_path, fake_feishu,
+                                                                                      capsys):
+    app, path = busy_bridge(tmp_path, fake_feishu, "tok-cli-after", 5)
+    app.extensions["bridge"].stop(timeout=5)    # no one holds the bot: send-test takes it
+    assert cli.main(["send-test", "--config", str(path), "--bot", "ops"]) == 0, capsys.readouterr().err
+    assert len(fake_feishu.received("tok-cli-after")) == 6 and fake_feishu.throttled("tok-cli-after") == []
+    assert Outbox(tmp_path / "outbox.db").list() == []
+
+
 def test_outbox_list_shows_what_waits_and_which_part_is_next(tmp_path):
     """A message is rendered only when it is sent: until then its parts are unknown (?)."""
-    from bridge.outbox import Outbox
-    from bridge.pipeline import OutgoingMessage
+    from bridge.store.records import OutgoingMessage
 
     config = write_config(tmp_path, "bots: [{name: ops}]\nroute: {bots: [ops]}\nstorage: {path: outbox.db}\n")
     outbox = Outbox(tmp_path / "outbox.db")

@@ -21,7 +21,7 @@ import pytest
 
 from bridge import create_app
 from bridge.config import Bot, Config, DeliveryConfig, RateLimit, StorageConfig, loads
-from bridge.delivery import Delivery
+from bridge.pipeline import Delivery  # MERGE-SHIM: bridge.delivery.Delivery, once these tests store through bridge.accept
 from bridge.feishu import FeishuClient, Outcome, SendResult
 from bridge.metrics import Metrics
 from bridge.outbox import PENDING, SENDING, Outbox

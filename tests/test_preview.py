@@ -18,14 +18,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge import create_app, preview
+from bridge import create_app
 from bridge.config import Bot, PreviewConfig, loads
 from bridge.feishu import encode_body
 from bridge.limits import BUDGET_BYTES
 from bridge.render import Renderer
 from bridge.template_files import shipped_templates_dir
 from bridge.samples import all_samples
-from support import require_tool
+from bridge.web.preview import sandbox, views
+from support import eventually, require_tool
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "tok-preview-5c1e"
@@ -124,7 +125,7 @@ def test_options_list_bots_templates_samples_and_limits(client):
 
 @pytest.mark.parametrize("bot", ["ops", "old", "plain"])
 def test_every_sample_renders_as_the_renderer_renders_it_with_each_message_measured(app, client, bot):
-    configured = app.extensions["bridge"].config.bots[bot]
+    configured = app.extensions["bridge"].runtime.config.bots[bot]
     for sample in all_samples():
         answer = render(client, bot=bot, sample=sample)
         assert answer.status_code == 200, answer.get_json()
@@ -229,9 +230,9 @@ def test_a_pasted_template_error_is_a_400_with_the_message_and_line(client, temp
 
 
 def test_a_runaway_pasted_template_is_stopped_and_the_worker_goes_on(client, monkeypatch):
-    monkeypatch.setattr(preview, "CHILD_CPU_SECONDS", 1)
-    monkeypatch.setattr(preview, "CHILD_WALL_SECONDS", 5)
-    monkeypatch.setattr(preview, "CHILD_MEMORY_BYTES", 256 * 2**20)
+    monkeypatch.setattr(sandbox, "CHILD_CPU_SECONDS", 1)
+    monkeypatch.setattr(sandbox, "CHILD_WALL_SECONDS", 5)
+    monkeypatch.setattr(sandbox, "CHILD_MEMORY_BYTES", 256 * 2**20)
     loops = "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}"
     started = time.monotonic()
     answer = render(client, bot="ops", sample="firing", template=loops)
@@ -243,9 +244,9 @@ def test_a_runaway_pasted_template_is_stopped_and_the_worker_goes_on(client, mon
 
 
 def test_pasted_renders_beyond_the_free_slots_wait_then_get_503(app, client, monkeypatch):
-    monkeypatch.setattr(preview, "CHILD_WALL_SECONDS", 0.2)
+    monkeypatch.setattr(sandbox, "CHILD_WALL_SECONDS", 0.2)
     slots = app.extensions["preview"]
-    taken = [slots.acquire(blocking=False) for _ in range(preview.CHILD_SLOTS)]
+    taken = [slots.acquire(blocking=False) for _ in range(views.CHILD_SLOTS)]
     try:
         answer = render(client, bot="ops", sample="firing", template=PASTED_TEXT)
         assert answer.status_code == 503 and answer.get_json()["kind"] == "busy"
@@ -257,10 +258,10 @@ def test_pasted_renders_beyond_the_free_slots_wait_then_get_503(app, client, mon
 
 
 def test_input_over_the_caps_is_refused_with_413(client):
-    big = '{"msg_type": "text", "content": {"text": "' + "x" * preview.TEMPLATE_MAX_BYTES + '"}}'
+    big = '{"msg_type": "text", "content": {"text": "' + "x" * views.TEMPLATE_MAX_BYTES + '"}}'
     answer = render(client, bot="ops", sample="firing", template=big)
     assert answer.status_code == 413 and "over 65536 bytes" in answer.get_json()["error"]
-    huge = {"bot": "ops", "payload": {"alerts": ["y" * preview.REQUEST_MAX_BYTES]}}
+    huge = {"bot": "ops", "payload": {"alerts": ["y" * views.REQUEST_MAX_BYTES]}}
     answer = client.post("/preview/render", data=json.dumps(huge), content_type="application/json")
     assert answer.status_code == 413 and answer.get_json()["kind"] == "request"
 
@@ -416,9 +417,9 @@ class Page:
     def __init__(self, driver):
         from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import Select, WebDriverWait
+        from selenium.webdriver.support.ui import Select
 
-        self.driver, self.by, self.select_class, self.wait_class = driver, By, Select, WebDriverWait
+        self.driver, self.by, self.select_class = driver, By, Select
         self.redrawn = StaleElementReferenceException  # a render replaced what a check was reading
 
     def all(self, css: str, within=None) -> list:
@@ -428,8 +429,12 @@ class Page:
         return (within or self.driver).find_element(self.by.CSS_SELECTOR, css)
 
     def until(self, check, what: str):
-        wait = self.wait_class(self.driver, 15, poll_frequency=0.1, ignored_exceptions=(self.redrawn,))
-        return wait.until(lambda _: check(), message=what)
+        def attempt():
+            try:
+                return check()
+            except self.redrawn:
+                return None      # read again, from what the render put there
+        return eventually(attempt, 15, what, step=0.1)
 
     def choose(self, select_id: str, value: str) -> None:
         self.select_class(self.one(f"#{select_id}")).select_by_value(value)

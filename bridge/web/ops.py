@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
+from ..errors import ConfigError
+from ..reload import generation_path, request_reload
 from . import auth
-from .errors import ConfigError
-from .reload import generation_path, request_reload
+from .state import bridge, runtime
 
 blueprint = Blueprint("ops", __name__)
 
@@ -14,10 +15,10 @@ blueprint = Blueprint("ops", __name__)
 @blueprint.before_request
 def authenticate() -> Response | None:
     # Off by default, so that kubelet probes and Prometheus scrapes need no credentials.
-    bridge = current_app.extensions["bridge"]
-    if not bridge.config.auth.protect_operations:
+    config = runtime().config
+    if not config.auth.protect_operations:
         return None
-    return auth.require(bridge.config.auth, request, bridge.log)
+    return auth.require(config.auth, request, bridge().log)
 
 
 @blueprint.get("/-/healthy")
@@ -27,17 +28,15 @@ def healthy() -> Response:
 
 @blueprint.get("/-/ready")
 def ready() -> tuple[Response, int] | Response:
-    bridge = current_app.extensions.get("bridge")
-    if bridge is None:
-        return jsonify(status="not ready", reason="no configuration loaded"), 503
-    problem = bridge.delivery.outbox.writable_problem()
+    services = bridge().services
+    problem = services.store.writable_problem()
     if problem is not None:
         return jsonify(status="not ready", reason=f"outbox not writable: {problem}"), 503
-    stopped = bridge.delivery.problems()
+    stopped = services.delivery.problems()
     if stopped:
         reason = "; ".join(f"bot {name} stopped: {why}" for name, why in sorted(stopped.items()))
         return jsonify(status="not ready", reason=reason, stopped_bots=sorted(stopped)), 503
-    return jsonify(status="ready", bots=list(bridge.config.bots))
+    return jsonify(status="ready", bots=list(runtime().config.bots))
 
 
 @blueprint.post("/-/reload")
@@ -47,13 +46,12 @@ def reload() -> tuple[Response, int] | Response:
     500 with every problem on failure (Prometheus answers a failed reload with 500
     too); the running configuration stays.
     """
-    bridge = current_app.extensions["bridge"]
     try:
-        config = bridge.reload()
+        config = bridge().reload()
     except ConfigError as exc:  # already logged by reload()
         return jsonify(error="reload failed; the running configuration stays", problems=exc.problems), 500
     request_reload(generation_path(config.storage.path))
-    bridge.watcher.acknowledge(config.file_signature)
+    bridge().watcher.acknowledge(config.file_signature)
     return jsonify(status="reloaded", bots=list(config.bots))
 
 
@@ -61,4 +59,4 @@ def reload() -> tuple[Response, int] | Response:
 def metrics() -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    return Response(current_app.extensions["bridge"].metrics.scrape(), content_type=CONTENT_TYPE_LATEST)
+    return Response(bridge().metrics.scrape(), content_type=CONTENT_TYPE_LATEST)

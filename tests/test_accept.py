@@ -1,6 +1,7 @@
-"""The pipeline between a parsed notification and Feishu cards: which alerts each bot's
-message holds (routing, send_resolved), that accepting stores without rendering, and that
-rendering at send time gives each alert the mentions its bot and routes ask for."""
+"""From a parsed notification to Feishu cards: which alerts each bot's message holds
+(bridge.accept: routing, send_resolved), that accepting stores without rendering and then
+wakes the senders, and that composing at send time (bridge.compose) gives each alert the
+mentions its bot and routes ask for."""
 
 from __future__ import annotations
 
@@ -9,40 +10,53 @@ import logging
 import textwrap
 from pathlib import Path
 
+from bridge.accept import Accept
+from bridge.compose import Compose
 from bridge.config import loads
+from bridge.mentions import MentionResolver
 from bridge.model import Mention
-from bridge.outbox import Head
-from bridge.pipeline import Pipeline
 from bridge.sources import parse
+from bridge.store.records import Head, Stored
 
 FIXTURES = Path(__file__).parent / "fixtures" / "alertmanager"
-LOG = logging.getLogger("bridge.test-pipeline")
+LOG = logging.getLogger("bridge.test-accept")
 # Two alerts of one group: HighCPU on node-1 resolved, on node-2 still firing (Alertmanager 0.25).
 MIXED = (FIXTURES / "am025-mixed-resolved-firing.json").read_bytes()
 
 
 class Recorder:
-    """Stands in for delivery (what accept stores) and for the renderer (what it is given)."""
+    """Stands in for the outbox (what accept stores), the senders (woken) and the renderer
+    (what it is given)."""
 
     def __init__(self):
-        self.stored, self.rendered = [], []
+        self.stored, self.rendered, self.wakes = [], [], 0
 
-    def enqueue(self, messages):
+    def store(self, messages, *, dedupe_window, coalesce):
         self.stored.extend(messages)
-        return set()
+        return Stored(ids=list(range(len(self.stored) - len(messages) + 1, len(self.stored) + 1)))
+
+    def wake(self):
+        self.wakes += 1
 
     def render(self, notification, bot):
         self.rendered.append((bot.name, notification))
         return [{"msg_type": "text", "content": {"text": "card"}}]
 
 
-def pipeline(config_text: str) -> tuple[Pipeline, Recorder]:
-    config = loads(textwrap.dedent(config_text), env={})
-    recorder = Recorder()
-    return Pipeline(config, recorder, recorder, LOG), recorder
+class Services:
+    def __init__(self, config_text: str):
+        self.config = loads(textwrap.dedent(config_text), env={})
+        self.recorder = Recorder()
+        self.accept = Accept(self.config, self.recorder, self.recorder.wake, LOG)
+        self.compose = Compose(self.config, self.recorder, MentionResolver(self.config.users, LOG))
 
 
-def accept(p: Pipeline, raw: bytes = MIXED, only_bot: str | None = None):
+def services(config_text: str) -> tuple[Services, Recorder]:
+    made = Services(config_text)
+    return made, made.recorder
+
+
+def accept(p: Services, raw: bytes = MIXED, only_bot: str | None = None):
     return p.accept(parse("alertmanager", json.loads(raw)), raw, only_bot=only_bot)
 
 
@@ -56,17 +70,18 @@ def head(message) -> Head:
                 alerts=message.alerts, routed=message.routed, bodies=None, sent=0, attempts=0, created=0.0)
 
 
-def test_accepting_stores_the_body_as_received_and_renders_nothing():
-    p, recorder = pipeline("bots: [{name: ops}, {name: db}]\nroute: {bots: [ops, db]}\n")
+def test_accepting_stores_the_body_as_received_renders_nothing_and_wakes_the_senders():
+    p, recorder = services("bots: [{name: ops}, {name: db}]\nroute: {bots: [ops, db]}\n")
     accepted = accept(p)
     assert accepted.as_json() == {"status": "accepted", "alerts": 2, "messages": {"ops": 1, "db": 1},
                                   "routed": {"ops": 2, "db": 2}}
     assert [m.bot for m in recorder.stored] == ["ops", "db"] and recorder.rendered == []
     assert all(m.payload == MIXED and m.alerts is None for m in recorder.stored)
+    assert recorder.wakes == 1
 
 
 def test_send_resolved_false_on_a_bot_drops_its_resolved_alerts_only():
-    p, recorder = pipeline("""
+    p, recorder = services("""
         bots: [{name: ops}, {name: quiet, send_resolved: false}]
         route: {bots: [ops, quiet]}
         """)
@@ -77,7 +92,7 @@ def test_send_resolved_false_on_a_bot_drops_its_resolved_alerts_only():
 
 
 def test_send_resolved_false_on_a_route_and_a_group_that_is_all_resolved_sends_nothing():
-    p, recorder = pipeline("""
+    p, recorder = services("""
         bots: [{name: ops}, {name: db}]
         route:
           bots: [ops]
@@ -96,7 +111,7 @@ def test_send_resolved_false_on_a_route_and_a_group_that_is_all_resolved_sends_n
 
 
 def test_rendering_gives_each_alert_the_mentions_of_its_bot_and_routes():
-    p, recorder = pipeline("""
+    p, recorder = services("""
         users: {alice: ou_alice1, bob: ou_bob2}
         bots: [{name: ops, mentions: {users: [alice]}}]
         route:
@@ -106,7 +121,7 @@ def test_rendering_gives_each_alert_the_mentions_of_its_bot_and_routes():
         """)
     accept(p)
     (message,) = recorder.stored
-    p.render_stored(p.config.bots["ops"], head(message))
+    p.compose.render_stored(p.config.bots["ops"], head(message))
     (bot, notification), = recorder.rendered
     by_instance = {a.labels["instance"].split(":")[0]: a.mentions for a in notification.alerts}
     # node-1 is resolved: mention_on defaults to firing, so it pings nobody.
@@ -114,7 +129,7 @@ def test_rendering_gives_each_alert_the_mentions_of_its_bot_and_routes():
 
 
 def test_a_message_posted_to_a_bot_directly_gets_only_the_bots_mentions():
-    p, recorder = pipeline("""
+    p, recorder = services("""
         users: {bob: ou_bob2}
         bots: [{name: ops}]
         route: {bots: [ops], mentions: {all: true}}
@@ -122,5 +137,20 @@ def test_a_message_posted_to_a_bot_directly_gets_only_the_bots_mentions():
     accept(p, only_bot="ops")
     (message,) = recorder.stored
     assert message.routed is False
-    p.render_stored(p.config.bots["ops"], head(message))
+    p.compose.render_stored(p.config.bots["ops"], head(message))
     assert all(a.mentions == () for a in recorder.rendered[0][1].alerts)
+
+
+def test_the_same_notification_again_is_stored_once_counted_as_a_duplicate_and_wakes_no_one(tmp_path):
+    from bridge.metrics import Metrics
+    from bridge.outbox import Outbox
+
+    config = loads("bots: [{name: ops}]\nroute: {bots: [ops]}\n", env={})
+    recorder, metrics, outbox = Recorder(), Metrics(), Outbox(tmp_path / "outbox.db")
+    accept_ = Accept(config, outbox, recorder.wake, LOG, metrics)
+    notification = parse("alertmanager", json.loads(MIXED))
+    assert accept_(notification, MIXED).as_json()["messages"] == {"ops": 1}
+    assert accept_(notification, MIXED).as_json()["messages"] == {"ops": 0}   # an Alertmanager retry
+    assert recorder.wakes == 1 and len(outbox.list()) == 1
+    assert 'feishu_bridge_duplicates_dropped_total{bot="ops"} 1.0' in metrics.scrape().decode()
+    outbox.close()

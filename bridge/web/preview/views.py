@@ -1,7 +1,7 @@
 """The template preview: a page where a template author picks a bot (or pastes a template)
 and a sample payload, and sees the messages Feishu would get, with each one's size.
 
-    GET  /preview                   the page (bridge/preview_assets/index.html)
+    GET  /preview                   the page (bridge/web/preview/assets/index.html)
     GET  /preview/assets/<file>     its script and style sheet: nothing from outside
     GET  /preview/options           the bots (name, template), templates, samples and limits
     GET  /preview/templates/<name>  a template's source, to start a pasted one from
@@ -10,57 +10,43 @@ and a sample payload, and sees the messages Feishu would get, with each one's si
 
 Off (404, as for any unknown path) with `preview.enabled: false`; behind the inbound auth
 when that is on. A render sees a bot as its name and keywords only, so no answer can hold a
-webhook URL, secret or proxy.
-
-A pasted template is untrusted code. It is compiled in the renderer's own sandbox, but in a
-child process with CPU, memory and wall-clock limits: the sandbox stops it reaching out,
-not looping for ever (`range` caps one loop, not nested ones) or building a string of a
-gigabyte, and those must cost the child, not a worker. Templates from the configuration
-render in process, as the pipeline renders them.
+webhook URL, secret or proxy. A pasted template renders in a child process (sandbox.py).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import subprocess
-import sys
 import threading
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import NotFound
 
-from . import auth, samples, sources
-from .config import Bot, Config
-from .errors import ConfigError, PayloadError, TemplateError
-from .feishu import encode_body
-from .limits import BODY_LIMIT_BYTES, BUDGET_BYTES, MAX_COMPONENTS, SIGNATURE_OVERHEAD
-from .mentions import MentionResolver
-from .model import Mention, Notification
-from .render import Renderer, count_components
-from .template_files import TEMPLATE_SUFFIX, shipped_templates_dir, template_names
+from ... import samples, sources
+from ...accept import UnknownBot, decode_json, find_bot
+from ...config import Config
+from ...errors import PayloadError
+from ...limits import encode_body
+from ...limits import BODY_LIMIT_BYTES, BUDGET_BYTES, MAX_COMPONENTS, SIGNATURE_OVERHEAD
+from ...mentions import MentionResolver
+from ...render import count_components
+from ...template_files import TEMPLATE_SUFFIX, shipped_templates_dir, template_names
+from .. import auth
+from ..state import bridge, runtime
+from . import sandbox
+from .sandbox import PASTED, Job
 
-blueprint = Blueprint("preview", __name__, static_folder="preview_assets", static_url_path="/preview/assets")
+blueprint = Blueprint("preview", __name__, static_folder="assets", static_url_path="/preview/assets")
 
 # The shipped default template is about 5 KB; a pasted one may be several times that.
 TEMPLATE_MAX_BYTES = 64 * 1024
 # A whole render request, pasted payload included: an Alertmanager group of about a
 # thousand alerts. Lower when server.max_body_bytes is.
 REQUEST_MAX_BYTES = 1024 * 1024
-# A pasted template's child process. A render of the 50-alert sample takes well under a
-# second of CPU, start-up included; an honest template never nears these.
-CHILD_CPU_SECONDS = 5
-CHILD_WALL_SECONDS = 10
-CHILD_MEMORY_BYTES = 512 * 1024 * 1024
 # Children running at once per worker process; more requests wait, then get 503.
 CHILD_SLOTS = 2
-# What a pasted template is called in errors. It ends in the template suffix so that the
-# renderer finds the template's own line in a traceback.
-PASTED = "<pasted>"
 SOURCE_CHOICES = ("auto",) + sources.SOURCES
 _REQUEST_KEYS = {"bot", "template", "sample", "payload", "source"}
 # The page loads only its own files; card links open in a new tab, which CSP leaves alone.
@@ -80,24 +66,6 @@ class Refused(Exception):
         self.status, self.kind, self.error, self.line = status, kind, error, line
 
 
-@dataclass(frozen=True)
-class Job:
-    """One render, in plain data: all a child process needs, and nothing secret."""
-
-    bot: str
-    keywords: tuple[str, ...]
-    template: str                  # a template's name; its text when pasted
-    pasted: bool
-    templates_dir: str | None
-    timezone: str
-    sample: str | None             # a name from samples.all_samples(), or None for ...
-    payload: Any                   # ... a decoded webhook body
-    source: str                    # alertmanager, grafana or auto
-    # Whom each alert pings on this bot, as (user_id, name) pairs: found from the config
-    # before rendering, since the child does not see the config.
-    mentions: tuple[tuple[tuple[str, str], ...], ...] = ()
-
-
 # --- the endpoints ---------------------------------------------------------------------
 
 
@@ -108,14 +76,10 @@ def _state(setup) -> None:
 
 @blueprint.before_request
 def guard() -> Response | None:
-    bridge = current_app.extensions["bridge"]
-    if not bridge.config.preview.enabled:
+    config = runtime().config
+    if not config.preview.enabled:
         raise NotFound()  # as for any unknown path: a disabled preview looks like none
-    refusal = auth.require(bridge.config.auth, request, bridge.log)
-    if refusal is not None and bridge.config.auth.basic_username is not None:
-        # A browser asks for a user name and password only when challenged with Basic.
-        refusal.headers["WWW-Authenticate"] = 'Basic realm="bridge"'
-    return refusal
+    return auth.require(config.auth, request, bridge().log, browser=True)
 
 
 @blueprint.after_request
@@ -136,7 +100,7 @@ def page() -> Response:
 
 @blueprint.get("/preview/options")
 def options() -> Response:
-    config = current_app.extensions["bridge"].config
+    config = runtime().config
     built = samples.all_samples()
     return jsonify(
         bots=[{"name": b.name, "template": b.template} for b in config.bots.values()],
@@ -150,7 +114,7 @@ def options() -> Response:
 @blueprint.get("/preview/templates/<name>")
 def template_source(name: str) -> Response:
     """The text of a configured or shipped template, as the renderer would load it."""
-    config = current_app.extensions["bridge"].config
+    config = runtime().config
     if name in template_names(config.templates_dir):  # never a path: the names are file stems
         for directory in (config.templates_dir, shipped_templates_dir()):
             path = directory / (name + TEMPLATE_SUFFIX) if directory else None
@@ -161,11 +125,10 @@ def template_source(name: str) -> Response:
 
 @blueprint.post("/preview/render")
 def render() -> Response:
-    bridge = current_app.extensions["bridge"]
-    config = bridge.config  # once: a reload may swap it meanwhile
+    config = runtime().config
     job = _job(config, _request_json(config))
-    job = replace(job, mentions=_mentions(config, bridge.log, job))
-    result = _run_pasted(job) if job.pasted else outcome(job)
+    job = replace(job, mentions=_mentions(config, bridge().log, job))
+    result = _run_pasted(job) if job.pasted else sandbox.outcome(job)
     if "error" in result:
         raise Refused(400, result["kind"], result["error"], result.get("line"))
     answer = {"bot": job.bot, "template": PASTED if job.pasted else job.template, "alerts": result["alerts"],
@@ -197,12 +160,10 @@ def _request_json(config: Config) -> Any:
 
 def _decode(raw: bytes | str, kind: str) -> Any:
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise Refused(400, kind, "not UTF-8 encoded JSON") from None
-    except json.JSONDecodeError as exc:
+        return decode_json(raw)
+    except PayloadError as exc:
         what = "the pasted payload is " if kind == "payload" else ""
-        raise Refused(400, kind, f"{what}malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise Refused(400, kind, f"{what}{exc}") from None
 
 
 def _job(config: Config, body: Any) -> Job:
@@ -211,10 +172,10 @@ def _job(config: Config, body: Any) -> Job:
     unknown = sorted(set(body) - _REQUEST_KEYS)
     if unknown:
         raise Refused(400, "request", f"unknown keys {unknown} (known: {', '.join(sorted(_REQUEST_KEYS))})")
-    name = body.get("bot")
-    if not isinstance(name, str) or name not in config.bots:
-        raise Refused(404, "request", f"unknown bot {name!r}: configured bots are {', '.join(config.bots)}")
-    bot = config.bots[name]
+    try:
+        bot = find_bot(config, body.get("bot"))
+    except UnknownBot as exc:
+        raise Refused(404, "request", str(exc)) from None
     template = body.get("template")
     if template is not None and not isinstance(template, str):
         raise Refused(400, "request", "template: expected the template's text, a string")
@@ -244,12 +205,12 @@ def _sample_or_payload(body: dict) -> tuple[str | None, Any]:
 
 
 def _mentions(config: Config, log, job: Job) -> tuple[tuple[tuple[str, str], ...], ...]:
-    """Whom each alert pings on the bot, found as the pipeline finds it: from the bot's
+    """Whom each alert pings on the bot, found as the senders find it: from the bot's
     settings and those of the routes that send the alert to it."""
     try:
-        notification = _notification(job)
+        notification = sandbox.notification_of(job)
     except PayloadError as exc:
-        raise Refused(400, "payload", f"not a valid {_source(job)} payload: {exc}") from None
+        raise Refused(400, "payload", f"not a valid {sandbox.source_of(job)} payload: {exc}") from None
     bot, resolver = config.bots[job.bot], MentionResolver(config.users, log)
     return tuple(
         tuple((m.user_id, m.name) for m in resolver.for_routed(alert, bot, config.route))
@@ -263,110 +224,12 @@ def _measured(message: dict) -> dict:
     return {"body": message, "bytes": len(encode_body(message)), "components": count_components(card)}
 
 
-# --- rendering (in process, or in the child for a pasted template) ---------------------
-
-
-def outcome(job: Job) -> dict:
-    """The messages for a job, or the error that stopped them, as plain data."""
-    try:
-        notification = _with_mentions(_notification(job), job.mentions)
-        renderer = _renderer(job)
-        bot = Bot(name=job.bot, keywords=tuple(job.keywords), template=PASTED if job.pasted else job.template)
-        return {"messages": renderer.render_strict(notification, bot), "alerts": len(notification.alerts)}
-    except PayloadError as exc:
-        return {"kind": "payload", "error": f"not a valid {_source(job)} payload: {exc}"}
-    except TemplateError as exc:
-        short = " (more memory than the preview allows)" if isinstance(exc.__cause__, MemoryError) else ""
-        return {"kind": "template", "error": str(exc) + short, "line": exc.line}
-    except ConfigError as exc:  # a configured template that no longer compiles on disk
-        return {"kind": "template", "error": "; ".join(exc.problems)}
-
-
-def _notification(job: Job) -> Notification:
-    if job.sample is not None:
-        return samples.all_samples()[job.sample]
-    return sources.parse(_source(job), job.payload)
-
-
-def _with_mentions(notification: Notification, mentions: tuple) -> Notification:
-    if not any(mentions):
-        return notification
-    alerts = tuple(replace(alert, mentions=tuple(Mention(user_id, name) for user_id, name in found))
-                   for alert, found in zip(notification.alerts, mentions))
-    return replace(notification, alerts=alerts)
-
-
-def _source(job: Job) -> str:
-    return job.source if job.source != "auto" else sources.guess(job.payload)
-
-
-def _renderer(job: Job) -> Renderer:
-    directory = Path(job.templates_dir) if job.templates_dir else None
-    zone = ZoneInfo(job.timezone)
-    renderer = Renderer(directory, zone)
-    return renderer.with_template(PASTED, job.template) if job.pasted else renderer
-
-
-# --- the child process -----------------------------------------------------------------
-
-
 def _run_pasted(job: Job) -> dict:
-    """outcome(job) computed by a fresh interpreter under resource limits."""
+    """sandbox.in_child(job), in one of this worker's CHILD_SLOTS."""
     slots: threading.BoundedSemaphore = current_app.extensions["preview"]
-    if not slots.acquire(timeout=CHILD_WALL_SECONDS):
+    if not slots.acquire(timeout=sandbox.CHILD_WALL_SECONDS):
         raise Refused(503, "busy", "the preview is rendering other pasted templates; try again shortly")
     try:
-        return _child(job)
+        return sandbox.in_child(job)
     finally:
         slots.release()
-
-
-def _child(job: Job) -> dict:
-    root = str(Path(__file__).resolve().parent.parent)  # this very package, installed or not
-    order = {"job": asdict(job), "cpu_seconds": CHILD_CPU_SECONDS, "memory_bytes": CHILD_MEMORY_BYTES}
-    stopped = (f"the pasted template was stopped: it needed more than {CHILD_CPU_SECONDS} s of CPU, "
-               f"{CHILD_WALL_SECONDS} s in all or {CHILD_MEMORY_BYTES // 2**20} MiB of memory "
-               "(a loop that never ends?)")
-    try:
-        done = subprocess.run(
-            # -I: no environment variables, user site or working directory steer the child.
-            [sys.executable, "-I", "-X", "utf8", "-c",
-             "import sys; sys.path.insert(0, sys.argv[1]); from bridge.preview import child_main; child_main()", root],
-            input=json.dumps(order, ensure_ascii=False).encode("utf-8"), capture_output=True,
-            timeout=CHILD_WALL_SECONDS, env={}, close_fds=True,
-        )
-    except subprocess.TimeoutExpired:
-        return {"kind": "template", "error": stopped}
-    if done.returncode < 0:  # SIGXCPU, or SIGKILL
-        return {"kind": "template", "error": stopped}
-    try:
-        result = json.loads(done.stdout)
-    except ValueError:
-        result = None
-    if done.returncode != 0 or not isinstance(result, dict):
-        raise RuntimeError(f"the preview's child process failed ({done.returncode}): "
-                           f"{done.stderr.decode('utf-8', 'replace')[-2000:]}")
-    return result
-
-
-def child_main() -> None:
-    """The child's side: limits first, then the job from stdin, the outcome to stdout."""
-    import resource
-
-    def lower(kind: int, soft: int, hard: int) -> None:
-        # Never above a hard limit the worker already has: raising it is not allowed.
-        ceiling = resource.getrlimit(kind)[1]
-        if ceiling != resource.RLIM_INFINITY:
-            soft, hard = min(soft, ceiling), min(hard, ceiling)
-        resource.setrlimit(kind, (soft, hard))
-
-    order = json.loads(sys.stdin.buffer.read())
-    cpu, memory = order["cpu_seconds"], order["memory_bytes"]
-    lower(resource.RLIMIT_CPU, cpu, cpu + 1)     # SIGXCPU, then SIGKILL
-    lower(resource.RLIMIT_AS, memory, memory)    # MemoryError
-    job = order["job"]
-    try:
-        result = outcome(Job(**{**job, "keywords": tuple(job["keywords"])}))
-    except MemoryError:  # outside a render (which reports its own), e.g. compiling the template
-        result = {"kind": "template", "error": f"the pasted template needed more than {memory // 2**20} MiB of memory"}
-    sys.stdout.buffer.write(json.dumps(result, ensure_ascii=False).encode("utf-8"))

@@ -1,22 +1,22 @@
-"""Webhook endpoints: thin handlers. Parse at the edge, hand to the pipeline, answer."""
+"""Webhook endpoints: thin handlers. Parse at the edge, hand to the accept service, answer."""
 
 from __future__ import annotations
 
-import json
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import UnsupportedMediaType
 
-from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import NotFound, UnsupportedMediaType
-
-from . import auth, sources
-from .errors import PayloadError
+from .. import sources
+from ..accept import decode_json, find_bot
+from ..errors import PayloadError
+from . import auth
+from .state import bridge, runtime
 
 blueprint = Blueprint("webhooks", __name__)
 
 
 @blueprint.before_request
 def authenticate() -> Response | None:
-    bridge = current_app.extensions["bridge"]
-    return auth.require(bridge.config.auth, request, bridge.log, grafana=request.endpoint == "webhooks.grafana")
+    return auth.require(runtime().config.auth, request, bridge().log, grafana=request.endpoint == "webhooks.grafana")
 
 
 # The result label of feishu_bridge_notifications_received_total, by HTTP status.
@@ -29,7 +29,7 @@ def count_notification(response: Response) -> Response:
     source = (request.endpoint or "").rpartition(".")[2]
     if source in ("alertmanager", "grafana"):
         result = _RESULTS.get(response.status_code, "error")
-        current_app.extensions["bridge"].metrics.notification(source, result)
+        bridge().metrics.notification(source, result)
     return response
 
 
@@ -46,19 +46,19 @@ def grafana(bot: str | None) -> Response:
 
 
 def _accept(source: str, bot: str | None) -> Response:
-    bridge = current_app.extensions["bridge"]
-    if bot is not None and bot not in bridge.config.bots:
-        raise NotFound(f"unknown bot {bot!r}: configured bots are {', '.join(bridge.config.bots)}")
-    raw, document = _json_body()
-    notification = sources.parse(source, document)
-    accepted = bridge.pipeline.accept(notification, raw, only_bot=bot)
+    current = runtime()
+    if bot is not None:
+        find_bot(current.config, bot)   # 404 before the body is read
+    raw = _body()
+    notification = sources.parse(source, decode_json(raw))
+    accepted = current.accept(notification, raw, only_bot=bot)
     for name, alerts in accepted.routed.items():
-        bridge.metrics.routed(name, alerts)
+        bridge().metrics.routed(name, alerts)
     return jsonify(accepted.as_json())
 
 
-def _json_body() -> tuple[bytes, object]:
-    """The body as received (stored as it is) and its JSON."""
+def _body() -> bytes:
+    """The body as received (stored as it is)."""
     if not request.is_json:
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
@@ -69,9 +69,4 @@ def _json_body() -> tuple[bytes, object]:
         # does not check): what arrived may be valid JSON, yet it is not what was sent.
         raise PayloadError(f"the body ended after {len(raw)} of the {announced} bytes its Content-Length "
                            "announced (the client closed the connection early)")
-    try:
-        return raw, json.loads(raw)
-    except UnicodeDecodeError:
-        raise PayloadError("body is not UTF-8 encoded JSON") from None
-    except json.JSONDecodeError as exc:
-        raise PayloadError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return raw

@@ -1,0 +1,193 @@
+"""Accepting (in the HTTP handler): from a parsed notification to stored messages.
+
+Route each alert to its bots and store one message per bot: the payload as received and
+which of its alerts are the bot's. Nothing is rendered here (that is bridge.compose, at
+send time), so accepting costs the same for a 1-card and a 40-card group. Once the
+messages are committed, `wake()` tells this process's senders (bridge.delivery) that
+there is something to send; senders in other processes notice the store change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
+
+from .config import Bot, Config, DeliveryConfig
+from .errors import BridgeError, PayloadError
+from .mentions import sends_resolved
+from .model import Alert, Notification, fingerprint
+from .outbox import Outbox  # MERGE-SHIM: `from .store import Outbox`, the Protocol, once the store lands
+from .routing import Route, routes_by_bot
+from .store.records import OutgoingMessage, Stored
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+
+class UnknownBot(BridgeError):
+    """A request names a bot the configuration does not have (HTTP 404, or the CLI's one line)."""
+
+    def __init__(self, name: object, config: Config):
+        super().__init__(f"unknown bot {name!r}: configured bots are {', '.join(config.bots)}")
+
+
+def find_bot(config: Config, name: object) -> Bot:
+    """The configured bot called `name`; UnknownBot naming the ones there are otherwise."""
+    bot = config.bots.get(name) if isinstance(name, str) else None
+    if bot is None:
+        raise UnknownBot(name, config)
+    return bot
+
+
+def decode_json(raw: bytes | str) -> object:
+    """The JSON of a body as received (a webhook's, a preview request's, a payload file's);
+    PayloadError saying what is wrong with it, and where."""
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise PayloadError("not UTF-8 encoded JSON") from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def notification_identity(notification: Notification, alerts: list[Alert] | tuple[Alert, ...]) -> str:
+    """A digest of what makes a notification the same one again.
+
+    It leaves out what differs between the members of an Alertmanager HA pair (receiver,
+    external URL) and what templates add; it keeps the group, its status and each
+    alert's fingerprint, status, start and end (a firing alert's endsAt is zeroed at
+    each flush, protocols.md B.2, so it is the same on both members).
+    """
+    # Plain text rather than JSON: this runs for every webhook. Only the group key can
+    # hold any character, so it alone is quoted; the rows are hex, words and ISO times.
+    rows = sorted(f"{a.fingerprint or fingerprint(a.labels)} {a.status} {_iso(a.starts_at)} {_iso(a.ends_at)}"
+                  for a in alerts)
+    status = "firing" if any(a.is_firing for a in alerts) else "resolved"
+    head = json.dumps([notification.source, notification.group_key, status], ensure_ascii=False)
+    return hashlib.sha256("\n".join([head, *rows]).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _iso(moment) -> str:
+    return moment.isoformat() if moment is not None else ""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    alerts: int
+    routed: Mapping[str, int] = field(default_factory=dict)     # bot -> alerts routed to it
+    duplicates: frozenset[str] = frozenset()                    # bots that had it already
+
+    def as_json(self) -> dict:
+        # messages: per bot, 1 stored (it becomes one or more Feishu requests when sent), or
+        # 0 when the bot has had this very notification already (delivery.dedupe_window).
+        return {"status": "accepted", "alerts": self.alerts,
+                "messages": {bot: int(bot not in self.duplicates) for bot in self.routed},
+                "routed": dict(self.routed)}
+
+
+@dataclass(frozen=True)
+class Share:
+    """One bot's share of a notification: its alerts' indices and the routes that sent them."""
+
+    alerts: list[int] = field(default_factory=list)
+    routed: bool = True
+    # The routes that sent each alert to the bot, when routed here and now (rendering at
+    # once); None for a stored message, whose routes are found again when it is rendered.
+    routes: list[tuple[Route, ...]] | None = None
+
+
+def route_shares(config: Config, notification: Notification, only_bot: str | None = None) -> dict[str, Share]:
+    """Each bot's share of the alerts, in the notification's order.
+
+    With only_bot (the /alertmanager/<bot> endpoints) the route tree is skipped:
+    the sender has already routed.
+    """
+    bots, root = config.bots, config.route
+    shares: dict[str, Share] = {}
+    for i, alert in enumerate(notification.alerts):
+        matched = {only_bot: ()} if only_bot is not None else routes_by_bot(root, alert.labels)
+        for bot, routes in matched.items():
+            # send_resolved: false drops resolved alerts, not the message (as Alertmanager does).
+            if not alert.is_firing and not sends_resolved(bots[bot], routes):
+                continue
+            share = shares.get(bot)
+            if share is None:
+                share = shares[bot] = Share(routed=only_bot is None, routes=[])
+            share.alerts.append(i)
+            share.routes.append(routes)
+    return shares
+
+
+def outgoing(notification: Notification, payload: bytes, shares: Mapping[str, Share]) -> list[OutgoingMessage]:
+    """One message per bot: the payload as received and which of its alerts are the bot's."""
+    messages = []
+    for bot, share in shares.items():
+        alerts = [notification.alerts[i] for i in share.alerts]
+        everything = len(alerts) == len(notification.alerts)
+        messages.append(OutgoingMessage(
+            bot=bot, group_key=notification.group_key, source=notification.source,
+            identity=f"{notification_identity(notification, alerts)}:{bot}", payload=payload,
+            alerts=None if everything else tuple(share.alerts), routed=share.routed))
+    return messages
+
+
+def store_messages(outbox: Outbox, messages: Iterable[OutgoingMessage], settings: DeliveryConfig,
+                   log: logging.Logger, metrics: Metrics | None = None) -> Stored:
+    """Store the messages (all or none); raises StorageError when they could not be.
+    Logs and counts what deduplication and coalescing dropped."""
+    messages = list(messages)
+    if not messages:
+        return Stored()
+    stored = outbox.store(messages, dedupe_window=settings.dedupe_window, coalesce=settings.coalesce)
+    for m in stored.duplicates:
+        log.info("duplicate notification dropped (already stored within delivery.dedupe_window)",
+                 extra={"event": "duplicate", "bot": m.bot, "group_key": m.group_key})
+        _count(log, metrics, lambda m=m: metrics.duplicates.labels(m.bot).inc())
+    for message_id, bot, group_key in stored.superseded:
+        log.info("waiting message superseded by a newer one of its group",
+                 extra={"event": "superseded", "bot": bot, "group_key": group_key, "message_id": message_id})
+        _count(log, metrics, lambda bot=bot: metrics.superseded.labels(bot).inc())
+    return stored
+
+
+def _count(log: logging.Logger, metrics: Metrics | None, count: Callable[[], None]) -> None:
+    """Count, if there are metrics. The messages are stored by now: a failure to count is
+    logged, never answered as a failure to store (the sender would send it again)."""
+    if metrics is None:
+        return
+    try:
+        count()
+    except Exception:
+        log.exception("counting a metric failed", extra={"event": "metrics_failed"})
+
+
+class Accept:
+    """Route and store a parsed notification for one configuration (bootstrap.Runtime)."""
+
+    def __init__(self, config: Config, outbox: Outbox, wake: Callable[[], None], logger: logging.Logger,
+                 metrics: Metrics | None = None):
+        self.config = config
+        self.outbox = outbox
+        self.wake = wake
+        self.log = logger
+        self.metrics = metrics
+
+    def __call__(self, notification: Notification, payload: bytes, only_bot: str | None = None) -> Accepted:
+        """Route and store (no rendering: that happens at send time, once per message);
+        raises StorageError when the messages could not be stored."""
+        shares = route_shares(self.config, notification, only_bot)
+        stored = store_messages(self.outbox, outgoing(notification, payload, shares), self.config.delivery,
+                                self.log, self.metrics)
+        if stored.ids:
+            self.wake()
+        routed = {bot: len(share.alerts) for bot, share in shares.items()}
+        # Debug, not info: one line per webhook is the busiest line there would be, and what
+        # an operator follows is the message's own ("sent", "dry_run", "retry").
+        self.log.debug("accepted", extra={"event": "accepted", "source": notification.source,
+                                         "group_key": notification.group_key,
+                                         "alerts": len(notification.alerts), "bots": routed})
+        return Accepted(alerts=len(notification.alerts), routed=routed,
+                        duplicates=frozenset(m.bot for m in stored.duplicates))

@@ -1,0 +1,117 @@
+"""The composition root: from a Config, everything the app (bridge.web) and the CLI need.
+
+    Services (one per process, built once)     Runtime (one per configuration, swapped whole)
+      store     the outbox                        config
+      channel   the Feishu client                 accept   route -> store -> wake (bridge.accept)
+      metrics   optional                          compose  stored message -> cards (bridge.compose)
+      delivery  the senders (bridge.delivery)       with its Renderer and MentionResolver
+
+The senders compose each message when it is due, through `Services.render_stored`: the
+compose service of the runtime in force then. A reload builds a new Runtime and puts it
+in force with one attribute store, so whoever reads `services.runtime` once sees the old
+configuration or the new one, never half of each.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from .accept import Accept
+from .clock import SYSTEM_CLOCK, Clock
+from .compose import Compose
+from .config import Bot, Config
+from .delivery import Delivery
+from .notify.feishu import FeishuClient
+from .mentions import MentionResolver
+from .metrics import Metrics
+from .outbox import Outbox  # MERGE-SHIM: the Protocol from .store (annotations); _open_store builds the backend
+from .render import Renderer
+from .store.records import Head
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What depends on one configuration. Never changed: a reload builds another."""
+
+    config: Config
+    accept: Accept
+    compose: Compose
+
+
+def _open_store(config: Config, clock: Clock) -> Outbox:
+    # MERGE-SHIM: `open_store(config.storage, clock=clock)` from bridge.store replaces this body.
+    return Outbox(config.storage.path)
+
+
+def build_store(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> Outbox:
+    """The outbox of `storage:` (created on first use)."""
+    return _open_store(config, clock)
+
+
+def build_channel() -> FeishuClient:
+    """What sends a rendered message to a bot and says what happened."""
+    return FeishuClient()
+
+
+def build_renderer(config: Config, log: logging.Logger | None = None, metrics: Metrics | None = None) -> Renderer:
+    on_error: Callable[[str], None] | None = None
+    if metrics is not None:
+        def on_error(template: str) -> None:
+            metrics.render_errors.labels(template).inc()
+
+    return Renderer(config.templates_dir, config.timezone, log, on_error=on_error)
+
+
+def build_compose(config: Config, log: logging.Logger, metrics: Metrics | None = None) -> Compose:
+    return Compose(config, build_renderer(config, log, metrics), MentionResolver(config.users, log))
+
+
+def build_runtime(config: Config, *, store: Outbox, wake: Callable[[], None], log: logging.Logger,
+                  metrics: Metrics | None = None) -> Runtime:
+    """Raises ConfigError when a template of the configuration does not compile."""
+    return Runtime(config, Accept(config, store, wake, log, metrics), build_compose(config, log, metrics))
+
+
+class Services:
+    """One process's services, built from its first configuration; `runtime` is the
+    configuration in force (see the module doc)."""
+
+    def __init__(self, config: Config, *, store: Outbox, channel: FeishuClient, log: logging.Logger,
+                 metrics: Metrics | None = None, clock: Clock = SYSTEM_CLOCK):
+        self.store = store
+        self.channel = channel
+        self.log = log
+        self.metrics = metrics
+        self.clock = clock
+        self.delivery = Delivery(config, channel, log, outbox=store, render=self.render_stored,
+                                 metrics=metrics)  # MERGE-SHIM: and clock=clock, once Delivery takes it
+        # Set before anything can call render_stored: the senders start in start().
+        self.runtime = self.runtime_for(config)
+
+    def runtime_for(self, config: Config) -> Runtime:
+        """A runtime for `config` on this process's services; raises ConfigError."""
+        return build_runtime(config, store=self.store, wake=self.delivery.wake, log=self.log, metrics=self.metrics)
+
+    def use(self, runtime: Runtime) -> None:
+        """Put `runtime` in force: new requests and the next message composed use it."""
+        self.runtime = runtime
+        self.delivery.configure(runtime.config)   # new bots get a sender; changed URLs, secrets, limits apply
+
+    def render_stored(self, bot: Bot, message: Head) -> list[dict]:
+        """The cards of a stored message, by the runtime in force (Delivery's `render`)."""
+        runtime = self.runtime   # once: the bot and the templates from the same configuration
+        return runtime.compose.render_stored(runtime.config.bots.get(bot.name, bot), message)
+
+    def start(self) -> None:
+        self.delivery.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.delivery.stop(timeout=timeout)
+
+
+def build_services(config: Config, *, channel: FeishuClient | None = None, logger: logging.Logger | None = None,
+                   metrics: Metrics | None = None, clock: Clock = SYSTEM_CLOCK) -> Services:
+    return Services(config, store=build_store(config, clock=clock), channel=channel or build_channel(),
+                    log=logger or logging.getLogger("bridge"), metrics=metrics, clock=clock)
