@@ -340,8 +340,7 @@ def _send_holding(store, channel, bot, owner: str, message_id: int, card: dict):
 
 def _recorded(store, message_id: int):
     """The outcome of the test card's first attempt, once someone has recorded one; else None."""
-    from .notify.feishu.answers import OK
-    from .notify.outcome import Outcome, SendResult
+    from .notify.outcome import OK, Outcome, SendResult
     from .store.records import DEAD, SENDING, SENT
 
     # MERGE-SHIM: `store.entry(message_id)` once the store has it; list() shows only what
