@@ -16,6 +16,7 @@ from .delivery import Delivery
 from .errors import ConfigError, PayloadError, StorageError
 from .feishu import FeishuClient
 from .metrics import Metrics
+from .outbox import Outbox   # MERGE-SHIM: with the Delivery call below
 from .pipeline import Pipeline
 from .reload import Watcher, generation_path
 from .render import Renderer
@@ -104,6 +105,7 @@ def create_app(config: Config | None = None, *, client: FeishuClient | None = No
     # The delivery thread renders each message when it is due, with the pipeline of the
     # configuration in force then (a reload swaps bridge.pipeline).
     delivery = Delivery(config, client or FeishuClient(), log, metrics=metrics,
+                        outbox=Outbox(config.storage.path),   # MERGE-SHIM: bootstrap builds the store
                         render=lambda bot, message: bridge.pipeline.render_stored(bot, message))
     bridge = Bridge(config, delivery, log, metrics)
 
