@@ -66,7 +66,8 @@ class Metrics:
             "feishu_bridge_internal_errors_total",
             "Failures of the bridge itself, by where they happened (record_send: a message went out but "
             "recording that failed, so its bot stopped sending; sender, watcher: a step that failed and "
-            "is retried with backoff). Any increase needs a look at the log.", ["where"], registry=reg)
+            "is retried with backoff; render: rendering failed, not for an unreadable payload, and the "
+            "message is retried with backoff). Any increase needs a look at the log.", ["where"], registry=reg)
         self.render_errors = Counter(
             "feishu_bridge_render_errors_total", "Template failures (the bot got the fallback card).",
             ["template"], registry=reg)
@@ -100,8 +101,9 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def watch_outbox(self, probe: Callable[[], Iterable[tuple[str, int, float]]]) -> None:
-        """`probe()` yields (bot, depth, oldest_age_seconds), read from the outbox at scrape time."""
+    def watch_outbox(self, probe: Callable[[], Iterable[tuple[str, int, float]] | None]) -> None:
+        """`probe()` yields (bot, depth, oldest_age_seconds), read from the outbox at scrape
+        time, or returns None when the outbox could not be read."""
         self._outbox = _OutboxCollector(probe)
         if not multiprocess():
             self.registry.register(self._outbox)
@@ -118,9 +120,12 @@ class Metrics:
 
 class _OutboxCollector:
     """Outbox depth and age come from the shared store itself, so every worker reports the
-    same truth however many processes there are."""
+    same truth however many processes there are.
 
-    def __init__(self, probe: Callable[[], Iterable[tuple[str, int, float]]]):
+    When the outbox cannot be read there is no depth to report, and alerts on depth and
+    age would go quiet exactly when storage breaks: outbox_up says so instead."""
+
+    def __init__(self, probe: Callable[[], Iterable[tuple[str, int, float]] | None]):
         self._probe = probe
 
     def collect(self):
@@ -128,9 +133,14 @@ class _OutboxCollector:
                                   labels=["bot"])
         age = GaugeMetricFamily("feishu_bridge_outbox_oldest_age_seconds",
                                 "Age of the oldest message waiting, per bot (0 when none).", labels=["bot"])
-        for bot, count, oldest in self._probe():
+        rows = self._probe()
+        up = GaugeMetricFamily("feishu_bridge_outbox_up",
+                               "1 if this scrape could read the outbox, 0 if not (then depth and age are "
+                               "missing).", value=0 if rows is None else 1)
+        for bot, count, oldest in rows or ():
             depth.add_metric([bot], count)
             age.add_metric([bot], oldest)
+        yield up
         yield depth
         yield age
 

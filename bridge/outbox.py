@@ -70,6 +70,7 @@ LEASE_RENEW = 1.0
 # Send records needed: Feishu's longest window (60 s) plus slack.
 SENDS_KEPT = 65.0
 PRUNE_BATCH = 1000
+CHANGE_POLL = 0.025   # MERGE-SHIM: wait_for_change's poll step, replaced with it
 SCHEMA_VERSION = 2
 
 T = TypeVar("T")
@@ -149,6 +150,7 @@ class Outbox:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.conn = None
+            self._local.seen = None   # MERGE-SHIM: a new connection counts data_version afresh
             conn.close()
 
     @contextmanager
@@ -191,6 +193,21 @@ class Outbox:
     def data_version(self) -> int:
         """Changes whenever another connection commits: a cheap "anything new?"."""
         return self._read("PRAGMA data_version")[0][0]
+
+    # MERGE-SHIM: bridge.store.sqlite's SqliteOutbox.wait_for_change replaces this.
+    def wait_for_change(self, timeout: float) -> bool:
+        """True as soon as another connection has committed since this thread's previous
+        call (at once on its first), False after `timeout` seconds without."""
+        deadline = time.monotonic() + timeout
+        while True:
+            version = self.data_version()
+            if version != getattr(self._local, "seen", None):
+                self._local.seen = version
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, CHANGE_POLL))
 
     # -- accepting --------------------------------------------------------------------
     def store(self, messages: Iterable[OutgoingMessage], *, dedupe_window: float = 0.0,

@@ -1,46 +1,4 @@
-"""Per-bot send pacing: Feishu's sliding windows, and the backoff between retries.
+"""Moved to bridge.delivery.pacing (pacing and retry backoff belong to the sender)."""
 
-Pure functions over numbers; the outbox keeps the state (send times, the last delay)
-in SQLite so that every process, and a process that takes over a bot, sees the same.
-
-Why windows are measured from when a request *ended*: Feishu counts arrivals, which we
-cannot see. A request arrives after it started and before its answer came back, so
-spacing the start of a request one window after the *end* of the request `limit`
-places back keeps the arrivals spaced by at least the window, whatever the network
-delay was. Sends of one bot are sequential (one sender at a time), so this costs one
-round trip per window at most.
-"""
-
-from __future__ import annotations
-
-import random
-
-from .config import RateLimit
-
-SECOND = 1.0
-MINUTE = 60.0
-# Feishu's window edges are not documented and its clock is not ours; a hair of slack
-# keeps an arrival that lands exactly on the edge from counting in both windows.
-EDGE_SLACK = 0.01
-
-
-def next_allowed(recent_ends: list[float], limit: RateLimit, now: float) -> float:
-    """The earliest time the next request may start.
-
-    `recent_ends` are the end times of this bot's latest requests, newest first, at
-    least `limit.per_minute` of them when there are that many.
-    """
-    allowed = now
-    for count, window in ((limit.per_second, SECOND), (limit.per_minute, MINUTE)):
-        if len(recent_ends) >= count:
-            # With `count` requests already inside the window, the next one must wait until
-            # the oldest of them has left it.
-            allowed = max(allowed, recent_ends[count - 1] + window + EDGE_SLACK)
-    return allowed
-
-
-def backoff(previous: float, base: float, cap: float, rng: random.Random) -> float:
-    """The next retry delay: "decorrelated jitter" (AWS Architecture Blog, "Exponential
-    Backoff And Jitter", 2015): random between base and three times the last delay,
-    capped. Jitter spreads the retries of many bots after a shared outage."""
-    return min(cap, rng.uniform(base, max(base, previous * 3)))
+# MERGE-SHIM: old import path; the merge updates the importers and deletes this module.
+from .delivery.pacing import EDGE_SLACK, MINUTE, SECOND, backoff, next_allowed  # noqa: F401

@@ -10,7 +10,11 @@ reason, and a backlog after an outage showing each group's current state rather 
 history.
 
 Backoff is shortened (200 ms .. 1 s) and read_timeout is 1 s so that each scenario takes
-seconds; the rate-limit scenario needs a full minute, because Feishu's second window is one.
+seconds; the burst scenario shortens Feishu's minute to 6 s on both sides (the bridge and the
+fake), so that it needs seconds instead of minutes.
+
+"Nothing more arrives" is never shown by sleeping: once a bot's outbox depth is 0, every
+message stored for it was sent or given up on, so no further request can reach Feishu for it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from procs import BridgeProcess
+from support import eventually
+
+ROOT = Path(__file__).resolve().parents[1]
+# A directory whose sitecustomize.py shortens Feishu's minute window in a bridge process.
+SHORT_MINUTE = Path(__file__).parent / "support" / "short_minute"
 
 NO_PROXY = {"http": "", "https": ""}
 FAST_BACKOFF = {"backoff_base": "200ms", "backoff_cap": "1s"}
@@ -106,17 +115,6 @@ def first_seen(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def until(check: Callable[[], object], timeout: float, what: str | Callable[[], str]) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what() if callable(what) else what}")
-        time.sleep(0.05)
-
-
 def events(bridge: BridgeProcess, event: str) -> list[dict]:
     found = []
     for line in bridge.log().splitlines():
@@ -154,7 +152,23 @@ def scrape_once(bridge: BridgeProcess, sent: dict[str, int]) -> dict[tuple, floa
         return all(metric(found, "feishu_bridge_messages_total", bot=b, outcome="sent") >= n
                    for b, n in sent.items())
 
-    until(counted, 5, f"metrics counting the sends {sent}")
+    eventually(counted, 5, f"metrics counting the sends {sent}")
+    return found
+
+
+def drained(bridge: BridgeProcess, *bots: str) -> dict[tuple, float]:
+    """The metrics once nothing waits for any of `bots`: every message stored for them was
+    sent or given up on, so no further request can reach Feishu for them."""
+    found: dict[tuple, float] = {}
+
+    def empty() -> bool:
+        found.clear()
+        found.update(scrape(bridge))
+        return all(("feishu_bridge_outbox_depth", (("bot", b),)) in found
+                   and metric(found, "feishu_bridge_outbox_depth", bot=b) == 0 for b in bots)
+
+    eventually(empty, 15, lambda: f"nothing waiting for {bots}: depths "
+                                  f"{[(k, v) for k, v in found.items() if k[0] == 'feishu_bridge_outbox_depth']}")
     return found
 
 
@@ -169,16 +183,16 @@ def outbox_entries(config: Path, *flags: str) -> list[dict]:
     return [json.loads(line) for line in outbox(config, "list", "--json", *flags).splitlines() if line.strip()]
 
 
-def minimum_drain(count: int, per_second: int, per_minute: int) -> float:
+def minimum_drain(count: int, per_second: int, per_minute: int, minute: float = 60.0) -> float:
     """When the last of `count` messages can start at the earliest, the first at 0, with at most
-    `per_second` in any 1 s and `per_minute` in any 60 s (zero round trip)."""
+    `per_second` in any 1 s and `per_minute` in any `minute` s (zero round trip)."""
     starts: list[float] = []
     for k in range(count):
         t = 0.0
         if k >= per_second:
             t = max(t, starts[k - per_second] + 1.0)
         if k >= per_minute:
-            t = max(t, starts[k - per_minute] + 60.0)
+            t = max(t, starts[k - per_minute] + minute)
         starts.append(t)
     return starts[-1] if starts else 0.0
 
@@ -187,8 +201,8 @@ def minimum_drain(count: int, per_second: int, per_minute: int) -> float:
 def bridges(tmp_path: Path) -> Iterator[Callable[..., BridgeProcess]]:
     started: list[BridgeProcess] = []
 
-    def start(config: Path, workers: int = 2) -> BridgeProcess:
-        bridge = BridgeProcess(config, tmp_path / f"bridge-{len(started)}.log", workers=workers)
+    def start(config: Path, workers: int = 2, env: dict[str, str] | None = None) -> BridgeProcess:
+        bridge = BridgeProcess(config, tmp_path / f"bridge-{len(started)}.log", workers=workers, env=env)
         started.append(bridge)
         return bridge
 
@@ -211,14 +225,16 @@ def test_500s_resets_and_hangs_then_recovery_deliver_every_message_and_repeat_on
     posted = [f"Outage-{i:03d}" for i in range(12)]
     for name in posted[:6]:
         post(bridge, notification(name))
-    until(lambda: any("reset" in a.why for a in fake_feishu.attempts(token)), 10, "the fake resetting connections")
+    eventually(lambda: any("reset" in a.why for a in fake_feishu.attempts(token)), 10, "the fake resetting connections")
     for name in posted[6:]:  # accepted while Feishu is still failing
         post(bridge, notification(name))
 
-    until(lambda: set(posted) <= set(names(fake_feishu.received(token))), 20, "every message received")
-    time.sleep(HANG[1])  # a hung request still lands after its hang
-    got = Counter(names(fake_feishu.received(token)))
+    eventually(lambda: set(posted) <= set(names(fake_feishu.received(token))), 20, "every message received")
     values = scrape_once(bridge, {"ops": 12})
+    # 12 sent and 9 retried are every request the bridge made; a hung one lands at the fake
+    # when its hang ends, after the bridge gave up on it.
+    eventually(lambda: len(fake_feishu.attempts(token)) >= 21, 10, "the hung requests landing")
+    got = Counter(names(fake_feishu.received(token)))
     timeouts = Counter(group_name(e["group_key"]) for e in events(bridge, "retry") if e["reason"] == "timeout")
 
     assert first_seen(names(fake_feishu.received(token))) == posted, "messages out of order"
@@ -241,6 +257,7 @@ def test_500s_resets_and_hangs_then_recovery_deliver_every_message_and_repeat_on
     assert not any(k[0] == "feishu_bridge_dead_letters_total" for k in values)
     assert ("feishu_bridge_outbox_depth", (("bot", "ops"),)) in values
     assert metric(values, "feishu_bridge_outbox_depth", bot="ops") == 0
+    assert len(fake_feishu.attempts(token)) == 21
 
 
 # -- 2. rate-limit answers --------------------------------------------------------------------
@@ -295,8 +312,8 @@ def test_permanent_refusals_are_dead_letters_with_their_reason_and_outbox_retry_
         post(bridge, notification(name), "/alertmanager/ops")
     post(bridge, notification("Signed-000"), "/alertmanager/signed")  # a real 19021: the wrong secret
 
-    until(lambda: len(outbox_entries(config, "--dead")) == 6, 10, "6 dead letters")
-    time.sleep(1.5)  # longer than backoff_cap: a retry, if there were one, would have happened
+    eventually(lambda: len(outbox_entries(config, "--dead")) == 6, 10, "6 dead letters")
+    drained(bridge, "ops", "signed")  # dead letters are final: no retry can follow
     dead = outbox_entries(config, "--dead")
     assert len(fake_feishu.attempts(token)) == len(PERMANENT), "a permanent refusal was retried"
     assert len(fake_feishu.attempts(signed_token)) == 1, "a signature refusal was retried"
@@ -324,23 +341,25 @@ def test_permanent_refusals_are_dead_letters_with_their_reason_and_outbox_retry_
     config.write_text(config.read_text().replace(wrong, right))
     assert requests.post(f"{bridge.url}/-/reload", timeout=10, proxies=NO_PROXY).status_code == 200
     # /-/reload answers once its own worker has reloaded; the others follow within a second.
-    until(lambda: len({e["pid"] for e in events(bridge, "reloaded")[reloaded:]}) == 2, 5, "every worker reloaded")
+    eventually(lambda: len({e["pid"] for e in events(bridge, "reloaded")[reloaded:]}) == 2, 5,
+               "every worker reloaded")
     assert outbox(config, "retry", "--all-dead").strip() == "5 dead letters queued again"
     assert sorted(names(fake_feishu.wait_for(token, 5, timeout=10))) == posted
-    time.sleep(0.5)
+    drained(bridge, "ops")
     assert len(fake_feishu.received(token)) == 5 and len(fake_feishu.attempts(token)) == 10
     values = scrape_once(bridge, {"ops": 5})
     assert metric(values, "feishu_bridge_outbox_depth", bot="ops") == 0
-    until(lambda: fake_feishu.received(signed_token), 10,
-          lambda: "the signed bot's letter delivered after the secret was fixed, reloaded and the letter "
-                  f"re-queued; the fake saw {[(a.code, a.why) for a in fake_feishu.attempts(signed_token)]}: "
-                  "a second 19021 means the senders still sign with the secret from before /-/reload")
+    eventually(lambda: fake_feishu.received(signed_token), 10,
+               lambda: "the signed bot's letter delivered after the secret was fixed, reloaded and the letter "
+                       f"re-queued; the fake saw {[(a.code, a.why) for a in fake_feishu.attempts(signed_token)]}: "
+                       "a second 19021 means the senders still sign with the secret from before /-/reload")
     assert names(fake_feishu.received(signed_token)) == ["Signed-000"]
     assert outbox_entries(config, "--dead") == []
     assert metric(scrape_once(bridge, {"signed": 1}), "feishu_bridge_messages_total", bot="signed", outcome="sent") == 1
 
 
 # -- 4. kill -9 with a backlog -------------------------------------------------------------------
+@pytest.mark.slow
 def test_kill_9_with_hundreds_waiting_loses_nothing_after_a_restart(fake_feishu, tmp_path, bridges):
     # 300 messages over 5 bots: 60 each stay under the 100/min window, so the backlog drains
     # in ~12 s at 5/s instead of the 3 minutes 300 messages to one bot take.
@@ -370,11 +389,11 @@ def test_kill_9_with_hundreds_waiting_loses_nothing_after_a_restart(fake_feishu,
         stored = {group_name(e["group_key"]) for e in waiting if e["bot"] == name}
         assert set(groups) == stored | set(before[name]), f"{name}: a message neither sent nor stored at the kill"
 
-    bridges(config)  # the same config, the same outbox file
+    restarted = bridges(config)  # the same config, the same outbox file
     for name, token in tokens.items():
-        until(lambda: set(posted[name]) <= set(names(fake_feishu.received(token))), 40,
-              f"every message of {name} received after the restart")
-    time.sleep(0.5)
+        eventually(lambda: set(posted[name]) <= set(names(fake_feishu.received(token))), 40,
+                   f"every message of {name} received after the restart")
+    drained(restarted, *tokens)
     for name, token in tokens.items():
         got = Counter(names(fake_feishu.received(token)))
         duplicates = sum(n - 1 for n in got.values())
@@ -401,7 +420,7 @@ def test_a_repeated_notification_and_an_ha_pair_give_one_message_per_bot(fake_fe
 
     for token in tokens.values():
         fake_feishu.wait_for(token, 1, timeout=10)
-    time.sleep(1.0)  # at 5/s a second copy would have arrived by now
+    drained(bridge, *tokens)  # a second copy, had one been stored, would have been sent by now
     for name, token in tokens.items():
         assert names(fake_feishu.received(token)) == ["Paired-001"], f"bot {name}"
     values = scrape_once(bridge, {"a": 1, "b": 1})
@@ -411,15 +430,18 @@ def test_a_repeated_notification_and_an_ha_pair_give_one_message_per_bot(fake_fe
 
 
 # -- 6. a burst over several workers, within both windows ------------------------------------
+@pytest.mark.slow
 def test_a_burst_over_three_workers_keeps_both_windows_and_the_order(fake_feishu, tmp_path, bridges):
-    # The issue's burst, at Feishu's own limits (5/s, 100/min on the fake and the bot): 300
-    # messages take at least 139 s, the price of exercising the minute window three times
-    # over. The first 100 leave at 5/s; each later hundred waits for the minute to pass.
-    token, per_second, per_minute, count = "tok-burst-0d5e", 5, 100, 300
-    url = fake_feishu.add_bot(token, rate_per_second=per_second, rate_per_minute=per_minute)
+    # The issue's burst, in miniature: the minute window exercised three times over, at 5/s and
+    # 20 per "minute", with the minute 6 s long on the fake and in the bridge. 60 messages take
+    # at least 15 s (at 100/min and a real minute, 300 took 139 s). The first 20 leave at 5/s;
+    # each later twenty waits for the window to pass.
+    token, per_second, per_minute, count, minute = "tok-burst-0d5e", 5, 20, 60, 6.0
+    url = fake_feishu.add_bot(token, rate_per_second=per_second, rate_per_minute=per_minute, minute=minute)
     config = write_config(tmp_path, [bot("ops", url, rate_limit={"per_second": per_second,
                                                                  "per_minute": per_minute})])
-    bridge = bridges(config, workers=3)
+    path = os.pathsep.join([str(SHORT_MINUTE), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    bridge = bridges(config, workers=3, env={"PYTHONPATH": path, "FEISHU_BRIDGE_TEST_MINUTE": str(minute)})
     posted = [f"Burst-{i:03d}" for i in range(count)]
     began = time.monotonic()
     for name in posted:  # one at a time, so the commit order is the post order
@@ -427,7 +449,7 @@ def test_a_burst_over_three_workers_keeps_both_windows_and_the_order(fake_feishu
     accepting = {e["pid"] for e in events(bridge, "accepted")}
     assert len(accepting) >= 2, f"all {count} accepted by one worker: the burst did not go over several"
 
-    minimum = minimum_drain(count, per_second, per_minute)
+    minimum = minimum_drain(count, per_second, per_minute, minute)
     received = fake_feishu.wait_for(token, count, timeout=minimum * 1.5 + 5)
     drained = max(a.at for a in fake_feishu.attempts(token)) - began
     print(f"burst: {count} messages drained in {drained:.1f}s; minimum {minimum:.0f}s; "
@@ -448,7 +470,7 @@ def test_a_group_updated_during_an_outage_arrives_once_in_its_latest_state(fake_
     # The group that failed first is at the head of the queue, retried; a message in flight
     # is never superseded, so the updated group waits behind it and stays pending throughout.
     post(bridge, notification("Blocker-001"))
-    until(lambda: fake_feishu.attempts(token), 5, "the first failing attempt")
+    eventually(lambda: fake_feishu.attempts(token), 5, "the first failing attempt")
     states = [(1, 0), (2, 0), (3, 0), (2, 1), (0, 3)]  # (firing, resolved)
     for k, (firing, resolved) in enumerate(states, start=1):
         post(bridge, notification("Flapping-001", firing=firing, resolved=resolved, summary=f"state {k} of 5"))
@@ -459,8 +481,8 @@ def test_a_group_updated_during_an_outage_arrives_once_in_its_latest_state(fake_
     assert metric(values, "feishu_bridge_messages_superseded_total", bot="ops") == 4
     assert metric(values, "feishu_bridge_outbox_oldest_age_seconds", bot="ops") > 0
 
-    received = fake_feishu.wait_for(token, 2, timeout=15)
-    time.sleep(0.5)
+    fake_feishu.wait_for(token, 2, timeout=15)
+    drained(bridge, "ops")
     received = fake_feishu.received(token)
     assert names(received) == ["Blocker-001", "Flapping-001"]
     card = json.dumps(received[1], ensure_ascii=False)

@@ -25,8 +25,8 @@ import pytest
 import requests
 
 from procs import BridgeProcess
-from test_delivery_service import (NO_PROXY, SLOW, bot, events, metric, names, notification, post, scrape, until,
-                                   write_config)
+from support import eventually as until
+from test_delivery_service import NO_PROXY, SLOW, bot, events, metric, names, notification, post, scrape, write_config
 
 BOTS = {"storm-a": "tok-exit-a-5e1c", "storm-b": "tok-exit-b-93d0"}
 PER_BOT = 25
