@@ -308,7 +308,7 @@ def _send_holding(store, channel, bot, owner: str, message_id: int, card: dict):
     from .clock import SYSTEM_CLOCK
     from .notify.outcome import Outcome
     from .outbox import LEASE_RENEW, LEASE_TTL, LeaseLost
-    from .ratelimit import next_allowed
+    from .delivery.pacing import next_allowed
 
     try:
         while True:

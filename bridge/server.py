@@ -129,7 +129,7 @@ class _Server(BaseApplication):
                 self.cfg.set(key.lower(), value)
 
     def load(self):
-        from .app import create_app
+        from .web import create_app
 
         return create_app(load(self.config_path), logger=logging.getLogger("bridge"))
 

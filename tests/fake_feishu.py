@@ -455,7 +455,7 @@ def _check_signature(message: dict, secret: str, now: float) -> None:
         raise _Refused(200, SIGN_FAILED, f"timestamp {timestamp!r} is not a string of digits")
     if abs(now - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
         raise _Refused(200, SIGN_FAILED, f"timestamp {timestamp} is {now - int(timestamp):.0f} s old")
-    # Computed here from the guide's recipe, not with bridge.feishu.sign, so that a bug in
+    # Computed here from the guide's recipe, not with bridge.notify.feishu.sign, so that a bug in
     # the client's signing cannot be agreed with. The key uses the timestamp as sent.
     key = f"{timestamp}\n{secret}".encode()
     expected = b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()

@@ -19,7 +19,7 @@ import pytest
 from bridge import create_app
 from bridge.config import Config, loads
 from bridge.delivery import Delivery
-from bridge.feishu import FeishuClient
+from bridge.notify.feishu import FeishuClient
 from bridge.metrics import Metrics
 from bridge.outbox import PENDING, SENDING
 from bridge.secret import Secret

@@ -20,7 +20,7 @@ import pytest
 
 from bridge import create_app
 from bridge.config import Bot, PreviewConfig, loads
-from bridge.feishu import encode_body
+from bridge.limits import encode_body
 from bridge.limits import BUDGET_BYTES
 from bridge.render import Renderer
 from bridge.template_files import shipped_templates_dir

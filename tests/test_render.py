@@ -17,7 +17,9 @@ import pytest
 from bridge import samples
 from bridge.config import Bot
 from bridge.errors import ConfigError, TemplateError
-from bridge.feishu import FeishuClient, Outcome, encode_body
+from bridge.limits import encode_body
+from bridge.notify.feishu import FeishuClient
+from bridge.notify.outcome import Outcome
 from bridge.limits import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD
 from bridge.model import FIRING, RESOLVED, Alert, Mention, Notification, fingerprint
 from bridge.render import (

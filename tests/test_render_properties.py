@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings, strategies as st
 
 from bridge.config import Bot
-from bridge.feishu import encode_body
+from bridge.limits import encode_body
 from bridge.limits import BODY_LIMIT_BYTES, SIGNATURE_OVERHEAD
 from bridge.model import FIRING, RESOLVED, Alert, Mention, Notification, fingerprint
 from bridge.render import SHORTEN_STEPS, TRUNCATED, Renderer, safe_url

@@ -17,7 +17,7 @@ from bridge.config import Bot, DeliveryConfig, RateLimit
 from bridge.delivery.outcomes import Dead, Retry, Sent, decide
 from bridge.delivery.pacing import Windows, backoff, next_allowed
 from bridge.errors import StorageError
-from bridge.feishu import Outcome, SendResult
+from bridge.notify.outcome import Outcome, SendResult
 from bridge.metrics import Metrics
 from bridge.outbox import LEASE_TTL, PENDING, Outbox
 from bridge.store.records import Head

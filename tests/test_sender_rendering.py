@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from bridge.feishu import Outcome, SendResult
+from bridge.notify.outcome import Outcome, SendResult
 from bridge.metrics import Metrics
 from bridge.outbox import PENDING
 from support.clock import FakeClock

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable, Union
 from ..clock import Clock
 from ..config import Bot, DeliveryConfig
 from ..errors import PayloadError
-from ..feishu import Outcome, SendResult
+from ..notify.outcome import Outcome, SendResult
 from ..store.records import Head
 from .pacing import backoff
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
     from ..outbox import Outbox   # MERGE-SHIM: bridge.store.Outbox (the Protocol) replaces this import
 
-# Dead-letter and retry reasons of rendering (the others are the client's, bridge.feishu).
+# Dead-letter and retry reasons of rendering (the others are the channel's, bridge.notify.outcome).
 UNRENDERABLE = "unrenderable"     # the stored payload cannot be read by this version
 RENDER_ERROR = "render_error"     # rendering failed for another reason: a bug
 # What "a payload this version cannot read" looks like; anything else raised while

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Callable
 from ..clock import Clock
 from ..config import Bot, DeliveryConfig
 from ..errors import StorageError
-from ..feishu import UNEXPECTED_ANSWER, Outcome, SendResult
-from ..feishu import FeishuClient as Channel   # MERGE-SHIM: bridge.notify.Channel (the Protocol) replaces this
+from ..notify import Channel
+from ..notify.outcome import UNEXPECTED_ANSWER, Outcome, SendResult
 from ..outbox import LEASE_RENEW, LEASE_TTL
 from ..store.records import Head, LeaseLost
 from .outcomes import UNREADABLE, Counts, Outcomes, Unrecorded

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 from bridge.config import Bot, Config, DeliveryConfig, RateLimit, StorageConfig
 from bridge.delivery import Delivery, Next
 from bridge.errors import PayloadError
-from bridge.feishu import Outcome, SendResult
+from bridge.notify.outcome import Outcome, SendResult
 from bridge.metrics import Metrics
 from bridge.outbox import LEASE_TTL, Outbox
 from bridge.accept import store_messages
