@@ -1,0 +1,405 @@
+"""What every outbox backend must do, through bridge.store.Outbox alone (no SQL, no
+backend's attributes): what is stored, what is dropped as a duplicate or superseded, what
+a crashed or lapsed sender leaves behind, what `outbox list/retry` see, and the
+guarantees that must hold with several processes writing at once.
+
+Runs once per backend in conftest.BACKENDS; a new backend must pass it unchanged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from bridge.config import loads
+from bridge.pipeline import Pipeline
+from bridge.render import Renderer
+from bridge.sources import parse
+from bridge.store import LEASE_TTL, Outbox
+from bridge.store.records import DEAD, PENDING, SENDING, SENT, SUPERSEDED, LeaseLost, OutgoingMessage
+from outbox_messages import msg, payload_message
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+WINDOW = 600.0
+
+
+def state(outbox: Outbox, message_id: int) -> str | None:
+    entry = outbox.entry(message_id)
+    return None if entry is None else entry.state
+
+
+def test_the_backend_offers_every_operation_of_the_interface(outbox):
+    assert isinstance(outbox, Outbox)
+    assert outbox.describe()
+
+
+def test_stored_messages_are_committed_and_listed_without_secrets(outbox, connect):
+    stored = outbox.store([msg(1), msg(2, group="g2")])
+    assert len(stored.ids) == 2
+    # Another connection (another process) sees them: committed, not just buffered.
+    other = connect()
+    rows = other.list()
+    assert [(r.bot, r.group_key, r.state, r.attempts) for r in rows] == [("ops", "g1", PENDING, 0),
+                                                                         ("ops", "g2", PENDING, 0)]
+    assert other.list(dead=True) == [] and len(other.list(dead=False)) == 2
+    assert set(rows[0].as_dict()) == {"id", "bot", "group_key", "state", "part", "parts", "attempts", "created",
+                                      "next_attempt", "reason", "code", "detail"}
+    # The bodies kept are the unsigned messages, as the renderer made them.
+    head = other.head("ops")
+    assert head.id == stored.ids[0] and head.bodies == list(msg(1).bodies) and head.payload is None
+
+
+def test_an_entry_is_there_in_any_state_until_pruned(outbox, clock):
+    ids = outbox.store([msg(1), msg(2, group="g2")]).ids
+    assert outbox.entry(ids[0]) == outbox.list()[0]
+    assert outbox.entry(max(ids) + 1) is None
+    outbox.acquire("ops", "me")
+    outbox.mark_sent(ids[0], outbox.claim(ids[0], "ops", "me", record=True), "ops", "me", 200)
+    sent = outbox.entry(ids[0])
+    assert (sent.state, sent.reason, sent.code, sent.attempts) == (SENT, "ok", 200, 1)
+    assert [e.id for e in outbox.list()] == [ids[1]]
+    clock.step(10)
+    outbox.prune(clock.now())
+    assert outbox.entry(ids[0]) is None and state(outbox, ids[1]) == PENDING
+
+
+def test_the_same_identity_within_the_window_is_stored_once(outbox, clock):
+    first = outbox.store([msg(1, identity="abc:ops:1/1")], dedupe_window=WINDOW)
+    again = outbox.store([msg(1, identity="abc:ops:1/1")], dedupe_window=WINDOW)
+    assert len(first.ids) == 1 and again.ids == [] and len(again.duplicates) == 1
+    # Another bot with the same notification is not a duplicate.
+    assert len(outbox.store([msg(1, bot="db", identity="abc:db:1/1")], dedupe_window=WINDOW).ids) == 1
+    clock.step(WINDOW + 1)
+    assert len(outbox.store([msg(1, identity="abc:ops:1/1")], dedupe_window=WINDOW).ids) == 1
+    # No identity: never deduplicated.
+    assert len(outbox.store([msg(1)], dedupe_window=WINDOW).ids) == 1
+    assert len(outbox.store([msg(1)], dedupe_window=WINDOW).ids) == 1
+
+
+def test_a_sent_message_still_drops_its_duplicate_after_pruning(outbox, clock):
+    body = b'{"the": "webhook body"}'
+    (first,) = outbox.store([payload_message("ops", body, identity="n1")], dedupe_window=WINDOW).ids
+    outbox.acquire("ops", "me")
+    outbox.mark_sent(first, outbox.claim(first, "ops", "me", record=True), "ops", "me", 0)
+    clock.step(60)
+    outbox.prune(clock.now() - WINDOW)        # as the watcher does: the row is kept for dedupe
+    assert state(outbox, first) == SENT
+    assert outbox.store([payload_message("ops", body, identity="n1")], dedupe_window=WINDOW).ids == []
+
+
+def pipeline_messages(payload: dict) -> list[OutgoingMessage]:
+    config = loads("bots: [{name: ops}, {name: db}]\nroute: {bots: [ops, db]}\n", env={})
+
+    class Recorder:
+        def enqueue(self, messages):
+            self.messages = list(messages)
+            return set()
+
+    recorder = Recorder()
+    log = logging.getLogger("bridge.test")
+    raw = json.dumps(payload).encode()
+    Pipeline(config, Renderer(None, config.timezone, log), recorder, log).accept(parse("alertmanager", payload), raw)
+    return recorder.messages
+
+
+def test_an_alertmanager_ha_pair_produces_one_message_per_bot(outbox):
+    payload = json.loads((FIXTURES / "alertmanager" / "am025-mixed-resolved-firing.json").read_text())
+    twin = {**payload, "externalURL": "http://alertmanager-1.test:9093", "receiver": "feishu-b"}
+    first, second = pipeline_messages(payload), pipeline_messages(twin)
+    assert [m.payload for m in first] != [m.payload for m in second]  # the bodies differ (links) ...
+    assert len(outbox.store(first, dedupe_window=WINDOW).ids) == 2   # ... ops and db
+    assert outbox.store(second, dedupe_window=WINDOW).ids == []      # ... yet it is the same notification
+
+    # A new state of the group is not a duplicate: one alert has ended since.
+    later = json.loads(json.dumps(payload))
+    later["alerts"][1].update(status="resolved", endsAt="2026-01-01T00:00:00Z")
+    assert len(outbox.store(pipeline_messages(later), dedupe_window=WINDOW).ids) == 2
+
+
+def test_a_newer_message_of_a_group_supersedes_the_waiting_one(outbox):
+    old = outbox.store([msg(1, group="g1"), msg(2, group="g2"), msg(3, bot="db", group="g1")], coalesce=True)
+    new = outbox.store([msg(4, group="g1")], coalesce=True)
+    assert new.superseded == [(old.ids[0], "ops", "g1")]
+    assert [state(outbox, i) for i in (*old.ids, *new.ids)] == [SUPERSEDED, PENDING, PENDING, PENDING]
+    assert outbox.entry(old.ids[0]).reason == "superseded"
+
+
+def test_coalescing_off_keeps_every_message(outbox):
+    outbox.store([msg(1)], coalesce=False)
+    outbox.store([msg(2)], coalesce=False)
+    assert [r.state for r in outbox.list()] == [PENDING, PENDING]
+
+
+def test_a_message_with_some_parts_sent_is_superseded_by_a_newer_state(outbox):
+    (old,) = outbox.store([msg(1, parts=3)], coalesce=True).ids
+    outbox.acquire("ops", "me")
+    send = outbox.claim(old, "ops", "me", record=True)
+    assert outbox.mark_sent(old, send, "ops", "me", 0, last=False)
+    head = outbox.head("ops")
+    assert (head.id, head.part, head.parts) == (old, 2, 3)          # part 2 of 3 is next ...
+    new = outbox.store([msg(2, parts=2)], coalesce=True)
+    assert [s[0] for s in new.superseded] == [old]                  # ... but the group has moved on
+    head = outbox.head("ops")
+    assert (head.id, head.part, head.parts) == (new.ids[0], 1, 2)
+
+
+def test_a_message_in_flight_is_not_superseded(outbox):
+    first = outbox.store([msg(1)], coalesce=True).ids[0]
+    outbox.acquire("ops", "me")
+    assert outbox.claim(first, "ops", "me", record=True)
+    second = outbox.store([msg(2)], coalesce=True).ids[0]
+    assert state(outbox, first) == SENDING
+    # And a superseded message can no longer be claimed.
+    outbox.store([msg(3)], coalesce=True)
+    assert state(outbox, second) == SUPERSEDED
+    assert outbox.claim(second, "ops", "me", record=True) is None
+
+
+def test_a_dead_owners_in_flight_message_is_sent_again_by_the_next_holder(outbox, clock):
+    message_id = outbox.store([msg(1)]).ids[0]
+    outbox.acquire("ops", "worker-1")
+    outbox.claim(message_id, "ops", "worker-1", record=True)
+    assert outbox.head("ops") is None            # in flight: not offered again meanwhile
+    assert outbox.acquire("ops", "worker-2") is None   # worker-1 is alive (lease fresh)
+
+    clock.step(LEASE_TTL + 0.1)                   # kill -9: no more renewals
+    takeover = outbox.acquire("ops", "worker-2")
+    assert takeover is not None and takeover.previous == "worker-1" and takeover.requeued == 1
+    head = outbox.head("ops")
+    assert head is not None and head.id == message_id and head.attempts == 1
+    # The dead owner's open send record counts as ended now, so the limit still holds.
+    assert outbox.recent_ends("ops", 5) == [clock.now()]
+
+
+def test_a_lapsed_holder_can_neither_claim_nor_overwrite_the_new_holders_work(outbox, clock):
+    ids = outbox.store([msg(1), msg(2)]).ids
+    outbox.acquire("ops", "a")
+    send = outbox.claim(ids[0], "ops", "a", record=True)
+    clock.step(LEASE_TTL + 0.1)
+    outbox.acquire("ops", "b")
+    with pytest.raises(LeaseLost):
+        outbox.claim(ids[1], "ops", "a", record=True)
+    assert outbox.claim(ids[0], "ops", "b", record=True)
+    # a's late answer must not mark b's send done.
+    assert outbox.mark_sent(ids[0], send, "ops", "a", 0) is False
+    assert state(outbox, ids[0]) == SENDING
+
+
+def test_renewal_keeps_the_lease_and_release_frees_it(outbox, clock):
+    outbox.acquire("ops", "a")
+    for _ in range(3):
+        clock.step(LEASE_TTL - 1)
+        assert outbox.renew("a") == 1
+        assert outbox.acquire("ops", "b") is None
+    outbox.release("ops", "a")
+    assert outbox.acquire("ops", "b") is not None
+    assert outbox.bot_state("ops").owner == "b"
+
+
+def test_dead_letters_stay_listed_and_retry_requeues_them_with_a_fresh_age(outbox, clock):
+    ids = outbox.store([msg(1), msg(2), msg(3, group="g2")]).ids
+    outbox.acquire("ops", "me")
+    for message_id in ids[:2]:
+        send = outbox.claim(message_id, "ops", "me", record=True)
+        outbox.dead_letter(message_id, send, "ops", "me", reason="keyword_missing", code=19024, detail="Key Words")
+    dead = outbox.list(dead=True)
+    assert [(d.id, d.reason, d.code, d.attempts) for d in dead] == [(ids[0], "keyword_missing", 19024, 1),
+                                                                    (ids[1], "keyword_missing", 19024, 1)]
+    clock.step(100)
+    assert outbox.retry(ids[2]) == 0                   # not a dead letter
+    assert outbox.retry(ids[0]) == 1
+    assert outbox.retry(ids[0]) == 0                   # already queued again
+    again = outbox.entry(ids[0])
+    assert again.state == PENDING and again.attempts == 0 and again.created == clock.now()
+    # A retried message goes to the back of the queue, behind what waited meanwhile.
+    assert [r.id for r in outbox.list(dead=False)] == [ids[2], ids[0]]
+    assert outbox.retry_all_dead() == 1
+    assert outbox.list(dead=True) == []
+
+
+def test_prune_forgets_old_sent_messages_but_keeps_dead_letters(outbox, clock):
+    ids = outbox.store([msg(1), msg(2, group="g2"), msg(3, group="g3")]).ids
+    outbox.acquire("ops", "me")
+    outbox.mark_sent(ids[0], outbox.claim(ids[0], "ops", "me", record=True), "ops", "me", 0)
+    outbox.dead_letter(ids[1], outbox.claim(ids[1], "ops", "me", record=True), "ops", "me",
+                       reason="bad_token", code=19001, detail="")
+    clock.step(10)
+    assert outbox.prune(clock.now() - 5) == 1
+    assert [state(outbox, i) for i in ids] == [None, DEAD, PENDING]
+
+
+def test_depths_count_waiting_messages_and_their_age(outbox, clock):
+    outbox.store([msg(1), msg(2, group="g2"), msg(3, bot="db")])
+    clock.step(30)
+    outbox.store([msg(4, bot="db", group="g9")])
+    assert sorted(outbox.depths()) == [("db", 2, 30.0), ("ops", 2, 30.0)]
+
+
+def test_a_notification_for_several_bots_keeps_its_body_until_none_needs_it(outbox, clock):
+    body = b'{"the": "webhook body"}'
+    ids = outbox.store([payload_message("ops", body), payload_message("db", body)]).ids
+    head = outbox.head("db")
+    assert head.payload == body and head.bodies is None and head.parts == 0    # not rendered yet
+    assert [(e.part, e.parts) for e in outbox.list()] == [(1, 0), (1, 0)]
+
+    outbox.acquire("ops", "me")
+    assert outbox.set_bodies(ids[0], "ops", "me", [{"n": 1}, {"n": 2}])
+    head = outbox.head("ops")
+    assert head.payload is None and (head.part, head.parts) == (1, 2)
+    for part in (1, 2):
+        assert outbox.head("ops").part == part
+        outbox.mark_sent(ids[0], outbox.claim(ids[0], "ops", "me", record=True), "ops", "me", 0, last=part == 2)
+    clock.step(10)
+    outbox.prune(clock.now())
+    assert outbox.entry(ids[0]) is None
+    assert outbox.head("db").payload == body          # db's message still needs it
+
+
+def test_a_dead_letter_queued_again_is_rendered_again_even_after_pruning(outbox, clock):
+    (message_id,) = outbox.store([payload_message("ops", b"{}")]).ids
+    outbox.acquire("ops", "me")
+    outbox.set_bodies(message_id, "ops", "me", [{"keyword": "missing"}])
+    outbox.dead_letter(message_id, outbox.claim(message_id, "ops", "me", record=True), "ops", "me",
+                       reason="keyword_missing", code=19024, detail="")
+    clock.step(WINDOW * 2)
+    outbox.prune(clock.now())
+    assert outbox.retry(message_id) == 1
+    head = outbox.head("ops")
+    assert head.bodies is None and head.payload == b"{}"   # the fixed config renders it anew
+
+
+# -- several processes at once ------------------------------------------------------------
+# Each thread below opens the store on its own (`connect`): to the store, another process.
+
+def race(connect: Callable[[], Outbox], *actions: Callable[[Outbox], object]) -> list:
+    """Run each action on its own connection, in its own thread, released together."""
+    stores = [connect() for _ in actions]
+    gate = threading.Barrier(len(actions))
+    results: list = [None] * len(actions)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            gate.wait(timeout=10)
+            results[i] = actions[i](stores[i])
+        except BaseException as exc:   # reported in the test's thread
+            errors.append(exc)
+        finally:
+            stores[i].close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(actions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    return results
+
+
+def test_two_processes_racing_for_a_lapsed_lease_one_wins_and_only_it_requeues(outbox, connect, clock):
+    def take(owner: str) -> Callable[[Outbox], tuple]:
+        def take(store: Outbox) -> tuple:
+            takeover = store.acquire(bot, owner)
+            # The winner starts sending at once: a loser that also requeued would put
+            # this message back to pending, and it would be sent twice.
+            claimed = takeover is not None and store.claim(message_id, bot, owner, record=True)
+            return owner, takeover, claimed
+        return take
+
+    for round_ in range(15):
+        bot = f"bot{round_}"
+        (message_id,) = outbox.store([msg(round_, bot=bot)]).ids
+        outbox.acquire(bot, "dead")
+        outbox.claim(message_id, bot, "dead", record=True)
+        clock.step(LEASE_TTL + 0.1)
+        results = race(connect, take("x"), take("y"))
+        winners = [(owner, takeover, claimed) for owner, takeover, claimed in results if takeover is not None]
+        assert len(winners) == 1, results
+        owner, takeover, claimed = winners[0]
+        assert takeover.previous == "dead" and takeover.requeued == 1 and claimed
+        assert state(outbox, message_id) == SENDING and outbox.bot_state(bot).owner == owner
+
+
+def test_the_same_notification_stored_by_two_processes_at_once_is_stored_once(connect):
+    def store(identity: str) -> Callable[[Outbox], int]:
+        return lambda s: len(s.store([msg(1, identity=identity)], dedupe_window=WINDOW).ids)
+
+    for round_ in range(15):
+        identity = f"ha-pair:{round_}"
+        assert sorted(race(connect, store(identity), store(identity))) == [0, 1]
+
+
+def test_of_two_states_of_one_group_stored_at_once_only_one_stays_pending(outbox, connect):
+    def new_state(s: Outbox) -> int:
+        return s.store([msg(1, group="g")], coalesce=True).ids[0]
+
+    for _ in range(15):
+        ids = race(connect, new_state, new_state)
+        waiting = [e.id for e in outbox.list(dead=False)]
+        assert len(waiting) == 1 and waiting[0] in ids, "both states of the group would be sent"
+        assert all(state(outbox, i) == SUPERSEDED for i in ids if i != waiting[0])
+
+
+def test_a_bots_messages_leave_in_the_order_they_were_stored_while_others_store(outbox, connect):
+    """Two processes store for one bot while a sender drains it: each process's messages
+    leave in the order it stored them, and every message leaves exactly once."""
+    stored: dict[str, list[int]] = {}
+    sent: list[int] = []
+    done = threading.Event()
+
+    def store(tag: str) -> Callable[[Outbox], None]:
+        def store(s: Outbox) -> None:
+            stored[tag] = [s.store([msg(n, group=f"{tag}{n}")]).ids[0] for n in range(40)]
+        return store
+
+    def drain(s: Outbox) -> None:
+        s.acquire("ops", "sender")
+        while True:
+            head = s.head("ops")
+            if head is None:
+                if done.is_set() and s.head("ops") is None:
+                    return
+                time.sleep(0.001)
+                continue
+            s.mark_sent(head.id, s.claim(head.id, "ops", "sender", record=False), "ops", "sender", 0)
+            sent.append(head.id)
+
+    sender = threading.Thread(target=lambda: race(connect, drain))
+    sender.start()
+    try:
+        race(connect, store("x"), store("y"))
+    finally:
+        done.set()
+        sender.join(timeout=60)
+    assert sorted(sent) == sorted(stored["x"] + stored["y"])
+    for ids in stored.values():
+        assert [i for i in sent if i in ids] == ids
+    assert outbox.list() == []
+
+
+# -- noticing other processes ---------------------------------------------------------------
+
+def test_wait_for_change_wakes_on_another_processes_commit_and_times_out_without_one(outbox, connect):
+    other = connect()
+    outbox.wait_for_change(0)                      # where things stand
+    assert outbox.wait_for_change(0.05) is False    # nothing committed since
+
+    other.store([msg(1)])
+    assert outbox.wait_for_change(5) is True
+    assert outbox.wait_for_change(0.05) is False
+
+    def later() -> None:
+        time.sleep(0.2)
+        other_thread = connect()
+        other_thread.store([msg(2)])
+        other_thread.close()
+
+    threading.Thread(target=later).start()
+    began = time.monotonic()
+    assert outbox.wait_for_change(10) is True      # while it waits
+    assert time.monotonic() - began < 5
