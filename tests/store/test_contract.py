@@ -190,6 +190,39 @@ def test_a_lapsed_holder_can_neither_claim_nor_overwrite_the_new_holders_work(ou
     assert state(outbox, ids[0]) == SENDING
 
 
+def lapsed_holder_and_new_one(outbox: Outbox, clock) -> tuple[int, int, int]:
+    """"a" claimed the message and stalled; "b" took the bot over and is sending it now.
+    Returns (the message, a's send record, b's send record)."""
+    (message_id,) = outbox.store([msg(1)]).ids
+    outbox.acquire("ops", "a")
+    late_send = outbox.claim(message_id, "ops", "a", record=True)
+    clock.step(LEASE_TTL + 0.1)
+    outbox.acquire("ops", "b")
+    return message_id, late_send, outbox.claim(message_id, "ops", "b", record=True)
+
+
+def test_a_lapsed_holders_late_success_does_not_reset_the_new_holders_backoff(outbox, clock):
+    message_id, late_send, send = lapsed_holder_and_new_one(outbox, clock)
+    assert outbox.reschedule(message_id, send, "ops", "b", when=clock.now() + 8, delay=8,
+                             reason="rate_limited", code=11232, detail="too many requests")
+    before = outbox.bot_state("ops")
+    assert before.backoff == 8
+
+    assert outbox.mark_sent(message_id, late_send, "ops", "a", 0) is False
+    assert outbox.bot_state("ops") == before       # b's next retry still backs off from 8 s
+
+
+def test_a_lapsed_holders_late_retry_does_not_pause_the_new_holder(outbox, clock):
+    message_id, late_send, send = lapsed_holder_and_new_one(outbox, clock)
+    before, entry = outbox.bot_state("ops"), outbox.entry(message_id)
+
+    assert outbox.reschedule(message_id, late_send, "ops", "a", when=clock.now() + 300, delay=300,
+                             reason="server_error", code=500, detail="late") is False
+    assert outbox.bot_state("ops") == before       # b is not paused for 300 s
+    assert outbox.entry(message_id) == entry       # nor is its message rescheduled
+    assert outbox.mark_sent(message_id, send, "ops", "b", 0)
+
+
 def test_renewal_keeps_the_lease_and_release_frees_it(outbox, clock):
     outbox.acquire("ops", "a")
     for _ in range(3):

@@ -177,7 +177,7 @@ class SqliteOutbox:
         """A part went out; the message is sent with its `last` part, else pending for the next."""
         with self._engine.write("record a send in") as conn:
             now = self.clock.now()
-            conn.execute("UPDATE bots SET backoff = 0 WHERE bot = ?", (bot,))
+            conn.execute("UPDATE bots SET backoff = 0 WHERE bot = ? AND owner = ?", (bot, owner))
             ours = _settle(conn, message_id, send_id, bot, owner, now, state=SENT if last else PENDING,
                            finished=now if last else None, reason="ok", code=code, detail=None)
             if ours:
@@ -189,8 +189,10 @@ class SqliteOutbox:
         """Back to pending; the whole bot pauses until `when` (later messages keep their place)."""
         with self._engine.write("record a retry in") as conn:
             now = self.clock.now()
-            conn.execute("UPDATE bots SET paused_until = ?, backoff = ? WHERE bot = ?", (when, delay, bot))
-            conn.execute("UPDATE messages SET next_attempt = ? WHERE id = ?", (when, message_id))
+            conn.execute("UPDATE bots SET paused_until = ?, backoff = ? WHERE bot = ? AND owner = ?",
+                         (when, delay, bot, owner))
+            conn.execute("UPDATE messages SET next_attempt = ? WHERE id = ? AND owner = ? AND state = ?",
+                         (when, message_id, owner, SENDING))
             return _settle(conn, message_id, send_id, bot, owner, now, state=PENDING, finished=None,
                            reason=reason, code=code, detail=detail)
 
