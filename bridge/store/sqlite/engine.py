@@ -89,6 +89,9 @@ class Engine:
         conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)   # we wait ourselves: LOCK_POLL
         try:
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            # Off by default in SQLite, per connection: messages.payload must name a
+            # payload that exists (prune relies on it, and so would any other database).
+            conn.execute("PRAGMA foreign_keys = ON")
             with self._ready_lock:
                 if not self._ready:
                     self._prepare(conn, time.monotonic() + self.busy_timeout)

@@ -169,8 +169,10 @@ class SqliteOutbox:
                 conn.execute("INSERT INTO sends (bot, started, finished) VALUES (?, ?, ?)", (bot, now, now))
                 _forget_old_sends(conn, bot, now)
             return conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'dry_run', sent = sent + 1,"
-                                " attempts = attempts + 1 WHERE id = ? AND state = ?",
-                                (SENT if last else PENDING, now if last else None, message_id, PENDING)).rowcount == 1
+                                " attempts = attempts + 1, payload = CASE WHEN ? THEN NULL ELSE payload END"
+                                " WHERE id = ? AND state = ?",
+                                (SENT if last else PENDING, now if last else None, last, message_id,
+                                 PENDING)).rowcount == 1
 
     def mark_sent(self, message_id: int, send_id: int, bot: str, owner: str, code: int | None, *,
                   last: bool = True) -> bool:
@@ -252,12 +254,10 @@ class SqliteOutbox:
                     "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE state IN (?, ?)"
                     " AND finished < ? LIMIT ?)", (SENT, SUPERSEDED, before, PRUNE_BATCH)).rowcount
                 # A payload is needed until its messages are sent: a dead letter queued again
-                # is rendered from it afresh. (No index serves these two: each insert into
-                # an index is a page written at every accept, and pruning runs once a minute
-                # over rows kept only dedupe_window long.)
+                # is rendered from it afresh. Rows that are done no longer name theirs
+                # (_settle, _supersede), so a payload no row names is one nobody needs.
                 conn.execute("DELETE FROM payloads WHERE id IN (SELECT id FROM payloads WHERE id NOT IN"
-                             " (SELECT payload FROM messages WHERE payload IS NOT NULL AND state IN (?, ?, ?))"
-                             " LIMIT ?)", (PENDING, SENDING, DEAD, PRUNE_BATCH))
+                             " (SELECT payload FROM messages WHERE payload IS NOT NULL) LIMIT ?)", (PRUNE_BATCH,))
             total += removed
             # In batches: a long delete would hold the write lock the HTTP handlers wait for.
             if removed < PRUNE_BATCH:
@@ -311,8 +311,8 @@ def _seen(conn: sqlite3.Connection, m: OutgoingMessage, since: float) -> bool:
 def _supersede(conn: sqlite3.Connection, m: OutgoingMessage, now: float) -> list[tuple[int, str, str]]:
     # Only pending rows: one in flight is already on its way. A message with some of its
     # parts sent goes too: the newer one shows the whole group as it is now.
-    rows = conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'superseded' WHERE bot = ?"
-                        " AND group_key = ? AND state = ? RETURNING id",
+    rows = conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'superseded', payload = NULL"
+                        " WHERE bot = ? AND group_key = ? AND state = ? RETURNING id",
                         (SUPERSEDED, now, m.bot, m.group_key, PENDING)).fetchall()
     return [(r[0], m.bot, m.group_key) for r in rows]
 
@@ -330,14 +330,16 @@ def _forget_old_sends(conn: sqlite3.Connection, bot: str, now: float) -> None:
 def _settle(conn: sqlite3.Connection, message_id: int, send_id: int, bot: str, owner: str, now: float, *,
             state: str, finished: float | None, reason: str, code: int | None, detail: str | None) -> bool:
     """Record a send's end and the message's new state; False if a new lease holder has
-    taken the message back meanwhile (then it is theirs, and may be sent again)."""
+    taken the message back meanwhile (then it is theirs, and may be sent again).
+    A sent message lets go of its payload; a dead letter keeps it (`outbox retry`
+    renders it again)."""
     if send_id:
         conn.execute("UPDATE sends SET finished = ? WHERE id = ?", (now, send_id))
         _forget_old_sends(conn, bot, now)
     return conn.execute(
-        "UPDATE messages SET state = ?, owner = NULL, finished = ?, reason = ?, code = ?, detail = ?"
-        " WHERE id = ? AND owner = ? AND state = ?",
-        (state, finished, reason, code, detail, message_id, owner, SENDING)).rowcount == 1
+        "UPDATE messages SET state = ?, owner = NULL, finished = ?, reason = ?, code = ?, detail = ?,"
+        " payload = CASE WHEN ? THEN NULL ELSE payload END WHERE id = ? AND owner = ? AND state = ?",
+        (state, finished, reason, code, detail, state == SENT, message_id, owner, SENDING)).rowcount == 1
 
 
 def _requeue(conn: sqlite3.Connection, ids: list[int], now: float) -> int:
