@@ -2,7 +2,7 @@
 
 records.py holds the records every layer above uses. `Outbox` below is what delivery,
 the accept path, the CLI and the tests may ask of a store; a backend implements it
-(store/sqlite/ today) and passes the contract suite, tests/store/test_contract.py,
+(store/sqlite/ today) and passes the contract suite, tests/store/test_contract*.py,
 unchanged. `open_store` picks the backend from the configuration.
 
 A message's life: pending -> sending -> sent, or -> pending again (its next part, or a

@@ -3,6 +3,7 @@ each backend's own tests)."""
 
 from __future__ import annotations
 
+from bridge.store import Outbox
 from bridge.store.records import OutgoingMessage
 
 
@@ -32,3 +33,9 @@ def msg(n: int, bot: str = "ops", group: str = "g1", identity: str = "", parts: 
 def payload_message(bot: str, payload: bytes, group: str = "g1", identity: str = "") -> OutgoingMessage:
     """A message as accepting stores it: the webhook body, rendered when it is sent."""
     return OutgoingMessage(bot=bot, group_key=group, source="alertmanager", identity=identity, payload=payload)
+
+
+def state(outbox: Outbox, message_id: int) -> str | None:
+    """The message's state, in any state; None once it is pruned (or never was)."""
+    entry = outbox.entry(message_id)
+    return None if entry is None else entry.state
