@@ -1,4 +1,215 @@
 """The durable outbox: what was accepted, waiting for (or done with) its send.
 
-records.py holds the records every layer above uses; the interface and its backends
-follow (store/sqlite/)."""
+records.py holds the records every layer above uses. `Outbox` below is what delivery,
+the accept path, the CLI and the tests may ask of a store; a backend implements it
+(store/sqlite/ today) and passes the contract suite, tests/store/test_contract*.py,
+unchanged. `open_store` picks the backend from the configuration.
+
+A message's life: pending -> sending -> sent, or -> pending again (its next part, or a
+retry), or -> dead (a dead letter, kept until `outbox retry`); a pending message can be
+superseded by a newer state of its group. Times are seconds since the epoch, from the
+store's clock.
+
+What a backend must hold that SQLite gives for free, because it runs one write
+transaction at a time for all processes (each is named again where it applies):
+
+- the send order is the commit order, per bot (`store`, `retry`);
+- dedupe and coalescing are atomic per bot (`store`);
+- taking a lease is one conditional write (`acquire`);
+- every write a sender makes after taking a message is fenced by its lease (`claim`,
+  `set_bodies`, `mark_logged`, `mark_sent`, `reschedule`, `dead_letter`);
+- prune never deletes what a kept row still refers to (`prune`).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol, runtime_checkable
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..config import StorageConfig
+from .records import BotState, Entry, Head, OutgoingMessage, Stored, Takeover
+
+# A dead process's lease lapses after this; renewed every LEASE_RENEW seconds while alive.
+LEASE_TTL = 5.0
+LEASE_RENEW = 1.0
+# Send records needed: Feishu's longest window (60 s) plus slack.
+SENDS_KEPT = 65.0
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """The store of accepted messages, shared by every process that accepts or sends.
+
+    Every method is one transaction: it happens entirely or not at all, and is visible
+    to every other process once it returns. Failures raise StorageError with the reason
+    (never the store's password); LeaseLost where said.
+    """
+
+    # -- lifecycle --------------------------------------------------------------------
+    def open(self) -> None:
+        """Connect (and create or migrate the schema) now, so a bad location shows at start-up."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what the calling thread holds (each thread closes its own)."""
+        ...
+
+    def describe(self) -> str:
+        """Where the store is, for messages to an operator (a path; a DSN without its password)."""
+        ...
+
+    def writable_problem(self) -> str | None:
+        """None when a write can be committed now (for /-/ready), else why not."""
+        ...
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """True as soon as another connection or process has committed since this thread's
+        previous call; False after `timeout` seconds without one. A commit that does not
+        matter to the caller may count (the caller looks again); one that does is never
+        missed. The first call on a thread reports only commits made during the call."""
+        ...
+
+    # -- accepting --------------------------------------------------------------------
+    def store(self, messages: Iterable[OutgoingMessage], *, dedupe_window: float = 0.0,
+              coalesce: bool = False) -> Stored:
+        """Store one notification's messages, all or none, durably committed on return
+        (the webhook is answered 200 only after this).
+
+        - Order: a bot's messages are sent (`head`) in the order their stores committed.
+          A backend with concurrent writers must serialise stores per bot (SQLite's
+          `MAX(seq) + 1` is only safe under its single writer): otherwise an earlier
+          sequence number can commit after a later one was sent, and an older state of
+          a group goes out after the newer one.
+        - Dedupe (dedupe_window > 0): a message whose (bot, identity) was stored within
+          the window is not stored again but returned in `duplicates`; "" never matches.
+          Atomic per bot: the same identity stored at the same instant by two processes
+          (an Alertmanager HA pair posting to two replicas) is stored exactly once.
+        - Coalescing (coalesce): storing a message supersedes its group's pending
+          messages for that bot (never one in flight), returned in `superseded`. Atomic
+          per bot: of concurrent states of one group, exactly one stays pending.
+        - A StorageError after a timeout may hide a commit that succeeds after all; the
+          sender's retry of that 503 is then dropped as a duplicate, which is why a
+          dedupe window of 0 is not a configuration the bridge accepts.
+        """
+        ...
+
+    # -- the lease --------------------------------------------------------------------
+    def bot_state(self, bot: str) -> BotState:
+        """The bot's lease and retry pause (a BotState of defaults for a bot never seen)."""
+        ...
+
+    def acquire(self, bot: str, owner: str, ttl: float = LEASE_TTL) -> Takeover | None:
+        """Take the bot's lease for `ttl` seconds if it is free, lapsed or already `owner`'s;
+        None if another owner holds it. Taking it puts the bot's in-flight messages back
+        to pending (their outcome is unknown: sent again, at least once) and ends the
+        bot's open send records now.
+
+        One conditional write: of two processes racing for a lapsed lease exactly one
+        wins, and only the winner requeues. (Read-then-write is not enough with
+        concurrent writers: both would win, and the second would put back a message
+        the first had just claimed, which is then sent twice.)"""
+        ...
+
+    def renew(self, owner: str, ttl: float = LEASE_TTL) -> int:
+        """Extend every lease `owner` holds to now + ttl; how many it holds."""
+        ...
+
+    def release(self, bot: str, owner: str) -> None:
+        """Give the bot's lease up, if `owner` holds it."""
+        ...
+
+    # -- sending: every write is fenced by the lease -----------------------------------
+    # A sender that lost its lease (it stalled; another process took the bot) must change
+    # nothing of the new holder's: each write below is conditional on `owner` holding
+    # the lease (claim, set_bodies, mark_logged) or the message (the settle writes, which
+    # also touch the bot's pause and backoff only while `owner` holds the bot).
+
+    def head(self, bot: str) -> Head | None:
+        """The bot's next pending message in send order, or None."""
+        ...
+
+    def set_bodies(self, message_id: int, bot: str, owner: str, bodies: list[dict],
+                   *, ttl: float = LEASE_TTL) -> bool:
+        """Keep a message's rendered parts, so that every retry sends the same ones.
+        False if it is no longer pending (superseded meanwhile); raises LeaseLost."""
+        ...
+
+    def recent_ends(self, bot: str, count: int) -> list[float]:
+        """End times of the bot's latest `count` requests (at least the last SENDS_KEPT
+        seconds of them), newest first; a request still open counts from its start."""
+        ...
+
+    def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL) -> int | None:
+        """Mark the message in flight (and open a send record when `record`), checking and
+        extending the lease in the same transaction. Returns the send record's id (0 when
+        not recorded), None when the message is no longer pending; raises LeaseLost."""
+        ...
+
+    def mark_logged(self, message_id: int, bot: str, owner: str, *, last: bool, record: bool,
+                    ttl: float = LEASE_TTL) -> bool:
+        """A dry-run bot's part is done, without an in-flight step; with `record` it counts
+        against the rate limit like a request. False if no longer pending; raises LeaseLost."""
+        ...
+
+    def mark_sent(self, message_id: int, send_id: int, bot: str, owner: str, code: int | None, *,
+                  last: bool = True) -> bool:
+        """A part went out: the message is sent with its `last` part, else pending for the
+        next; the bot's backoff is reset. False (and nothing changed) if `owner` no longer
+        holds the message."""
+        ...
+
+    def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
+                   reason: str, code: int | None, detail: str) -> bool:
+        """Back to pending; the whole bot pauses until `when` (later messages keep their
+        place) and remembers `delay` for the next backoff. False (and nothing changed) if
+        `owner` no longer holds the message."""
+        ...
+
+    def dead_letter(self, message_id: int, send_id: int, bot: str, owner: str, *, reason: str,
+                    code: int | None, detail: str) -> bool:
+        """A dead letter, kept (with what it needs to be rendered again) until retried.
+        False if `owner` no longer holds the message."""
+        ...
+
+    # -- operating (the CLI's `outbox list` and `outbox retry`, metrics, the watcher) ---
+    def list(self, dead: bool | None = None) -> list[Entry]:
+        """Messages still in the store, in send order: dead letters (dead=True), waiting
+        ones (False), or both."""
+        ...
+
+    def entry(self, message_id: int) -> Entry | None:
+        """One message in whatever state it is (sent and superseded too, until pruned)."""
+        ...
+
+    def retry(self, message_id: int) -> int:
+        """Queue a dead letter again, as if just accepted (a fresh age, the back of its bot's
+        queue in the same order as `store`), rendered afresh from its payload; 1, or 0 if
+        there is no such dead letter."""
+        ...
+
+    def retry_all_dead(self) -> int:
+        """`retry` every dead letter, oldest first; how many."""
+        ...
+
+    def depths(self) -> list[tuple[str, int, float]]:
+        """(bot, messages waiting, age of the oldest in seconds) for bots with any waiting."""
+        ...
+
+    def prune(self, before: float) -> int:
+        """Forget sent and superseded messages that ended before `before` (dead letters
+        stay), and payloads no message needs any more; how many messages went.
+
+        It must never delete what a kept row refers to: a pending, in-flight or dead
+        message keeps its payload (a retried dead letter is rendered from it), and a row
+        kept only for dedupe lets go of its payload when it is done. Every process may
+        prune at the same time; it must be safe to."""
+        ...
+
+
+def open_store(storage: StorageConfig, *, clock: Clock = SYSTEM_CLOCK) -> Outbox:
+    """The store the configuration names (today: the SQLite file at storage.path)."""
+    # Imported when chosen, not with this module: a backend imports this module (for the
+    # lease constants), and a backend's driver need not be installed unless it is used.
+    from .sqlite import SqliteOutbox
+
+    return SqliteOutbox(storage.path, clock=clock)

@@ -1,0 +1,12 @@
+"""The SQLite backend of bridge.store.Outbox: one file, shared by the processes of one host.
+
+engine.py   connections (one per thread), write and read transactions, waiting for a
+            lock, group commit, noticing other processes' commits (data_version)
+schema.py   the tables, created on first use; migrations from older versions
+outbox.py   SqliteOutbox: the queue semantics (store, lease, claim, settle, operate)
+"""
+
+from .engine import BUSY_TIMEOUT
+from .outbox import SqliteOutbox
+
+__all__ = ["BUSY_TIMEOUT", "SqliteOutbox"]

@@ -1,0 +1,358 @@
+"""The durable outbox in SQLite: every accepted message is a row before the webhook is answered.
+
+The tables are in schema.py; connections, transactions and group commit in engine.py.
+
+Exactly one sender per bot at a time, across processes: a process may send for a bot
+only while it holds the bot's lease, which its watcher renews every second and which
+lapses LEASE_TTL seconds after the process dies. Marking a row in flight checks the
+lease in the same transaction, and so does every state change after a send, so a
+process that lost its lease can neither start a send nor overwrite a newer holder's
+work. A new holder puts the rows left in flight back to pending (sent again: at least
+once) and closes the dead owner's open send records at the takeover time, which can
+only be later than those requests arrived.
+
+What bridge.store.Outbox asks a backend to make atomic (the send order, dedupe,
+coalescing, the lease) holds here because SQLite has a single writer: every write
+transaction below runs alone (BEGIN IMMEDIATE), in every process.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Iterable
+
+from ...clock import SYSTEM_CLOCK, Clock
+from ...errors import StorageError
+from .. import LEASE_TTL, SENDS_KEPT
+from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotState, Entry, Head, LeaseLost,
+                       OutgoingMessage, Stored, Takeover)
+from .engine import BUSY_TIMEOUT, Engine, GroupCommit
+from .schema import create
+
+PRUNE_BATCH = 1000
+
+_ENTRY = ("SELECT id, bot, group_key, state, sent, IFNULL(json_array_length(bodies), 0), attempts,"
+          " created, next_attempt, reason, code, detail FROM messages")
+
+
+class SqliteOutbox:
+    """bridge.store.Outbox in one SQLite file."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT, clock: Clock = SYSTEM_CLOCK):
+        self._engine = Engine(path, busy_timeout=busy_timeout, prepare=create)
+        self.clock = clock
+        self._accepts = GroupCommit(self._engine, "store messages in")
+
+    @property
+    def path(self) -> Path:
+        return self._engine.path
+
+    @property
+    def busy_timeout(self) -> float:
+        return self._engine.busy_timeout
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def open(self) -> None:
+        """Create the file and its tables now, so a bad path shows at start-up."""
+        self._engine.open()
+
+    def close(self) -> None:
+        """Close this thread's connection (each thread closes its own)."""
+        self._engine.close()
+
+    def wait_for_change(self, timeout: float) -> bool:
+        return self._engine.wait_for_change(timeout)
+
+    def data_version(self) -> int:
+        # MERGE-SHIM: delivery's watcher polls this until it calls wait_for_change.
+        return self._engine.data_version()
+
+    # -- accepting --------------------------------------------------------------------
+    def store(self, messages: Iterable[OutgoingMessage], *, dedupe_window: float = 0.0,
+              coalesce: bool = False) -> Stored:
+        """Store one notification's messages, all or none, committed (on disk) on return.
+        Concurrent calls share one commit (engine.GroupCommit)."""
+        batch = list(messages)
+        return self._accepts.run(lambda conn: _insert(conn, batch, dedupe_window, coalesce, self.clock.now()))
+
+    # -- the lease --------------------------------------------------------------------
+    def bot_state(self, bot: str) -> BotState:
+        rows = self._engine.read("SELECT owner, expires, paused_until, backoff FROM bots WHERE bot = ?", (bot,))
+        return BotState(*rows[0]) if rows else BotState()
+
+    def acquire(self, bot: str, owner: str, ttl: float = LEASE_TTL) -> Takeover | None:
+        """Take the bot's lease if it is free, lapsed or ours; None if another holds it."""
+        with self._engine.write("take a lease in") as conn:
+            now = self.clock.now()
+            # Read, then write: one decision only because no other writer runs meanwhile.
+            row = conn.execute("SELECT owner, expires FROM bots WHERE bot = ?", (bot,)).fetchone()
+            if row and row[0] not in (None, owner) and row[1] > now:
+                return None
+            conn.execute("INSERT INTO bots (bot, owner, expires) VALUES (?, ?, ?) ON CONFLICT (bot)"
+                         " DO UPDATE SET owner = excluded.owner, expires = excluded.expires", (bot, owner, now + ttl))
+            # Only the holder sends, and it is not sending now: whatever is in flight was
+            # left by a process that stopped or lost the lease. Its result is unknown.
+            requeued = conn.execute("UPDATE messages SET state = ?, owner = NULL WHERE bot = ? AND state = ?",
+                                    (PENDING, bot, SENDING)).rowcount
+            conn.execute("UPDATE sends SET finished = ? WHERE bot = ? AND finished IS NULL", (now, bot))
+        previous = row[0] if row and row[0] != owner else None
+        return Takeover(previous, requeued)
+
+    def renew(self, owner: str, ttl: float = LEASE_TTL) -> int:
+        with self._engine.write("renew leases in") as conn:
+            return conn.execute("UPDATE bots SET expires = ? WHERE owner = ?", (self.clock.now() + ttl, owner)).rowcount
+
+    def release(self, bot: str, owner: str) -> None:
+        with self._engine.write("release a lease in") as conn:
+            conn.execute("UPDATE bots SET owner = NULL, expires = 0 WHERE bot = ? AND owner = ?", (bot, owner))
+
+    # -- sending ----------------------------------------------------------------------
+    def head(self, bot: str) -> Head | None:
+        rows = self._engine.read(
+            "SELECT m.id, m.group_key, m.source, CASE WHEN m.bodies IS NULL THEN p.body END, m.alerts,"
+            " m.routed, m.bodies, m.sent, m.attempts, m.created FROM messages m"
+            " LEFT JOIN payloads p ON p.id = m.payload"
+            " WHERE m.bot = ? AND m.state = ? ORDER BY m.seq LIMIT 1", (bot, PENDING))
+        if not rows:
+            return None
+        id_, group_key, source, payload, alerts, routed, bodies, sent, attempts, created = rows[0]
+        return Head(id_, group_key, source, payload, None if alerts is None else tuple(json.loads(alerts)),
+                    bool(routed), None if bodies is None else json.loads(bodies), sent, attempts, created)
+
+    def set_bodies(self, message_id: int, bot: str, owner: str, bodies: list[dict],
+                   *, ttl: float = LEASE_TTL) -> bool:
+        """Keep a message's rendered parts, so that every retry sends the same ones.
+        False if it is no longer pending (superseded meanwhile); raises LeaseLost."""
+        text = json.dumps(bodies, ensure_ascii=False, separators=(",", ":"))
+        with self._engine.write("store a rendered message in") as conn:
+            if not _extend_lease(conn, bot, owner, self.clock.now(), ttl):
+                raise LeaseLost(bot)
+            return conn.execute("UPDATE messages SET bodies = ? WHERE id = ? AND state = ?",
+                                (text, message_id, PENDING)).rowcount == 1
+
+    def recent_ends(self, bot: str, count: int) -> list[float]:
+        """End times of the bot's latest `count` requests, newest first."""
+        rows = self._engine.read("SELECT IFNULL(finished, started) FROM sends WHERE bot = ? ORDER BY id DESC LIMIT ?",
+                                 (bot, count))
+        return sorted((r[0] for r in rows), reverse=True)
+
+    def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL) -> int | None:
+        """Mark the message in flight (and open a send record when `record`), checking the
+        lease in the same transaction. Returns the send record's id (0 when not recorded),
+        None when the message is no longer pending; raises LeaseLost."""
+        with self._engine.write("mark a message in flight in") as conn:
+            now = self.clock.now()
+            if not _extend_lease(conn, bot, owner, now, ttl):
+                raise LeaseLost(bot)
+            marked = conn.execute("UPDATE messages SET state = ?, owner = ?, attempts = attempts + 1"
+                                  " WHERE id = ? AND state = ?", (SENDING, owner, message_id, PENDING)).rowcount
+            if not marked:
+                return None
+            if not record:
+                return 0
+            return conn.execute("INSERT INTO sends (bot, started) VALUES (?, ?)", (bot, now)).lastrowid
+
+    def mark_logged(self, message_id: int, bot: str, owner: str, *, last: bool, record: bool,
+                    ttl: float = LEASE_TTL) -> bool:
+        """A dry-run bot's part is done (one transaction, no in-flight step: a log line
+        lost to a crash is not worth a second write per part); with `record`, it counts
+        against the rate limit like a real request. False if no longer pending."""
+        with self._engine.write("record a dry run in") as conn:
+            now = self.clock.now()
+            if not _extend_lease(conn, bot, owner, now, ttl):
+                raise LeaseLost(bot)
+            if record:
+                conn.execute("INSERT INTO sends (bot, started, finished) VALUES (?, ?, ?)", (bot, now, now))
+                _forget_old_sends(conn, bot, now)
+            return conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'dry_run', sent = sent + 1,"
+                                " attempts = attempts + 1, payload = CASE WHEN ? THEN NULL ELSE payload END"
+                                " WHERE id = ? AND state = ?",
+                                (SENT if last else PENDING, now if last else None, last, message_id,
+                                 PENDING)).rowcount == 1
+
+    def mark_sent(self, message_id: int, send_id: int, bot: str, owner: str, code: int | None, *,
+                  last: bool = True) -> bool:
+        """A part went out; the message is sent with its `last` part, else pending for the next."""
+        with self._engine.write("record a send in") as conn:
+            now = self.clock.now()
+            conn.execute("UPDATE bots SET backoff = 0 WHERE bot = ? AND owner = ?", (bot, owner))
+            ours = _settle(conn, message_id, send_id, bot, owner, now, state=SENT if last else PENDING,
+                           finished=now if last else None, reason="ok", code=code, detail=None)
+            if ours:
+                conn.execute("UPDATE messages SET sent = sent + 1 WHERE id = ?", (message_id,))
+            return ours
+
+    def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
+                   reason: str, code: int | None, detail: str) -> bool:
+        """Back to pending; the whole bot pauses until `when` (later messages keep their place)."""
+        with self._engine.write("record a retry in") as conn:
+            now = self.clock.now()
+            conn.execute("UPDATE bots SET paused_until = ?, backoff = ? WHERE bot = ? AND owner = ?",
+                         (when, delay, bot, owner))
+            conn.execute("UPDATE messages SET next_attempt = ? WHERE id = ? AND owner = ? AND state = ?",
+                         (when, message_id, owner, SENDING))
+            return _settle(conn, message_id, send_id, bot, owner, now, state=PENDING, finished=None,
+                           reason=reason, code=code, detail=detail)
+
+    def dead_letter(self, message_id: int, send_id: int, bot: str, owner: str, *, reason: str,
+                    code: int | None, detail: str) -> bool:
+        with self._engine.write("record a dead letter in") as conn:
+            now = self.clock.now()
+            return _settle(conn, message_id, send_id, bot, owner, now, state=DEAD, finished=now,
+                           reason=reason, code=code, detail=detail)
+
+    def writable_problem(self) -> str | None:
+        """None when a write transaction can start now (for /-/ready), else why not."""
+        try:
+            with self._engine.write("check"):
+                pass
+        except StorageError as exc:
+            return str(exc)
+        return None
+
+    # -- operating --------------------------------------------------------------------
+    def list(self, dead: bool | None = None) -> list[Entry]:
+        """Messages still in the store: dead letters (dead=True), waiting ones (False), or both."""
+        states = (DEAD,) if dead else WAITING if dead is False else (*WAITING, DEAD)
+        marks = ", ".join("?" * len(states))
+        return [_entry(row) for row in self._engine.read(f"{_ENTRY} WHERE state IN ({marks}) ORDER BY seq", states)]
+
+    def entry(self, message_id: int) -> Entry | None:
+        rows = self._engine.read(f"{_ENTRY} WHERE id = ?", (message_id,))
+        return _entry(rows[0]) if rows else None
+
+    def retry(self, message_id: int) -> int:
+        """Queue a dead letter again, as if just accepted; returns 1, or 0 if no such dead letter.
+        Its unsent parts are rendered again with the configuration then in force, so a
+        fixed keyword or template applies."""
+        with self._engine.write("retry a dead letter in", durable=True) as conn:
+            return _requeue(conn, [message_id], self.clock.now())
+
+    def retry_all_dead(self) -> int:
+        with self._engine.write("retry dead letters in", durable=True) as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM messages WHERE state = ? ORDER BY seq", (DEAD,))]
+            return _requeue(conn, ids, self.clock.now())
+
+    def depths(self) -> list[tuple[str, int, float]]:
+        """(bot, messages waiting, age of the oldest in seconds) for bots with any waiting."""
+        now = self.clock.now()
+        rows = self._engine.read("SELECT bot, COUNT(*), MIN(created) FROM messages WHERE state IN (?, ?)"
+                                 " GROUP BY bot", WAITING)
+        return [(bot, count, max(0.0, now - oldest)) for bot, count, oldest in rows]
+
+    def prune(self, before: float) -> int:
+        """Forget sent and superseded messages that ended before `before` (dead letters stay),
+        and payloads no message needs any more."""
+        total = 0
+        while True:
+            with self._engine.write("prune") as conn:
+                removed = conn.execute(
+                    "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE state IN (?, ?)"
+                    " AND finished < ? LIMIT ?)", (SENT, SUPERSEDED, before, PRUNE_BATCH)).rowcount
+                # A payload is needed until its messages are sent: a dead letter queued again
+                # is rendered from it afresh. Rows that are done no longer name theirs
+                # (_settle, _supersede), so a payload no row names is one nobody needs.
+                conn.execute("DELETE FROM payloads WHERE id IN (SELECT id FROM payloads WHERE id NOT IN"
+                             " (SELECT payload FROM messages WHERE payload IS NOT NULL) LIMIT ?)", (PRUNE_BATCH,))
+            total += removed
+            # In batches: a long delete would hold the write lock the HTTP handlers wait for.
+            if removed < PRUNE_BATCH:
+                return total
+
+
+def _entry(row: tuple) -> Entry:
+    id_, bot, group, state, sent, parts, *rest = row
+    return Entry(id_, bot, group, state, min(sent + 1, parts) if parts else 1, parts, *rest)
+
+
+def _insert(conn: sqlite3.Connection, messages: list[OutgoingMessage], dedupe_window: float, coalesce: bool,
+            now: float) -> Stored:
+    stored = Stored()
+    # The send order, dedupe and coalescing below are each one decision only because no
+    # other writer runs meanwhile (BEGIN IMMEDIATE): see bridge.store.Outbox.store.
+    seq = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM messages").fetchone()[0]
+    payloads: dict[int, int] = {}    # id(payload bytes) -> row: a notification's bots share one copy
+    for m in messages:
+        if dedupe_window > 0 and _seen(conn, m, now - dedupe_window):
+            stored.duplicates.append(m)
+            continue
+        if coalesce:
+            stored.superseded += _supersede(conn, m, now)
+        payload = None
+        if m.payload is not None:
+            payload = payloads.get(id(m.payload))
+            if payload is None:
+                payload = conn.execute("INSERT INTO payloads (source, body, created) VALUES (?, ?, ?)",
+                                       (m.source, m.payload, now)).lastrowid
+                payloads[id(m.payload)] = payload
+        seq += 1
+        cursor = conn.execute(
+            "INSERT INTO messages (seq, bot, group_key, identity, source, payload, alerts, routed, bodies,"
+            " state, created, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, m.bot, m.group_key, m.identity, m.source, payload,
+             None if m.alerts is None else json.dumps(m.alerts), int(m.routed),
+             None if m.bodies is None else json.dumps(m.bodies, ensure_ascii=False, separators=(",", ":")),
+             PENDING, now, now))
+        stored.ids.append(cursor.lastrowid)
+    return stored
+
+
+def _seen(conn: sqlite3.Connection, m: OutgoingMessage, since: float) -> bool:
+    if not m.identity:
+        return False
+    return conn.execute("SELECT 1 FROM messages WHERE bot = ? AND identity = ? AND created > ? LIMIT 1",
+                        (m.bot, m.identity, since)).fetchone() is not None
+
+
+def _supersede(conn: sqlite3.Connection, m: OutgoingMessage, now: float) -> list[tuple[int, str, str]]:
+    # Only pending rows: one in flight is already on its way. A message with some of its
+    # parts sent goes too: the newer one shows the whole group as it is now.
+    rows = conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'superseded', payload = NULL"
+                        " WHERE bot = ? AND group_key = ? AND state = ? RETURNING id",
+                        (SUPERSEDED, now, m.bot, m.group_key, PENDING)).fetchall()
+    return [(r[0], m.bot, m.group_key) for r in rows]
+
+
+def _extend_lease(conn: sqlite3.Connection, bot: str, owner: str, now: float, ttl: float) -> bool:
+    return conn.execute("UPDATE bots SET expires = ? WHERE bot = ? AND owner = ? AND expires > ?",
+                        (now + ttl, bot, owner, now)).rowcount == 1
+
+
+def _forget_old_sends(conn: sqlite3.Connection, bot: str, now: float) -> None:
+    """The rate limit looks back at most SENDS_KEPT seconds: older send records go."""
+    conn.execute("DELETE FROM sends WHERE bot = ? AND finished < ?", (bot, now - SENDS_KEPT))
+
+
+def _settle(conn: sqlite3.Connection, message_id: int, send_id: int, bot: str, owner: str, now: float, *,
+            state: str, finished: float | None, reason: str, code: int | None, detail: str | None) -> bool:
+    """Record a send's end and the message's new state; False if a new lease holder has
+    taken the message back meanwhile (then it is theirs, and may be sent again).
+    A sent message lets go of its payload; a dead letter keeps it (`outbox retry`
+    renders it again)."""
+    if send_id:
+        conn.execute("UPDATE sends SET finished = ? WHERE id = ?", (now, send_id))
+        _forget_old_sends(conn, bot, now)
+    return conn.execute(
+        "UPDATE messages SET state = ?, owner = NULL, finished = ?, reason = ?, code = ?, detail = ?,"
+        " payload = CASE WHEN ? THEN NULL ELSE payload END WHERE id = ? AND owner = ? AND state = ?",
+        (state, finished, reason, code, detail, state == SENT, message_id, owner, SENDING)).rowcount == 1
+
+
+def _requeue(conn: sqlite3.Connection, ids: list[int], now: float) -> int:
+    seq = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM messages").fetchone()[0]
+    count = 0
+    for message_id in ids:
+        # A fresh age (max_age counts from now) and a place at the back of the queue.
+        seq += 1
+        # Rendered again, all its parts, when it has its payload: the fix that made it
+        # worth a retry (a keyword, a template) then applies.
+        count += conn.execute("UPDATE messages SET state = ?, seq = ?, attempts = 0, created = ?, next_attempt = ?,"
+                              " finished = NULL, bodies = CASE WHEN payload IS NULL THEN bodies END,"
+                              " sent = CASE WHEN payload IS NULL THEN sent ELSE 0 END"
+                              " WHERE id = ? AND state = ?",
+                              (PENDING, seq, now, now, message_id, DEAD)).rowcount
+    return count

@@ -1,0 +1,48 @@
+"""The store tests' fixtures: a stepped clock, and the backends the contract suite runs on."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import pytest
+
+from bridge.config import StorageConfig
+from bridge.store import Outbox, open_store
+from outbox_messages import SteppedClock
+
+# Every backend here runs tests/store/test_contract.py. A new one adds its name and,
+# in `storage` below, how to get a fresh, empty store of its kind for one test.
+BACKENDS = ["sqlite"]
+
+
+@pytest.fixture
+def clock() -> SteppedClock:
+    return SteppedClock()
+
+
+@pytest.fixture(params=BACKENDS)
+def storage(request: pytest.FixtureRequest, tmp_path) -> StorageConfig:
+    if request.param == "sqlite":
+        return StorageConfig(path=tmp_path / "sub" / "outbox.db")
+    raise AssertionError(f"no storage for backend {request.param}")
+
+
+@pytest.fixture
+def connect(storage: StorageConfig, clock: SteppedClock) -> Iterator[Callable[[], Outbox]]:
+    """Open the store once more: to the store, another process (same clock)."""
+    opened: list[Outbox] = []
+
+    def connect() -> Outbox:
+        store = open_store(storage, clock=clock)
+        store.open()
+        opened.append(store)
+        return store
+
+    yield connect
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def outbox(connect: Callable[[], Outbox]) -> Outbox:
+    return connect()
