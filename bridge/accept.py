@@ -19,7 +19,7 @@ from .config import Bot, Config, DeliveryConfig
 from .errors import BridgeError, PayloadError
 from .mentions import sends_resolved
 from .model import Alert, Notification, fingerprint
-from .outbox import Outbox  # MERGE-SHIM: `from .store import Outbox`, the Protocol, once the store lands
+from .store import Outbox
 from .routing import Route, routes_by_bot
 from .store.records import OutgoingMessage, Stored
 

@@ -23,10 +23,11 @@ from .clock import SYSTEM_CLOCK, Clock
 from .compose import Compose
 from .config import Bot, Config
 from .delivery import Delivery
+from .notify import Channel
 from .notify.feishu import FeishuClient
 from .mentions import MentionResolver
 from .metrics import Metrics
-from .outbox import Outbox  # MERGE-SHIM: the Protocol from .store (annotations); _open_store builds the backend
+from .store import Outbox, open_store
 from .render import Renderer
 from .store.records import Head
 
@@ -40,19 +41,14 @@ class Runtime:
     compose: Compose
 
 
-def _open_store(config: Config, clock: Clock) -> Outbox:
-    # MERGE-SHIM: `open_store(config.storage, clock=clock)` from bridge.store replaces this body.
-    return Outbox(config.storage.path)
-
-
 def build_store(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> Outbox:
     """The outbox of `storage:` (created on first use)."""
-    return _open_store(config, clock)
+    return open_store(config.storage, clock=clock)
 
 
-def build_channel() -> FeishuClient:
+def build_channel(log: logging.Logger | None = None, clock: Clock = SYSTEM_CLOCK) -> FeishuClient:
     """What sends a rendered message to a bot and says what happened."""
-    return FeishuClient()
+    return FeishuClient(clock=clock, logger=log.getChild("feishu") if log is not None else None)
 
 
 def build_renderer(config: Config, log: logging.Logger | None = None, metrics: Metrics | None = None) -> Renderer:
@@ -78,7 +74,7 @@ class Services:
     """One process's services, built from its first configuration; `runtime` is the
     configuration in force (see the module doc)."""
 
-    def __init__(self, config: Config, *, store: Outbox, channel: FeishuClient, log: logging.Logger,
+    def __init__(self, config: Config, *, store: Outbox, channel: Channel, log: logging.Logger,
                  metrics: Metrics | None = None, clock: Clock = SYSTEM_CLOCK):
         self.store = store
         self.channel = channel
@@ -86,7 +82,7 @@ class Services:
         self.metrics = metrics
         self.clock = clock
         self.delivery = Delivery(config, channel, log, outbox=store, render=self.render_stored,
-                                 metrics=metrics)  # MERGE-SHIM: and clock=clock, once Delivery takes it
+                                 metrics=metrics, clock=clock)
         # Set before anything can call render_stored: the senders start in start().
         self.runtime = self.runtime_for(config)
 
@@ -111,7 +107,7 @@ class Services:
         self.delivery.stop(timeout=timeout)
 
 
-def build_services(config: Config, *, channel: FeishuClient | None = None, logger: logging.Logger | None = None,
+def build_services(config: Config, *, channel: Channel | None = None, logger: logging.Logger | None = None,
                    metrics: Metrics | None = None, clock: Clock = SYSTEM_CLOCK) -> Services:
-    return Services(config, store=build_store(config, clock=clock), channel=channel or build_channel(),
+    return Services(config, store=build_store(config, clock=clock), channel=channel or build_channel(logger, clock),
                     log=logger or logging.getLogger("bridge"), metrics=metrics, clock=clock)

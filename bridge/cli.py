@@ -233,6 +233,7 @@ def _send_test(args: argparse.Namespace) -> int:
     from . import bootstrap
     from . import config as config_module
     from .accept import find_bot
+    from .delivery.oneshot import send_once
     from .notify.outcome import Outcome
     from .samples import firing
 
@@ -241,7 +242,11 @@ def _send_test(args: argparse.Namespace) -> int:
     if not bot.sends:
         raise BridgeError(f"bot {bot.name!r} is a dry-run bot (no webhook URL, or dry_run: true): nothing to send to")
     card = bootstrap.build_renderer(config).render(firing(), bot)[0]
-    result, by_service = _send_through_outbox(bootstrap.build_store(config), bootstrap.build_channel(), bot, card)
+    def waiting() -> None:
+        print(f"bot {bot.name}: the running service holds its lease; waiting for it to send the test card in turn",
+              file=sys.stderr)
+
+    result, by_service = send_once(bootstrap.build_store(config), bootstrap.build_channel(), bot, card, on_wait=waiting)
     where = f"bot {bot.name} ({bot.webhook_url})"
     if result.outcome is Outcome.SENT:
         print(f"{where}: sent; Feishu accepted the test card")
@@ -254,104 +259,6 @@ def _send_test(args: argparse.Namespace) -> int:
         print("  the running service keeps the test card and tries again (see: feishu-alert-bridge outbox list)",
               file=sys.stderr)
     return 1
-
-
-# send-test looks this often whether the running service has sent its card.
-TEST_CARD_POLL = 0.1
-
-
-def _send_through_outbox(store, channel, bot, card: dict):
-    """(Feishu's answer, whether the running service sent it) for a test card sent as every
-    message is: stored in the outbox and sent by whoever holds the bot's lease, within the
-    bot's rate limit, so that a test against a busy bot never pushes Feishu over its limit.
-    While the service holds the lease it sends the card in turn; otherwise this process
-    takes the lease, sends the card once and lets go."""
-    import socket
-    import time
-    import uuid
-
-    from .clock import SYSTEM_CLOCK
-    from .store.records import OutgoingMessage
-
-    owner = f"send-test:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    test = OutgoingMessage(bot=bot.name, group_key=f"send-test:{uuid.uuid4().hex}", source="alertmanager",
-                           bodies=(card,))
-    try:
-        (message_id,) = store.store([test]).ids
-        told = False
-        while True:
-            result = _recorded(store, message_id)
-            if result is not None:
-                return result, True
-            held = store.bot_state(bot.name)   # a read: taking the lease is a write, tried only when free
-            free = held.owner is None or held.expires <= SYSTEM_CLOCK.now()
-            if free and store.acquire(bot.name, owner) is not None:
-                result = _send_holding(store, channel, bot, owner, message_id, card)
-                if result is not None:
-                    return result, False
-                continue   # the lease was lost, or the card sent, meanwhile: look again
-            if not told:
-                print(f"bot {bot.name}: the running service holds its lease; waiting for it to send the test card "
-                      "in turn", file=sys.stderr)
-                told = True
-            time.sleep(TEST_CARD_POLL)
-    finally:
-        store.close()
-
-
-def _send_holding(store, channel, bot, owner: str, message_id: int, card: dict):
-    """Send the card once under the bot's lease, when the bot's pause and Feishu's windows
-    allow, as a sender does (bridge.delivery); None if the lease was lost first. A failed
-    test card is a dead letter: a test is one attempt, never retried behind one's back."""
-    import time
-
-    from .clock import SYSTEM_CLOCK
-    from .notify.outcome import Outcome
-    from .outbox import LEASE_RENEW, LEASE_TTL, LeaseLost
-    from .delivery.pacing import next_allowed
-
-    try:
-        while True:
-            now = SYSTEM_CLOCK.now()
-            ends = store.recent_ends(bot.name, bot.rate_limit.per_minute)
-            due = max(now, store.bot_state(bot.name).paused_until, next_allowed(ends, bot.rate_limit, now))
-            if due <= now:
-                break
-            time.sleep(min(due - now, LEASE_RENEW))
-            if store.acquire(bot.name, owner) is None:   # renews the lease; None: it lapsed, another holds it
-                return None
-        # The lease outlasts the request: a new holder would otherwise send the card again.
-        ttl = LEASE_TTL + bot.connect_timeout + bot.read_timeout
-        send_id = store.claim(message_id, bot.name, owner, record=True, ttl=ttl)
-        if send_id is None:
-            return None
-        result = channel.send(bot, card)
-        if result.outcome is Outcome.SENT:
-            store.mark_sent(message_id, send_id, bot.name, owner, result.code)
-        else:
-            store.dead_letter(message_id, send_id, bot.name, owner, reason=result.reason, code=result.code,
-                              detail=result.detail)
-        return result
-    except LeaseLost:
-        return None
-    finally:
-        store.release(bot.name, owner)
-
-
-def _recorded(store, message_id: int):
-    """The outcome of the test card's first attempt, once someone has recorded one; else None."""
-    from .notify.outcome import OK, Outcome, SendResult
-    from .store.records import DEAD, SENDING, SENT
-
-    # MERGE-SHIM: `store.entry(message_id)` once the store has it; list() shows only what
-    # waits and the dead letters, so a card missing from it has been sent.
-    entry = next((e for e in store.list() if e.id == message_id), None)
-    if entry is None or entry.state == SENT:
-        return SendResult(Outcome.SENT, OK, entry.code if entry is not None else 0)
-    if entry.attempts == 0 or entry.state == SENDING or entry.reason is None:   # not tried yet, or in flight
-        return None
-    outcome = Outcome.PERMANENT if entry.state == DEAD else Outcome.RETRY
-    return SendResult(outcome, entry.reason, entry.code, None, entry.detail or "")
 
 
 def _open_outbox(config_path: str | None):

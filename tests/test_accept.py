@@ -143,7 +143,7 @@ def test_a_message_posted_to_a_bot_directly_gets_only_the_bots_mentions():
 
 def test_the_same_notification_again_is_stored_once_counted_as_a_duplicate_and_wakes_no_one(tmp_path):
     from bridge.metrics import Metrics
-    from bridge.outbox import Outbox
+    from bridge.store.sqlite import SqliteOutbox as Outbox
 
     config = loads("bots: [{name: ops}]\nroute: {bots: [ops]}\n", env={})
     recorder, metrics, outbox = Recorder(), Metrics(), Outbox(tmp_path / "outbox.db")

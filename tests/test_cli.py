@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bridge import cli, create_app
 from bridge.config import load
-from bridge.outbox import Outbox
+from bridge.store.sqlite import SqliteOutbox
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -119,7 +119,7 @@ def test_send_test_to_a_busy_bot_waits_its_turn_within_feishus_rate_limit(tmp_pa
         assert fake_feishu.throttled("tok-cli-busy") == []
     finally:
         app.extensions["bridge"].stop(timeout=5)
-    assert Outbox(tmp_path / "outbox.db").list() == []
+    assert SqliteOutbox(tmp_path / "outbox.db").list() == []
 
 
 def test_send_test_right_after_the_service_stopped_keeps_to_the_bots_recorded_window(tmp_path, fake_feishu,
@@ -128,7 +128,7 @@ def test_send_test_right_after_the_service_stopped_keeps_to_the_bots_recorded_wi
     app.extensions["bridge"].stop(timeout=5)    # no one holds the bot: send-test takes it
     assert cli.main(["send-test", "--config", str(path), "--bot", "ops"]) == 0, capsys.readouterr().err
     assert len(fake_feishu.received("tok-cli-after")) == 6 and fake_feishu.throttled("tok-cli-after") == []
-    assert Outbox(tmp_path / "outbox.db").list() == []
+    assert SqliteOutbox(tmp_path / "outbox.db").list() == []
 
 
 def test_outbox_list_shows_what_waits_and_which_part_is_next(tmp_path):
@@ -136,7 +136,7 @@ def test_outbox_list_shows_what_waits_and_which_part_is_next(tmp_path):
     from bridge.store.records import OutgoingMessage
 
     config = write_config(tmp_path, "bots: [{name: ops}]\nroute: {bots: [ops]}\nstorage: {path: outbox.db}\n")
-    outbox = Outbox(tmp_path / "outbox.db")
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
     body = (FIXTURES / "alertmanager" / "am025-firing-single.json").read_bytes()
     waiting, split = outbox.store([OutgoingMessage(bot="ops", group_key="g-new", source="alertmanager", payload=body),
                                    OutgoingMessage(bot="ops", group_key="g-split", source="alertmanager",

@@ -21,7 +21,7 @@ from bridge.config import Config, loads
 from bridge.delivery import Delivery
 from bridge.notify.feishu import FeishuClient
 from bridge.metrics import Metrics
-from bridge.outbox import PENDING, SENDING
+from bridge.store.records import PENDING, SENDING
 from bridge.secret import Secret
 from support import eventually
 from support.delivery import enqueue, LOG, StubClient, events, make_bot, make_config, msg, outbox_on, rendered_only

@@ -19,7 +19,9 @@ from bridge.delivery.pacing import Windows, backoff, next_allowed
 from bridge.errors import StorageError
 from bridge.notify.outcome import Outcome, SendResult
 from bridge.metrics import Metrics
-from bridge.outbox import LEASE_TTL, PENDING, Outbox
+from bridge.store import LEASE_TTL
+from bridge.store.records import PENDING
+from bridge.store.sqlite import SqliteOutbox
 from bridge.store.records import Head
 from support.clock import FakeClock
 from support.delivery import (enqueue, KEYWORD, LOG, OK, SERVER_ERROR, StubClient, events, expected_starts, make_bot,
@@ -295,7 +297,7 @@ def test_a_dry_run_bot_prints_at_the_pace_the_real_bot_would_send(tmp_path, step
 
 # -- a send whose outcome cannot be recorded (issue #18) ------------------------------------------
 
-class FailingRecords(Outbox):
+class FailingRecords(SqliteOutbox):
     """An outbox whose disk refuses to record the next `failures` sends."""
 
     failures = 0
@@ -310,7 +312,7 @@ class FailingRecords(Outbox):
 def test_a_send_that_cannot_be_recorded_stops_its_bot_and_is_never_sent_again(tmp_path, stepped, clock, caplog):
     metrics = Metrics()
     config = make_config(tmp_path)
-    outbox = FailingRecords(config.storage.path, clock=clock.now)   # MERGE-SHIM: clock=clock on the new backend
+    outbox = FailingRecords(config.storage.path, clock=clock)
     client = StubClient(clock=clock)
     delivery, sender = stepped(config, client, outbox=outbox, metrics=metrics)
     enqueue(delivery, [msg("a"), msg("b")])

@@ -11,7 +11,7 @@ import pytest
 
 from bridge.notify.outcome import Outcome, SendResult
 from bridge.metrics import Metrics
-from bridge.outbox import PENDING
+from bridge.store.records import PENDING
 from support.clock import FakeClock
 from support.delivery import (enqueue, LOG, SERVER_ERROR, Renders, StubClient, events, make_config, sample, stored,
                               stepped_workers)

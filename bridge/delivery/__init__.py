@@ -54,7 +54,7 @@ from .watcher import POLL_INTERVAL, Watcher
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
-    from ..outbox import Outbox   # MERGE-SHIM: bridge.store.Outbox (the Protocol) replaces this import
+    from ..store import Outbox
 
 __all__ = ["Delivery", "Next", "Sender", "POLL_INTERVAL"]
 

@@ -32,7 +32,7 @@ from .pacing import backoff
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
-    from ..outbox import Outbox   # MERGE-SHIM: bridge.store.Outbox (the Protocol) replaces this import
+    from ..store import Outbox
 
 # Dead-letter and retry reasons of rendering (the others are the channel's, bridge.notify.outcome).
 UNRENDERABLE = "unrenderable"     # the stored payload cannot be read by this version

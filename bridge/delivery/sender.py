@@ -22,13 +22,13 @@ from ..config import Bot, DeliveryConfig
 from ..errors import StorageError
 from ..notify import Channel
 from ..notify.outcome import UNEXPECTED_ANSWER, Outcome, SendResult
-from ..outbox import LEASE_RENEW, LEASE_TTL
+from ..store import LEASE_RENEW, LEASE_TTL
 from ..store.records import Head, LeaseLost
 from .outcomes import UNREADABLE, Counts, Outcomes, Unrecorded
 from .pacing import FEISHU_WINDOWS, Windows, backoff, next_allowed
 
 if TYPE_CHECKING:
-    from ..outbox import Outbox   # MERGE-SHIM: bridge.store.Outbox (the Protocol) replaces this import
+    from ..store import Outbox
 
 # A sender with nothing to do re-checks this often even without a wake-up.
 IDLE_WAIT = 1.0

@@ -14,10 +14,10 @@ import threading
 from typing import TYPE_CHECKING, Callable
 
 from ..clock import Clock
-from ..outbox import LEASE_RENEW, LEASE_TTL
+from ..store import LEASE_RENEW, LEASE_TTL
 
 if TYPE_CHECKING:
-    from ..outbox import Outbox   # MERGE-SHIM: bridge.store.Outbox (the Protocol) replaces this import
+    from ..store import Outbox
 
 # How often a process looks for messages other processes accepted: the idle latency
 # when the accepting process is not the sender. A PRAGMA is microseconds.

@@ -9,14 +9,12 @@ test_contract_concurrent.py too."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
 from bridge.config import loads
-from bridge.pipeline import Pipeline
-from bridge.render import Renderer
+from bridge.accept import outgoing, route_shares
 from bridge.sources import parse
 from bridge.store import LEASE_TTL, Outbox
 from bridge.store.records import DEAD, PENDING, SENDING, SENT, SUPERSEDED, LeaseLost, OutgoingMessage
@@ -86,18 +84,10 @@ def test_a_sent_message_still_drops_its_duplicate_after_pruning(outbox, clock):
 
 
 def pipeline_messages(payload: dict) -> list[OutgoingMessage]:
+    """The messages the accept service would store for this Alertmanager body."""
     config = loads("bots: [{name: ops}, {name: db}]\nroute: {bots: [ops, db]}\n", env={})
-
-    class Recorder:
-        def enqueue(self, messages):
-            self.messages = list(messages)
-            return set()
-
-    recorder = Recorder()
-    log = logging.getLogger("bridge.test")
-    raw = json.dumps(payload).encode()
-    Pipeline(config, Renderer(None, config.timezone, log), recorder, log).accept(parse("alertmanager", payload), raw)
-    return recorder.messages
+    notification = parse("alertmanager", payload)
+    return outgoing(notification, json.dumps(payload).encode(), route_shares(config, notification))
 
 
 def test_an_alertmanager_ha_pair_produces_one_message_per_bot(outbox):

@@ -17,7 +17,8 @@ from bridge.delivery import Delivery, Next
 from bridge.errors import PayloadError
 from bridge.notify.outcome import Outcome, SendResult
 from bridge.metrics import Metrics
-from bridge.outbox import LEASE_TTL, Outbox
+from bridge.store import LEASE_TTL
+from bridge.store.sqlite import SqliteOutbox
 from bridge.accept import store_messages
 from bridge.store.records import OutgoingMessage
 from bridge.routing import Route
@@ -122,9 +123,8 @@ class Renders:
                 for i in range(1, self.parts + 1)]
 
 
-def outbox_on(path: Path, clock: FakeClock | None = None) -> Outbox:
-    # MERGE-SHIM: the SQLite backend takes the Clock itself (clock=clock), not its now().
-    return Outbox(path) if clock is None else Outbox(path, clock=clock.now)
+def outbox_on(path: Path, clock: FakeClock | None = None) -> SqliteOutbox:
+    return SqliteOutbox(path) if clock is None else SqliteOutbox(path, clock=clock)
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -178,7 +178,7 @@ class Stepped:
 def stepped_workers(clock: FakeClock) -> Iterator[Callable[..., tuple[Delivery, Stepped]]]:
     """make(config, client, bot="ops", **Delivery keywords) -> a worker that is not started,
     on `clock`, and its sender for `bot`."""
-    outboxes: list[Outbox] = []
+    outboxes: list[SqliteOutbox] = []
 
     def make(config: Config, client, bot: str = "ops", **kw) -> tuple[Delivery, Stepped]:
         outbox = kw.setdefault("outbox", outbox_on(config.storage.path, clock))

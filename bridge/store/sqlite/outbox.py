@@ -67,10 +67,6 @@ class SqliteOutbox:
     def wait_for_change(self, timeout: float) -> bool:
         return self._engine.wait_for_change(timeout)
 
-    def data_version(self) -> int:
-        # MERGE-SHIM: delivery's watcher polls this until it calls wait_for_change.
-        return self._engine.data_version()
-
     # -- accepting --------------------------------------------------------------------
     def store(self, messages: Iterable[OutgoingMessage], *, dedupe_window: float = 0.0,
               coalesce: bool = False) -> Stored:
