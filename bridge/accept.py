@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from .config import Bot, Config, DeliveryConfig
-from .errors import BridgeError, PayloadError
+from .errors import BridgeError, PayloadError, StorageError
 from .mentions import sends_resolved
 from .model import Alert, Notification, fingerprint
 from .store import Outbox
+from .store.health import WriteHealth
 from .routing import Route, routes_by_bot
 from .store.records import OutgoingMessage, Stored
 
@@ -168,10 +169,11 @@ class Accept:
     """Route and store a parsed notification for one configuration (bootstrap.Runtime)."""
 
     def __init__(self, config: Config, outbox: Outbox, wake: Callable[[], None], logger: logging.Logger,
-                 metrics: Metrics | None = None):
+                 metrics: Metrics | None = None, health: WriteHealth | None = None):
         self.config = config
         self.outbox = outbox
         self.wake = wake
+        self.health = health
         self.log = logger
         self.metrics = metrics
 
@@ -179,8 +181,15 @@ class Accept:
         """Route and store (no rendering: that happens at send time, once per message);
         raises StorageError when the messages could not be stored."""
         shares = route_shares(self.config, notification, only_bot)
-        stored = store_messages(self.outbox, outgoing(notification, payload, shares), self.config.delivery,
-                                self.log, self.metrics)
+        try:
+            stored = store_messages(self.outbox, outgoing(notification, payload, shares), self.config.delivery,
+                                    self.log, self.metrics)
+        except StorageError as exc:
+            if self.health is not None:
+                self.health.failed(str(exc))
+            raise
+        if self.health is not None:
+            self.health.stored()
         if stored.ids:
             self.wake()
         routed = {bot: len(share.alerts) for bot, share in shares.items()}

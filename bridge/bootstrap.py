@@ -28,6 +28,7 @@ from .notify.feishu import FeishuClient
 from .mentions import MentionResolver
 from .metrics import Metrics
 from .store import Outbox, open_store
+from .store.health import WriteHealth
 from .render import Renderer
 from .store.records import Head
 
@@ -65,9 +66,9 @@ def build_compose(config: Config, log: logging.Logger, metrics: Metrics | None =
 
 
 def build_runtime(config: Config, *, store: Outbox, wake: Callable[[], None], log: logging.Logger,
-                  metrics: Metrics | None = None) -> Runtime:
+                  metrics: Metrics | None = None, health: WriteHealth | None = None) -> Runtime:
     """Raises ConfigError when a template of the configuration does not compile."""
-    return Runtime(config, Accept(config, store, wake, log, metrics), build_compose(config, log, metrics))
+    return Runtime(config, Accept(config, store, wake, log, metrics, health), build_compose(config, log, metrics))
 
 
 class Services:
@@ -81,6 +82,7 @@ class Services:
         self.log = log
         self.metrics = metrics
         self.clock = clock
+        self.write_health = WriteHealth(clock)   # per process, across reloads
         self.delivery = Delivery(config, channel, log, outbox=store, render=self.render_stored,
                                  metrics=metrics, clock=clock)
         # Set before anything can call render_stored: the senders start in start().
@@ -88,7 +90,8 @@ class Services:
 
     def runtime_for(self, config: Config) -> Runtime:
         """A runtime for `config` on this process's services; raises ConfigError."""
-        return build_runtime(config, store=self.store, wake=self.delivery.wake, log=self.log, metrics=self.metrics)
+        return build_runtime(config, store=self.store, wake=self.delivery.wake, log=self.log, metrics=self.metrics,
+                             health=self.write_health)
 
     def use(self, runtime: Runtime) -> None:
         """Put `runtime` in force: new requests and the next message composed use it."""

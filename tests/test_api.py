@@ -263,3 +263,49 @@ def test_the_same_notification_again_is_answered_with_no_new_message(client, fak
     assert again.status_code == 200 and len(fake_feishu.wait_for("tok-ops-0001", 1)) == 1
     time.sleep(0.3)
     assert len(fake_feishu.received("tok-ops-0001")) == 1
+
+
+def test_ready_turns_503_once_a_webhook_could_not_be_stored_and_back_once_one_is(tmp_path, monkeypatch):
+    """The disk full case: the store's own probe still passes (it writes nothing), but every
+    webhook is refused. Kubernetes must stop sending traffic to this pod meanwhile."""
+    from bridge.errors import StorageError
+
+    config = loads(f"bots: [{{name: ops}}]\nroute: {{bots: [ops]}}\nstorage: {{path: {tmp_path / 'outbox.db'}}}\n",
+                   env={})
+    app = create_app(config, start_delivery=False)
+    client = app.test_client()
+    store = app.extensions["bridge"].services.store
+    body = (FIXTURES / "alertmanager" / "am025-firing-single.json").read_bytes()
+    real_store = store.store
+
+    def disk_full(*args, **kwargs):
+        raise StorageError("outbox feishu-alert-bridge-outbox.db: database or disk is full")
+
+    monkeypatch.setattr(store, "store", disk_full)
+    assert store.writable_problem() is None          # what /-/ready used to rely on alone
+    assert client.get("/-/ready").status_code == 200  # nothing has failed yet
+    assert post(client, "/alertmanager", body).status_code == 503
+    answer = client.get("/-/ready")
+    assert answer.status_code == 503
+    assert "could not be stored" in answer.get_json()["reason"] and "disk is full" in answer.get_json()["reason"]
+
+    monkeypatch.setattr(store, "store", real_store)   # space freed
+    assert post(client, "/alertmanager", body).status_code == 200
+    assert client.get("/-/ready").status_code == 200
+
+
+def test_a_store_failure_is_forgotten_after_a_minute_without_webhooks():
+    from bridge.store.health import FORGET_AFTER, WriteHealth
+    from support.clock import FakeClock
+
+    clock = FakeClock()
+    health = WriteHealth(clock)
+    health.failed("database or disk is full")
+    assert "disk is full" in health.problem()
+    clock.advance(FORGET_AFTER - 1)
+    assert health.problem() is not None
+    clock.advance(2)
+    assert health.problem() is None
+    health.failed("again")
+    health.stored()
+    assert health.problem() is None

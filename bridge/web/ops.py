@@ -29,7 +29,7 @@ def healthy() -> Response:
 @blueprint.get("/-/ready")
 def ready() -> tuple[Response, int] | Response:
     services = bridge().services
-    problem = services.store.writable_problem()
+    problem = services.store.writable_problem() or services.write_health.problem()
     if problem is not None:
         return jsonify(status="not ready", reason=f"outbox not writable: {problem}"), 503
     stopped = services.delivery.problems()
