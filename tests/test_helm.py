@@ -14,64 +14,21 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from support import require_tool
-
-ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "helm" / "feishu-alert-bridge"
-ALL_FEATURES = CHART / "ci" / "all-features-values.yaml"
-RELEASE, NAMESPACE = "alerts", "monitoring"
-FULLNAME = f"{RELEASE}-feishu-alert-bridge"
-# Oldest Kubernetes the chart is tested against; kubernetes-validate ships its schemas.
-KUBERNETES_VERSION = "1.30"
-CRD_GROUP = "monitoring.coreos.com/v1"   # Prometheus Operator kinds: not in the core schemas
-PODS_UID = 10001                         # the image's user (Dockerfile)
+from support.helm import (ALL_FEATURES, CHART, CRD_GROUP, FULLNAME, INSTALL_HELM, NAMESPACE, PODS_UID, RELEASE,
+                          check_config, config_of, one, pod_spec, render, run_helm, validate_kubernetes, values_file)
 
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    return require_tool("helm", "run .ci/install-helm")
-
-
-def _run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([helm, *args], capture_output=True, text=True, timeout=60)
-    if check and result.returncode != 0:
-        pytest.fail(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def render(helm: str, *args: str) -> list[dict[str, Any]]:
-    out = _run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def values_file(tmp_path: Path, values: dict[str, Any], name: str = "values.yaml") -> str:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(values, allow_unicode=True), encoding="utf-8")
-    return str(path)
-
-
-def one(docs: list[dict[str, Any]], kind: str, name: str = FULLNAME) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, f"expected one {kind} {name}, got {[d['kind'] for d in docs]}"
-    return found[0]
-
-
-def config_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
-
-
-def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return one(docs, "Deployment")["spec"]["template"]["spec"]
+    return require_tool("helm", INSTALL_HELM)
 
 
 def fake_secrets() -> list[str]:
@@ -102,19 +59,11 @@ def docs(request, default_docs, all_docs) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("extra", [[], ["-f", str(ALL_FEATURES)]], ids=["default", "all-features"])
 def test_helm_lint_strict_passes(helm, extra):
-    _run_helm(helm, "lint", "--strict", str(CHART), *extra)
+    run_helm(helm, "lint", "--strict", str(CHART), *extra)
 
 
 def test_manifests_are_valid_kubernetes_1_30_objects(docs):
-    import kubernetes_validate
-
-    for doc in docs:
-        if doc["apiVersion"] == CRD_GROUP:
-            continue  # CRDs: checked field by field in test_prometheus_operator_objects
-        try:
-            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{doc['kind']} {doc['metadata']['name']}: {exc.message} at {list(exc.absolute_path)}")
+    validate_kubernetes(docs)
 
 
 def test_all_features_render_every_optional_object(default_docs, all_docs):
@@ -126,10 +75,10 @@ def test_all_features_render_every_optional_object(default_docs, all_docs):
 
 
 def test_values_schema_rejects_typos(helm, tmp_path):
-    top = _run_helm(helm, "template", str(CHART), "--set", "replicaCont=1", check=False)
+    top = run_helm(helm, "template", str(CHART), "--set", "replicaCont=1", check=False)
     assert top.returncode != 0 and "replicaCont" in top.stderr
     bad_bot = values_file(tmp_path, {"config": {"bots": [{"name": "ops", "webhook_ur": "https://x"}]}})
-    nested = _run_helm(helm, "template", str(CHART), "-f", bad_bot, check=False)
+    nested = run_helm(helm, "template", str(CHART), "-f", bad_bot, check=False)
     assert nested.returncode != 0 and "webhook_ur" in nested.stderr
 
 
@@ -183,7 +132,7 @@ def test_no_secret_value_in_any_configmap_or_in_plain_text(all_docs, helm):
             text = json.dumps(doc, ensure_ascii=False)
             leaked = [s for s in secrets if s in text]
             assert not leaked, f"ConfigMap {doc['metadata']['name']} holds secret values"
-    rendered = _run_helm(helm, "template", RELEASE, str(CHART), "-f", str(ALL_FEATURES)).stdout
+    rendered = run_helm(helm, "template", RELEASE, str(CHART), "-f", str(ALL_FEATURES)).stdout
     assert not [s for s in secrets if s in rendered], "a secret appears in plain text in the manifests"
     stored = {base64.b64decode(v).decode() for v in one(all_docs, "Secret")["data"].values()}
     assert set(secrets) == stored
@@ -255,7 +204,7 @@ def test_without_persistence_the_outbox_is_an_emptydir_and_updates_roll(helm):
 
 
 def test_several_replicas_sharing_one_outbox_are_refused(helm):
-    result = _run_helm(helm, "template", str(CHART), "--set", "replicaCount=2", check=False)
+    result = run_helm(helm, "template", str(CHART), "--set", "replicaCount=2", check=False)
     assert result.returncode != 0 and "SQLite" in result.stderr
 
 
@@ -301,15 +250,6 @@ def test_prometheus_operator_objects(all_docs, tmp_path):
 # --- the rendered config, run through the bridge's validator ------------------------------
 
 
-def check_config(docs: list[dict[str, Any]], root: Path) -> None:
-    """`feishu-alert-bridge check-config` on the rendered config, as the pod would see it."""
-    config_path, env = lay_out_pod(docs, root)
-    result = subprocess.run([sys.executable, "-m", "bridge", "check-config", str(config_path)],
-                            capture_output=True, text=True, env={**os.environ, **env}, timeout=60, cwd=root)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "OK" in result.stdout
-
-
 def test_rendered_config_passes_check_config(docs, tmp_path):
     check_config(docs, tmp_path)
 
@@ -338,13 +278,13 @@ def test_existing_secret_is_referenced_by_the_listed_keys(helm, tmp_path):
     assert volume["secretName"] == "feishu-bots"
     assert {i["key"] for i in volume["items"]} == {"ops-webhook-url", "ops-secret"}
     values["config"]["bots"][0]["webhook_url"] = "https://open.feishu.cn/open-apis/bot/v2/hook/x"
-    refused = _run_helm(helm, "template", str(CHART), "-f", values_file(tmp_path, values), check=False)
+    refused = run_helm(helm, "template", str(CHART), "-f", values_file(tmp_path, values), check=False)
     assert refused.returncode != 0 and "existingSecret" in refused.stderr
 
 
 def test_notes_print_the_alertmanager_receiver(helm, tmp_path):
     def notes(*args: str) -> str:
-        out = _run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+        out = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
                         *args).stdout
         return out[out.index("NOTES:"):]
 
@@ -355,58 +295,3 @@ def test_notes_print_the_alertmanager_receiver(helm, tmp_path):
     with_auth = notes("-f", values_file(tmp_path, {"config": {"auth": {"bearer_token": "TEST-BEARER-3f9a"}}}))
     assert "http_config:" in with_auth and "credentials_file:" in with_auth
     assert "TEST-BEARER-3f9a" not in with_auth
-
-
-def lay_out_pod(docs: list[dict[str, Any]], root: Path) -> tuple[Path, dict[str, str]]:
-    """Write the pod's volumes under root as the kubelet would mount them; return the config and env.
-
-    Paths in config.yaml are absolute container paths; each mount point is mapped to its
-    directory under root, so a path that no volume provides stays unreadable.
-    """
-    spec = pod_spec(docs)
-    container = spec["containers"][0]
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    mapping: dict[str, Path] = {}
-    for mount in container["volumeMounts"]:
-        target = root / mount["mountPath"].lstrip("/")
-        target.mkdir(parents=True, exist_ok=True)
-        mapping[mount["mountPath"]] = target
-        for name, content in _volume_files(docs, volumes[mount["name"]]).items():
-            (target / name).write_text(content, encoding="utf-8")
-
-    # One pass, longest mount first, and only at the start of a path: a mapped directory
-    # may itself lie under a mount point such as /tmp.
-    alternatives = "|".join(re.escape(m) for m in sorted(mapping, key=len, reverse=True))
-    pattern = re.compile(rf"(?<![\w./-])({alternatives})(?![\w.-])")
-
-    def host(text: str) -> str:
-        return pattern.sub(lambda m: str(mapping[m.group(1)]), text)
-
-    env = {item["name"]: host(_env_value(docs, item)) for item in container["env"]}
-    config_path = Path(env["BRIDGE_CONFIG"])
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    outbox_dir = Path(host(config["storage"]["path"])).parent
-    writable = {mapping[m["mountPath"]] for m in container["volumeMounts"] if not m.get("readOnly")}
-    assert outbox_dir in writable, "the outbox is not on a writable volume"
-    config_path.write_text(host(config_path.read_text(encoding="utf-8")), encoding="utf-8")
-    return config_path, env
-
-
-def _volume_files(docs: list[dict[str, Any]], volume: dict[str, Any]) -> dict[str, str]:
-    if "configMap" in volume:
-        source, data = volume["configMap"], one(docs, "ConfigMap", volume["configMap"]["name"])["data"]
-    elif "secret" in volume:
-        source = volume["secret"]
-        secret = one(docs, "Secret", source["secretName"])
-        data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    else:
-        return {}  # emptyDir, persistentVolumeClaim: start empty
-    items = source.get("items") or [{"key": k, "path": k} for k in data]
-    return {item["path"]: data[item["key"]] for item in items}
-
-
-def _env_value(docs: list[dict[str, Any]], item: dict[str, Any]) -> str:
-    if "value" in item:
-        return str(item["value"])
-    ref = item["valueFrom"]["secretKeyRef"]
-    return base64.b64decode(one(docs, "Secret", ref["name"])["data"][ref["key"]]).decode()
