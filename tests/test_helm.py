@@ -1,4 +1,5 @@
-"""The Helm chart (helm/feishu-alert-bridge), rendered with the real helm binary.
+"""The Helm chart (helm/feishu-alert-bridge) in its default, SQLite mode, rendered with the
+real helm binary. PostgreSQL mode: tests/test_helm_postgres.py.
 
 Rendered twice: with the chart's default values and with ci/all-features-values.yaml
 (every optional resource on, several bots with fake secrets). Each rendering is linted,
@@ -23,7 +24,8 @@ import yaml
 
 from support import require_tool
 from support.helm import (ALL_FEATURES, CHART, CRD_GROUP, FULLNAME, INSTALL_HELM, NAMESPACE, PODS_UID, RELEASE,
-                          check_config, config_of, one, pod_spec, render, run_helm, validate_kubernetes, values_file)
+                          check_config, config_of, env_of, kinds, notes, one, pod_spec, refused, render, run_helm,
+                          validate_kubernetes, values_file)
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +206,34 @@ def test_without_persistence_the_outbox_is_an_emptydir_and_updates_roll(helm):
 
 
 def test_several_replicas_sharing_one_outbox_are_refused(helm):
-    result = run_helm(helm, "template", str(CHART), "--set", "replicaCount=2", check=False)
-    assert result.returncode != 0 and "SQLite" in result.stderr
+    # The schema refuses first, naming both ways out; a helm run that skips the schema
+    # meets the template's reason.
+    schema = refused(helm, "--set", "replicaCount=2")
+    assert "replicaCount" in schema and "postgres" in schema
+    template = refused(helm, "--set", "replicaCount=2", "--skip-schema-validation")
+    assert "replicaCount > 1 needs postgres.enabled: true" in template and "SQLite" in template
+
+
+def test_several_replicas_without_persistence_stay_allowed(helm):
+    """As before the PostgreSQL mode: each pod has its own emptyDir outbox (NOTES warn)."""
+    docs = render(helm, "--set", "replicaCount=2", "--set", "persistence.enabled=false")
+    assert one(docs, "Deployment")["spec"]["replicas"] == 2
+    assert "PodDisruptionBudget" not in kinds(docs)
+
+
+def test_sqlite_mode_keeps_one_pod_and_no_postgres_parts(default_docs, all_docs):
+    for docs in (default_docs, all_docs):
+        deployment = one(docs, "Deployment")
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+        spec = pod_spec(docs)
+        assert "topologySpreadConstraints" not in spec and "lifecycle" not in spec["containers"][0]
+        assert env_of(docs)["BRIDGE_STORAGE_PATH"]["value"] == "/var/lib/feishu-alert-bridge/outbox.db"
+        assert not {"PGSSLMODE", "PGSSLROOTCERT"} & set(env_of(docs))
+        assert set(config_of(docs)["storage"]) == {"path"}
+    # all-features turns the PDB on by hand: it keeps maxUnavailable 1, as before.
+    assert one(all_docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert "PodDisruptionBudget" not in kinds(default_docs)
 
 
 def test_objects_select_the_bridge_pods(all_docs):
@@ -238,8 +266,14 @@ def test_prometheus_operator_objects(all_docs, tmp_path):
     assert all(r.get("alert") and r.get("expr") for r in rules)
     exprs = " ".join(r["expr"] for r in rules)
     for metric in ("feishu_bridge_dead_letters_total", "feishu_bridge_outbox_depth",
-                   "feishu_bridge_outbox_oldest_age_seconds", "feishu_bridge_config_last_reload_successful"):
+                   "feishu_bridge_outbox_oldest_age_seconds", "feishu_bridge_config_last_reload_successful",
+                   "feishu_bridge_outbox_up", 'result="not_stored"'):
         assert metric in exprs
+    # /-/ready (503 while the outbox cannot be written) as kube-state-metrics sees it.
+    not_ready = {r["alert"]: r for r in rules}["FeishuBridgeNotReady"]
+    assert f'kube_deployment_status_replicas_unavailable{{namespace="{NAMESPACE}", deployment="{FULLNAME}"}}' in (
+        not_ready["expr"])
+    assert "SQLite" in not_ready["annotations"]["description"]
     promtool = require_tool("promtool", "apt-get install prometheus (.ci/run does)")
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump(rule["spec"]), encoding="utf-8")
@@ -283,15 +317,11 @@ def test_existing_secret_is_referenced_by_the_listed_keys(helm, tmp_path):
 
 
 def test_notes_print_the_alertmanager_receiver(helm, tmp_path):
-    def notes(*args: str) -> str:
-        out = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
-                        *args).stdout
-        return out[out.index("NOTES:"):]
-
-    plain = notes()
+    plain = notes(helm)
+    assert "Storage mode: SQLite" in plain and "Grafana does not" in plain
     assert f"url: http://{FULLNAME}.{NAMESPACE}.svc:9095/alertmanager" in plain
     assert "send_resolved: true" in plain and "http_config" not in plain
     assert "bot default has no webhook_url" in plain
-    with_auth = notes("-f", values_file(tmp_path, {"config": {"auth": {"bearer_token": "TEST-BEARER-3f9a"}}}))
+    with_auth = notes(helm, "-f", values_file(tmp_path, {"config": {"auth": {"bearer_token": "TEST-BEARER-3f9a"}}}))
     assert "http_config:" in with_auth and "credentials_file:" in with_auth
     assert "TEST-BEARER-3f9a" not in with_auth
