@@ -221,6 +221,15 @@ def test_several_replicas_without_persistence_stay_allowed(helm):
     assert "PodDisruptionBudget" not in kinds(docs)
 
 
+def test_values_from_before_postgres_still_render(helm):
+    """`helm upgrade --reuse-values` from chart 0.1 brings values without postgres.* and
+    prometheusRule.kubeStateMetrics (null removes a key, as if it never existed)."""
+    docs = render(helm, "-f", str(ALL_FEATURES), "--set", "postgres=null",
+                  "--set", "prometheusRule.kubeStateMetrics=null")
+    assert set(config_of(docs)["storage"]) == {"path"}
+    assert "PersistentVolumeClaim" in kinds(docs)
+
+
 def test_sqlite_mode_keeps_one_pod_and_no_postgres_parts(default_docs, all_docs):
     for docs in (default_docs, all_docs):
         deployment = one(docs, "Deployment")

@@ -66,9 +66,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "fab.postgresSecretDir" -}}/etc/feishu-alert-bridge/postgres{{- end }}
 {{- define "fab.postgresCaDir" -}}/etc/feishu-alert-bridge/postgres-ca{{- end }}
 
-{{/* True (non-empty) when the outbox is in PostgreSQL rather than in a SQLite file. */}}
+{{/*
+True (non-empty) when the outbox is in PostgreSQL rather than in a SQLite file. The
+default dict: `helm upgrade --reuse-values` from a chart before postgres.* has none.
+*/}}
 {{- define "fab.postgresOn" -}}
-{{- if .Values.postgres.enabled }}true{{ end }}
+{{- if (.Values.postgres | default dict).enabled }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -103,7 +106,7 @@ it would be silently ignored.
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if .Values.postgres.enabled }}
+{{- if include "fab.postgresOn" . }}
 {{- range $pair := list (list "dsn" "postgres-dsn") (list "password" "postgres-password") }}
 {{- $field := index $pair 0 }}
 {{- $key := index $pair 1 }}
@@ -184,7 +187,7 @@ parts carries no password, so it may stay in the ConfigMap.
 */}}
 {{- define "fab.storage" -}}
 {{- $pg := .Values.postgres }}
-{{- if not $pg.enabled }}
+{{- if not (include "fab.postgresOn" .) }}
 {{- toJson (dict "path" (printf "%s/outbox.db" (include "fab.dataDir" .))) }}
 {{- else }}
 {{- $out := dict }}
