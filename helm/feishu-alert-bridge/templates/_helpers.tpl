@@ -63,6 +63,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "fab.secretsDir" -}}/etc/feishu-alert-bridge/secrets{{- end }}
 {{- define "fab.templatesDir" -}}/etc/feishu-alert-bridge/templates{{- end }}
 {{- define "fab.dataDir" -}}/var/lib/feishu-alert-bridge{{- end }}
+{{- define "fab.postgresSecretDir" -}}/etc/feishu-alert-bridge/postgres{{- end }}
+{{- define "fab.postgresCaDir" -}}/etc/feishu-alert-bridge/postgres-ca{{- end }}
+
+{{/*
+True (non-empty) when the outbox is in PostgreSQL rather than in a SQLite file. The
+default dict: `helm upgrade --reuse-values` from a chart before postgres.* has none.
+*/}}
+{{- define "fab.postgresOn" -}}
+{{- if (.Values.postgres | default dict).enabled }}true{{ end }}
+{{- end }}
 
 {{/*
 The chart-managed Secret's data: {key: value} for every secret value set in config.
@@ -93,6 +103,22 @@ it would be silently ignored.
 {{- fail (printf "config.%s is set, but existingSecret is used: put it in Secret %s under key %s and list that key in existingSecretKeys" (index . 0) $existing (index . 1)) }}
 {{- end }}
 {{- $_ := set $data (index . 1) (toString (index . 2)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if include "fab.postgresOn" . }}
+{{- range $pair := list (list "dsn" "postgres-dsn") (list "password" "postgres-password") }}
+{{- $field := index $pair 0 }}
+{{- $key := index $pair 1 }}
+{{- $value := get $.Values.postgres $field }}
+{{- if $value }}
+{{- with $.Values.postgres.existingSecret }}
+{{- fail (printf "postgres.%s is set, but postgres.existingSecret is used: put it in Secret %s and name its key in postgres.existingSecretKeys.%s" $field . $field) }}
+{{- end }}
+{{- if $existing }}
+{{- fail (printf "postgres.%s is set, but existingSecret is used: put it in Secret %s under key %s and list that key in existingSecretKeys" $field $existing $key) }}
+{{- end }}
+{{- $_ := set $data $key (toString $value) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -154,6 +180,47 @@ authentication on: a bridge that predates `auth:` rejects the key at start-up.
 {{- toJson $auth }}
 {{- end }}
 
+{{/*
+The storage section: the SQLite file on the outbox volume, or storage.postgres with the
+DSN and the password as files from a Secret. A DSN built from postgres.host and its
+parts carries no password, so it may stay in the ConfigMap.
+*/}}
+{{- define "fab.storage" -}}
+{{- $pg := .Values.postgres }}
+{{- if not (include "fab.postgresOn" .) }}
+{{- toJson (dict "path" (printf "%s/outbox.db" (include "fab.dataDir" .))) }}
+{{- else }}
+{{- $out := dict }}
+{{- if $pg.existingSecret }}
+{{- $dir := include "fab.postgresSecretDir" . }}
+{{- with $pg.existingSecretKeys.dsn }}{{ $_ := set $out "dsn_file" (printf "%s/%s" $dir .) }}{{ end }}
+{{- with $pg.existingSecretKeys.password }}{{ $_ := set $out "password_file" (printf "%s/%s" $dir .) }}{{ end }}
+{{- if not $out }}
+{{- fail (printf "postgres.existingSecret is %s, but no key of it is named: set postgres.existingSecretKeys.dsn and/or postgres.existingSecretKeys.password" $pg.existingSecret) }}
+{{- end }}
+{{- else }}
+{{- $keys := include "fab.secretKeys" . | fromJsonArray }}
+{{- $dir := include "fab.secretsDir" . }}
+{{- if has "postgres-dsn" $keys }}{{ $_ := set $out "dsn_file" (printf "%s/postgres-dsn" $dir) }}{{ end }}
+{{- if has "postgres-password" $keys }}{{ $_ := set $out "password_file" (printf "%s/postgres-password" $dir) }}{{ end }}
+{{- end }}
+{{- if $out.dsn_file }}
+{{- if $pg.host }}
+{{- fail "postgres.host and a DSN (postgres.dsn, key postgres-dsn, or postgres.existingSecretKeys.dsn) are both set: give one of them" }}
+{{- end }}
+{{- else if $pg.host }}
+{{- $user := "" }}{{ with $pg.user }}{{ $user = printf "%s@" . }}{{ end }}
+{{- $query := "" }}{{ with $pg.sslmode }}{{ $query = printf "?sslmode=%s" . }}{{ end }}
+{{- $_ := set $out "dsn" (printf "postgresql://%s%s:%d/%s%s" $user $pg.host (int $pg.port) $pg.database $query) }}
+{{- else }}
+{{- fail "postgres.enabled needs a database: postgres.host (with port, database, user, sslmode), or a DSN in postgres.dsn, in key postgres-dsn of existingSecret, or in postgres.existingSecret (postgres.existingSecretKeys.dsn)" }}
+{{- end }}
+{{- with $pg.schema }}{{ $_ := set $out "schema" . }}{{ end }}
+{{- if not (kindIs "invalid" $pg.poolSize) }}{{ $_ := set $out "pool_size" (int $pg.poolSize) }}{{ end }}
+{{- toJson (dict "postgres" $out) }}
+{{- end }}
+{{- end }}
+
 {{/* config.yaml: what the ConfigMap holds. */}}
 {{- define "fab.configYaml" -}}
 {{- $config := omit .Values.config "bots" "auth" "server" "delivery" }}
@@ -162,7 +229,7 @@ authentication on: a bridge that predates `auth:` rejects the key at start-up.
 {{- with .Values.config.delivery }}{{ $_ := set $config "delivery" . }}{{ end }}
 {{- $auth := include "fab.auth" . | fromJson }}
 {{- if $auth }}{{ $_ := set $config "auth" $auth }}{{ end }}
-{{- $_ = set $config "storage" (dict "path" (printf "%s/outbox.db" (include "fab.dataDir" .))) }}
+{{- $_ = set $config "storage" (include "fab.storage" . | fromJson) }}
 {{- if .Values.customTemplates }}
 {{- $_ = set $config "templates_dir" (include "fab.templatesDir" .) }}
 {{- end }}
