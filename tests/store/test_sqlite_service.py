@@ -44,6 +44,9 @@ def test_ready_says_so_only_while_the_outbox_is_writable(tmp_path):
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
+    # The refused webhook is remembered until one is stored again: Alertmanager's retry is.
+    assert client.get("/-/ready").status_code == 503
+    assert client.post("/alertmanager", data=body, content_type="application/json").status_code == 200
     assert client.get("/-/ready").status_code == 200
 
 
