@@ -409,3 +409,20 @@ def test_a_v1_custom_bot_url_is_refused_with_what_to_do():
     (problem,) = refused.value.problems
     assert problem.startswith("bots[0].webhook_url: https://open.feishu.cn/open-apis/bot/hook/0123… is a v1 custom-bot URL")
     assert "v2/hook" in problem and "0123456789abcdef" not in problem
+
+
+@pytest.mark.parametrize("raw,phrase", [
+    (b'{"msg_type": "text", "content": {"\\ud800": 1}}', "content.\\ud800: unknown field"),
+    (b'{"\\udc00": 1, "text": "x"}', "\\udc00: unknown field"),
+    (b'{"msg_type": "post", "content": {"post": {"\\ud800x": {}}}}', "content.post.\\ud800x"),
+    (b'{"text": "\\ud800"}', "lone surrogate"),
+    (b'{"msg_type": "interactive", "card": {"elements": [{"tag": "div", "x": ' + b"[" * 500 + b"]" * 500 + b"}]}}",
+     "nests deeper than 64 levels"),
+    (b'{"template": "deploy", "data": {"y": ' + b"[" * 5000 + b"]" * 5000 + b"}}", "nests too deep"),
+])
+def test_hostile_bodies_are_400_never_500(app, client, raw, phrase):
+    """What a caller sends is quoted in the answer and copied while it is cut to size: a key
+    UTF-8 cannot carry, or JSON nested past Python's stack, must not turn into a 500."""
+    answer = send(client, "ops", raw)
+    assert answer.status_code == 400 and phrase in answer.get_json()["error"], answer.get_data()
+    assert stored(app) == []

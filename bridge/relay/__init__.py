@@ -98,15 +98,21 @@ def relay_templates(config: Config) -> frozenset[str]:
 def prepare(config: Config, renderer: Renderer, bot: Bot, body: Any, templates: frozenset[str]) -> Prepared:
     """A request body (decoded JSON) as the requests it becomes for `bot`; PayloadError
     saying what is wrong, before anything is stored or sent."""
-    request = read_request(body)
-    mentions = _mentions(config, request)
-    if request.template is not None:
-        message, placed = _render(renderer, templates, request, bot, mentions)
-        mentions = () if placed else mentions
-    else:
-        assert request.message is not None
-        message = request.message
-    return Prepared(bot, tuple(ready(message, bot, mentions)), request.dedupe_key)
+    try:
+        request = read_request(body)
+        mentions = _mentions(config, request)
+        if request.template is not None:
+            message, placed = _render(renderer, templates, request, bot, mentions)
+            mentions = () if placed else mentions
+        else:
+            assert request.message is not None
+            message = request.message
+        return Prepared(bot, tuple(ready(message, bot, mentions)), request.dedupe_key)
+    except PayloadError as exc:
+        # What the caller sent may be quoted in the answer: a lone surrogate from a \ud800
+        # escape would make the answer itself unwritable (a 500), so it is escaped.
+        text = str(exc)
+        raise PayloadError(text.encode("utf-8", "backslashreplace").decode("utf-8")) from None
 
 
 def _mentions(config: Config, request: RelayRequest) -> tuple[Mention, ...]:

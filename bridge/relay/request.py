@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import PayloadError
-from .shapes import check_message
+from .shapes import check_message, shown_key
 
 # A dedupe_key is the caller's name for "this message": long enough for a job name, a
 # date and a run id; it is stored hashed.
 MAX_DEDUPE_KEY = 256
 # More than this is a list of everyone, which is what `all` is for.
 MAX_MENTIONED = 50
+# How deep a body may nest. A card nests containers at most 5 deep (protocols.md A.3), some
+# 20 levels of JSON; a body far deeper is no message, and copying or encoding it would run
+# out of Python's stack (a 500) where the JSON parser did not.
+MAX_DEPTH = 64
 
 _FORMS = ("text", "msg_type", "template")
 _FIELDS = {"text": {"text"}, "msg_type": {"msg_type", "content", "card"}, "template": {"template", "data"}}
@@ -45,6 +49,7 @@ def read_request(body: Any) -> RelayRequest:
     """The request in a decoded JSON body; PayloadError naming the field otherwise."""
     if not isinstance(body, dict):
         raise PayloadError(f"expected a JSON object: {FORMS_HELP}")
+    _shallow(body)
     forms = [name for name in _FORMS if name in body]
     if len(forms) != 1:
         given = " and ".join(forms) if forms else "none of them"
@@ -54,7 +59,7 @@ def read_request(body: Any) -> RelayRequest:
     if unknown:
         hint = ("the bridge signs the message itself" if unknown[0] in ("timestamp", "sign")
                 else f"this form takes {', '.join(sorted(_FIELDS[form] | _OPTIONAL))}")
-        raise PayloadError(f"{unknown[0]}: unknown field ({hint})")
+        raise PayloadError(f"{shown_key(unknown[0])}: unknown field ({hint})")
     users, everyone = _mentions(body.get("mentions"))
     common = {"dedupe_key": _dedupe_key(body.get("dedupe_key")), "mention_users": users, "mention_all": everyone}
     if form == "text":
@@ -72,6 +77,18 @@ def read_request(body: Any) -> RelayRequest:
     return RelayRequest(template=name, data=data, **common)
 
 
+def _shallow(body: dict) -> None:
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PayloadError(f"the body nests deeper than {MAX_DEPTH} levels: no Feishu message does")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def _dedupe_key(value: Any) -> str | None:
     if value is None:
         return None
@@ -87,7 +104,7 @@ def _mentions(value: Any) -> tuple[tuple[str, ...], bool]:
         raise PayloadError('mentions: expected an object like {"users": ["alice"], "all": false}')
     unknown = sorted(set(value) - _MENTION_KEYS)
     if unknown:
-        raise PayloadError(f"mentions.{unknown[0]}: unknown field (mentions take users and all)")
+        raise PayloadError(f"mentions.{shown_key(unknown[0])}: unknown field (mentions take users and all)")
     everyone = value.get("all", False)
     if not isinstance(everyone, bool):
         raise PayloadError("mentions.all: expected true or false")

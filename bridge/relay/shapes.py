@@ -68,7 +68,7 @@ def _exactly(content: Any, path: str, key: str, example: str) -> str:
         raise PayloadError(f"{path}: expected an object like {{\"{key}\": \"{example}\"}}, got {_kind(content)}")
     extra = sorted(set(content) - {key})
     if extra:
-        raise PayloadError(f"{path}.{extra[0]}: unknown field (this message's content is {{\"{key}\": ...}} only)")
+        raise PayloadError(f"{path}.{shown_key(extra[0])}: unknown field (this message's content is {{\"{key}\": ...}} only)")
     value = content.get(key)
     if not isinstance(value, str) or not value.strip():
         raise PayloadError(f"{path}.{key}: expected a non-empty string, got {_kind(value)}")
@@ -97,14 +97,14 @@ def _post(content: Any, path: str) -> None:
     if not isinstance(post, dict) or not post:
         raise PayloadError(f"{path}.post: expected an object with zh_cn and/or en_us, got {_kind(post)}")
     for lang, body in post.items():
-        where = f"{path}.post.{lang}"
+        where = f"{path}.post.{shown_key(lang)}"
         if lang not in POST_LANGUAGES:
             raise PayloadError(f"{where}: Feishu takes only {' and '.join(POST_LANGUAGES)}")
         if not isinstance(body, dict):
             raise PayloadError(f"{where}: expected an object with title and content, got {_kind(body)}")
         extra = sorted(set(body) - {"title", "content"})
         if extra:
-            raise PayloadError(f"{where}.{extra[0]}: unknown field (a post language has title and content)")
+            raise PayloadError(f"{where}.{shown_key(extra[0])}: unknown field (a post language has title and content)")
         if not isinstance(body.get("title", ""), str):
             raise PayloadError(f"{where}.title: expected a string, got {_kind(body['title'])}")
         paragraphs = body.get("content")
@@ -151,7 +151,7 @@ def check_card(card: Any, path: str) -> None:
         if not isinstance(i18n, dict):
             raise PayloadError(f"{path}.i18n_elements: expected an object of languages, got {_kind(i18n)}")
         for lang, elements in i18n.items():
-            _components(elements, f"{path}.i18n_elements.{lang}")
+            _components(elements, f"{path}.i18n_elements.{shown_key(lang)}")
     _mentions(card, path)
 
 
@@ -177,7 +177,7 @@ def _components(elements: Any, path: str) -> None:
 def _card_v2(card: dict, path: str) -> None:
     extra = sorted(set(card) - V2_CARD_KEYS)
     if extra:
-        raise PayloadError(f"{path}.{extra[0]}: card JSON 2.0 has no such field (it refuses what it does not "
+        raise PayloadError(f"{path}.{shown_key(extra[0])}: card JSON 2.0 has no such field (it refuses what it does not "
                            f"support; elements go in body.elements)")
     body = card.get("body")
     if not isinstance(body, dict):
@@ -252,9 +252,17 @@ def _walk(root: Any, path: str) -> Iterator[tuple[str, Any]]:
         where, value = stack.pop()
         yield where, value
         if isinstance(value, dict):
-            stack.extend((f"{where}.{k}", v) for k, v in reversed(value.items()))
+            stack.extend((f"{where}.{shown_key(k)}", v) for k, v in reversed(value.items()))
         elif isinstance(value, list):
             stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+
+
+def shown_key(key: Any) -> str:
+    """A key from the request as it is shown in a field path: anything UTF-8 cannot carry
+    (a lone surrogate from a \\ud800 escape) escaped, and cut short, so the answer that
+    names it can always be written."""
+    text = str(key).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _web_url(value: Any) -> bool:

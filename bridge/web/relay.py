@@ -45,7 +45,12 @@ def count(response: Response) -> Response:
 def send(bot: str) -> Response:
     relay = runtime().relay
     relay.bot(bot)   # 404 before the body is read
-    relayed = relay(bot, decode_json(_body()))
+    raw = _body()
+    try:
+        body = decode_json(raw)
+    except RecursionError:   # JSON nested past the parser's stack: hostile, and a 400, not a 500
+        raise PayloadError(f"the body nests too deep to read ({len(raw)} bytes)") from None
+    relayed = relay(bot, body)
     if relayed.duplicate:
         g.relay_result = "duplicate"
     return jsonify(relayed.as_json())
