@@ -245,6 +245,37 @@ def test_what_cannot_be_cut_to_size_is_400(app, client, body, phrase):
     assert stored(app) == []
 
 
+# -- delivery: the alerts' retries and dead letters ---------------------------------------
+def test_a_relayed_message_is_retried_part_by_part_and_a_refusal_is_a_dead_letter(fake_feishu, tmp_path):
+    fast = "delivery: {backoff_base: 50ms, backoff_cap: 100ms}"
+    app = create_app(loads(relay_config(fake_feishu, tmp_path, extra=fast), env={}), logger=logging.getLogger("bridge"))
+    try:
+        client = app.test_client()
+        # Part 1 passes, part 2 meets a server error once: it is sent again, and only it.
+        fake_feishu.script("tok-relay-ops", ("hang", 0), ("http", 500))
+        text = "\n".join(f"entry {i} " + "y" * 100 for i in range(400))
+        count = send(client, "ops", {"text": text}).get_json()["messages"]
+        parts = fake_feishu.wait_for("tok-relay-ops", count)
+        assert [p["content"]["text"].split(" ", 2)[1] for p in parts] == [f"({n}/{count})" for n in range(1, count + 1)]
+        assert [a.http_status for a in fake_feishu.attempts("tok-relay-ops")] == [200, 500] + [200] * (count - 1)
+
+        # A permanent refusal (here the keyword, as if the bot's settings changed) is a dead letter.
+        fake_feishu.script("tok-relay-ops", ("code", 19024))
+        assert send(client, "ops", {"text": "refused"}).status_code == 200
+        store = app.extensions["bridge"].services.store
+        deadline = time.monotonic() + 5
+        while not store.list(dead=True) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (dead,) = store.list(dead=True)
+        assert dead.bot == "ops" and dead.reason == "keyword_missing" and dead.code == 19024
+        # `outbox retry` sends the parts as stored: there is no payload to render again.
+        assert store.retry(dead.id) == 1
+        assert fake_feishu.wait_for("tok-relay-ops", count + 1)[-1] == \
+            {"msg_type": "text", "content": {"text": f"{KEYWORD} refused"}}
+    finally:
+        app.extensions["bridge"].stop(timeout=5)
+
+
 # -- dedupe_key and mentions -------------------------------------------------------------
 def test_the_same_dedupe_key_twice_sends_once(client, fake_feishu):
     body = {"text": "Nightly backup finished", "dedupe_key": "backup-2026-03-02"}
