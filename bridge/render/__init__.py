@@ -23,6 +23,9 @@ nonce, which is swapped for the tag once the template has rendered.
 Times are shown in the bot's own zone (Bot.timezone), else the configured one; `ago`
 and `now` read the Renderer's clock once per render.
 
+`render_message` renders a template about something other than alerts (the relay's
+{"template", "data"}) in the same sandbox; its caller checks and cuts the result.
+
 The package, in the order a render goes through it:
   environment  the sandbox, finalize (JSON), the filters and their per-Renderer caches
   state        one render's shared values, mention placeholders, the context filters
