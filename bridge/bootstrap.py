@@ -5,6 +5,8 @@
       channel   the Feishu client                 accept   route -> store -> wake (bridge.accept)
       metrics   optional                          compose  stored message -> cards (bridge.compose)
       delivery  the senders (bridge.delivery)       with its Renderer and MentionResolver
+                                                  relay    /send/<bot> -> parts -> store -> wake
+                                                           (bridge.relay), with compose's Renderer
 
 The senders compose each message when it is due, through `Services.render_stored`: the
 compose service of the runtime in force then. A reload builds a new Runtime and puts it
@@ -29,6 +31,7 @@ from .mentions import MentionResolver
 from .metrics import Metrics
 from .store import Outbox, open_store
 from .store.health import WriteHealth
+from .relay import Relay
 from .render import Renderer
 from .store.records import Head
 
@@ -40,6 +43,7 @@ class Runtime:
     config: Config
     accept: Accept
     compose: Compose
+    relay: Relay
 
 
 def build_store(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> Outbox:
@@ -68,7 +72,10 @@ def build_compose(config: Config, log: logging.Logger, metrics: Metrics | None =
 def build_runtime(config: Config, *, store: Outbox, wake: Callable[[], None], log: logging.Logger,
                   metrics: Metrics | None = None, health: WriteHealth | None = None) -> Runtime:
     """Raises ConfigError when a template of the configuration does not compile."""
-    return Runtime(config, Accept(config, store, wake, log, metrics, health), build_compose(config, log, metrics))
+    compose = build_compose(config, log, metrics)
+    # The relay renders with compose's Renderer: one sandbox, the templates compiled once.
+    return Runtime(config, Accept(config, store, wake, log, metrics, health), compose,
+                   Relay(config, store, wake, compose.renderer, log, metrics, health))
 
 
 class Services:

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    # Over 60 lines on purpose: it only declares the seven commands and their flags, read as
+    # Over 60 lines on purpose: it only declares the eight commands and their flags, read as
     # one page the way `--help` shows them; split up, a flag would hide from its neighbours.
     parser = argparse.ArgumentParser(
         prog="feishu-alert-bridge",
@@ -104,6 +104,28 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(send_test)
     send_test.add_argument("--bot", metavar="NAME", required=True, help="the bot to send to")
     send_test.set_defaults(run=_send_test)
+
+    send = _command(
+        sub, "send", help="send a message (not an alert) to a bot: for cron jobs, CI and scripts",
+        description="Post a message to a bot through a running bridge's POST /send/<bot> (credentials from "
+                    "BRIDGE_TOKEN, or BRIDGE_USERNAME and BRIDGE_PASSWORD), or with --direct sign and send it "
+                    "from here, explaining Feishu's answer. Exit 0 only when the message was accepted.",
+        epilog="examples:\n  feishu-alert-bridge send --bot ops --text \"Backup of db1 finished\"\n"
+               "  feishu-alert-bridge send --bot ops --file message.json --direct --config config.yaml",
+    )
+    send.add_argument("--bot", metavar="NAME", required=True, help="the bot to send to")
+    what = send.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="a text message")
+    what.add_argument("--file", metavar="FILE", help="a Feishu message or a relay request (JSON); - for stdin")
+    send.add_argument("--dedupe-key", metavar="KEY", help="send once: the same key again within "
+                                                          "delivery.dedupe_window is dropped")
+    send.add_argument("--mention", metavar="NAME", action="append", default=[], help="ping NAME from users: "
+                                                                                     "(repeatable)")
+    send.add_argument("--mention-all", action="store_true", help="ping everyone in the chat")
+    send.add_argument("--url", help="the bridge (env BRIDGE_URL; default http://127.0.0.1:9095)")
+    send.add_argument("--direct", action="store_true", help="send from here with the bot of --config, no bridge")
+    _config_option(send)
+    send.set_defaults(run=_send)
 
     outbox = _command(
         sub, "outbox", help="list or re-queue stored messages (dead letters)",
@@ -189,6 +211,8 @@ def _check_config(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
     print(f"{args.path}: OK ({len(config.bots)} bot{'s' if len(config.bots) != 1 else ''}: "
           f"{', '.join(config.bots)})")
+    if config.relay.enabled:
+        print(f"relay: POST /send/<bot> is on for {', '.join(config.relay.bots or config.bots)}")
     return 0
 
 
@@ -261,6 +285,14 @@ def _send_test(args: argparse.Namespace) -> int:
         print("  the running service keeps the test card and tries again (see: feishu-alert-bridge outbox list)",
               file=sys.stderr)
     return 1
+
+
+def _send(args: argparse.Namespace) -> int:
+    from .send import run
+
+    if args.direct and args.url:
+        raise BridgeError("--url and --direct exclude each other: --direct sends without a bridge")
+    return run(args)
 
 
 def _open_outbox(config_path: str | None):

@@ -39,6 +39,11 @@ class Metrics:
             "Webhook requests received, by source and result (accepted, bad_request, unauthorized, "
             "unknown_bot, too_large, unsupported_media_type, not_stored, error).",
             ["source", "result"], registry=reg)
+        self.relayed = Counter(
+            "feishu_bridge_relay_messages_total",
+            "Messages posted to /send/<bot>, by bot (empty for a bot the relay does not know) and result "
+            "(accepted, duplicate, bad_request, unauthorized, unknown_bot, too_large, unsupported_media_type, "
+            "not_stored, disabled, error).", ["bot", "result"], registry=reg)
         self.alerts_routed = Counter(
             "feishu_bridge_alerts_routed_total", "Alerts routed to each bot.", ["bot"], registry=reg)
         self.messages = Counter(
@@ -90,6 +95,9 @@ class Metrics:
 
     def notification(self, source: str, result: str) -> None:
         self._child(self.notifications, source, result).inc()
+
+    def relay(self, bot: str, result: str) -> None:
+        self._child(self.relayed, bot, result).inc()
 
     def routed(self, bot: str, alerts: int) -> None:
         self._child(self.alerts_routed, bot).inc(alerts)

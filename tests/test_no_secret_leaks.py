@@ -59,7 +59,7 @@ auth:
 
 def test_nothing_secret_in_logs_answers_metrics_or_cli_output(fake_feishu, tmp_path):
     config = tmp_path / "config.yaml"
-    good = config_text(fake_feishu, tmp_path)
+    good = config_text(fake_feishu, tmp_path, "relay: {enabled: true}\n")
     config.write_text(good)
     env = {"BOT_SECRET": BOT_SECRET}
     seen: list[str] = []
@@ -81,7 +81,12 @@ def test_nothing_secret_in_logs_answers_metrics_or_cli_output(fake_feishu, tmp_p
             keep(requests.post(f"{bridge.url}/alertmanager", data=AM_BODY, timeout=10,
                                headers={"Content-Type": "application/json", **wrong}))
         keep(requests.post(f"{bridge.url}/alertmanager", data=b"{", headers=auth, timeout=10))
-        fake_feishu.wait_for(TOKEN_OK, 2)
+        for bot in ("ok", "badsig", "gone"):   # the relay: the same secrets, the same refusals
+            keep(requests.post(f"{bridge.url}/send/{bot}", json={"text": "relayed"}, headers=auth, timeout=10))
+        keep(requests.post(f"{bridge.url}/send/ok", json={"text": "relayed"}, timeout=10,
+                           headers={"Authorization": "Bearer nope"}))
+        keep(requests.post(f"{bridge.url}/send/ok", json={"msg_type": "text", "content": {}}, headers=auth, timeout=10))
+        fake_feishu.wait_for(TOKEN_OK, 3)
         deadline = time.monotonic() + 15   # Feishu's refusals have to have happened and been logged
         while not ("bad_signature" in bridge.log() and "bad_token" in bridge.log()) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -100,6 +105,8 @@ def test_nothing_secret_in_logs_answers_metrics_or_cli_output(fake_feishu, tmp_p
     for args in (["check-config", str(config)],
                  ["send-test", "--config", str(fixed), "--bot", "badsig"],
                  ["send-test", "--config", str(fixed), "--bot", "gone"],
+                 ["send", "--direct", "--config", str(fixed), "--bot", "badsig", "--text", "x"],
+                 ["send", "--direct", "--config", str(fixed), "--bot", "gone", "--text", "x"],
                  ["render", "--config", str(fixed), "--payload", str(FIXTURES / "alertmanager" / "am025-nasty.json")]):
         run = subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=60,
                              env={**os.environ, **env}, cwd=tmp_path)

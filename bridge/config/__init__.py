@@ -33,17 +33,18 @@ from .sections import _AUTH_KEYS as _AUTH_KEYS
 from .sections import _DELIVERY_KEYS as _DELIVERY_KEYS
 from .sections import _RELOAD_KEYS as _RELOAD_KEYS
 from .sections import _SERVER_KEYS as _SERVER_KEYS
-from .sections import (check_templates, read_auth, read_delivery, read_log, read_preview, read_reload, read_server,
-                       read_storage, read_templates_dir)
+from .sections import _RELAY_KEYS as _RELAY_KEYS
+from .sections import (check_templates, read_auth, read_delivery, read_log, read_preview, read_relay, read_reload,
+                       read_server, read_storage, read_templates_dir)
 from .types import (DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, NAME_SEPARATORS, AuthConfig, Bot, Config,
                     DeliveryConfig, GrafanaHMAC, LogConfig, MentionRule, MentionSettings, PreviewConfig, RateLimit,
-                    ReloadConfig, Route, ServerConfig, StorageConfig)
+                    RelayConfig, ReloadConfig, Route, ServerConfig, StorageConfig)
 
 __all__ = [
     "EMBEDDED_DEFAULT", "load", "loads", "file_signature",
     "DEFAULT_MAX_BODY_BYTES", "DEFAULT_STORAGE_PATH", "NAME_SEPARATORS", "AuthConfig", "Bot", "Config",
     "DeliveryConfig", "GrafanaHMAC", "LogConfig", "MentionRule", "MentionSettings", "PreviewConfig", "RateLimit",
-    "ReloadConfig", "Route", "ServerConfig", "StorageConfig",
+    "RelayConfig", "ReloadConfig", "Route", "ServerConfig", "StorageConfig",
 ]
 
 # The configuration `feishu-alert-bridge serve` runs without --config: the example
@@ -53,7 +54,7 @@ EMBEDDED_DEFAULT = Path(__file__).parent.parent / "config.example.yaml"
 # The keys each section accepts; tests/test_helm.py checks the chart's values schema
 # against _TOP_KEYS and the sections' sets imported above, so the chart offers every key.
 _TOP_KEYS = {"bots", "route", "templates_dir", "timezone", "server", "storage", "delivery", "auth", "log",
-             "reload", "preview", "users"}
+             "reload", "preview", "users", "relay"}
 
 
 def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -109,7 +110,7 @@ def _config(r: Reader, raw: Any, source: str) -> Config | None:
     route = read_route(r, top.get("route"), "route", parent=Route(), known=set(bots), users=users, root=True)
     templates_dir = read_templates_dir(r, top.get("templates_dir"))
     check_templates(r, bots, positions, templates_dir)
-    return Config(
+    config = Config(
         bots=bots,
         route=route,
         templates_dir=templates_dir,
@@ -124,3 +125,5 @@ def _config(r: Reader, raw: Any, source: str) -> Config | None:
         users=users.ids,
         source=source,
     )
+    # Read last: whether the relay may be on depends on the auth section.
+    return replace(config, relay=read_relay(r, top.get("relay"), bots, config.auth))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from ..limits import MAX_KEYWORDS, RATE_PER_MINUTE, RATE_PER_SECOND
 from ..model import FIRING, RESOLVED, Mention
@@ -21,6 +22,13 @@ OPEN_ID = re.compile(r"^ou_[A-Za-z0-9]+$")
 # NAME_SEPARATORS, with a leading "@" dropped, so a name holds none of those.
 USER_NAME = re.compile(rf"^[^\s@{NAME_SEPARATORS}][^\s{NAME_SEPARATORS}]*$")
 MENTION_STATUSES = (FIRING, RESOLVED)
+
+# Feishu's older (v1) custom-bot webhook, which its guide still mentions: a different body
+# (title and text, no msg_type) and no signing, so it cannot read what the bridge sends.
+V1_HOOK = re.compile(r"/open-apis/bot/hook/[^/]+/?")
+V1_ADVICE = ("is a v1 custom-bot URL (/open-apis/bot/hook/...): v1 bots take a different body and cannot be "
+             "signed, so they cannot read what the bridge sends. Feishu's guide recommends v2: add a new "
+             "custom bot to the group and use its webhook URL (https://open.feishu.cn/open-apis/bot/v2/hook/...)")
 
 _BOT_KEYS = {"name", "webhook_url", "webhook_url_file", "secret", "secret_file", "keywords",
              "template", "dry_run", "proxy_url", "connect_timeout", "read_timeout", "rate_limit",
@@ -91,8 +99,8 @@ def _name(r: Reader, section: dict[str, Any], path: str) -> str | None:
 def _endpoint(r: Reader, section: dict[str, Any], path: str) -> dict[str, Any]:
     """Where the bot's messages go: webhook_url (none: a dry-run bot), secret, proxy_url."""
     url = r.secret_value(section, "webhook_url", path)
-    if url is not None and url != "":
-        r.http_url(url, f"{path}.webhook_url", show=lambda u: str(WebhookURL(u)))
+    if url is not None and url != "" and r.http_url(url, f"{path}.webhook_url", show=lambda u: str(WebhookURL(u))):
+        _not_v1(r, url, f"{path}.webhook_url")
     secret = r.secret_value(section, "secret", path)
     proxy = r.string(section["proxy_url"], f"{path}.proxy_url") if section.get("proxy_url") is not None else None
     if proxy:
@@ -100,6 +108,11 @@ def _endpoint(r: Reader, section: dict[str, Any], path: str) -> dict[str, Any]:
     return {"webhook_url": WebhookURL(url) if url else None,
             "secret": Secret(secret) if secret else None,
             "proxy_url": Secret(proxy) if proxy else None}
+
+
+def _not_v1(r: Reader, url: str, path: str) -> None:
+    if V1_HOOK.fullmatch(urlsplit(url).path):
+        r.problem(path, f"{WebhookURL(url)} {V1_ADVICE}")
 
 
 def _presentation(r: Reader, section: dict[str, Any], path: str) -> dict[str, Any]:

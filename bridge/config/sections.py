@@ -1,5 +1,5 @@
 """The other sections (templates_dir, server, storage, delivery, auth, log, reload,
-preview) and the check that every bot's template exists."""
+preview, relay) and the check that every bot's template exists."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ..secret import Secret
 from ..template_files import template_names
 from .reader import Reader
 from .types import (DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, AuthConfig, Bot, DeliveryConfig, GrafanaHMAC,
-                    LogConfig, PreviewConfig, ReloadConfig, ServerConfig, StorageConfig)
+                    LogConfig, PreviewConfig, RelayConfig, ReloadConfig, ServerConfig, StorageConfig)
 
 _SERVER_KEYS = {"max_body_bytes"}
 _STORAGE_KEYS = {"path"}
@@ -23,6 +23,7 @@ _LOG_FORMATS = ("json", "text")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _RELOAD_KEYS = {"watch", "interval"}
 _PREVIEW_KEYS = {"enabled"}
+_RELAY_KEYS = {"enabled", "bots"}
 
 
 def read_templates_dir(r: Reader, raw: Any) -> Path | None:
@@ -51,6 +52,24 @@ def check_templates(r: Reader, bots: Mapping[str, Bot], positions: Mapping[str, 
 def read_preview(r: Reader, raw: Any) -> PreviewConfig:
     section, default = r.mapping(raw, "preview", _PREVIEW_KEYS), PreviewConfig()
     return PreviewConfig(enabled=r.boolean(section.get("enabled"), "preview.enabled", default.enabled))
+
+
+def read_relay(r: Reader, raw: Any, bots: Mapping[str, Bot], auth: AuthConfig) -> RelayConfig:
+    """`relay:`; enabled only with inbound credentials, and only naming bots that exist."""
+    section, default = r.mapping(raw, "relay", _RELAY_KEYS), RelayConfig()
+    enabled = r.boolean(section.get("enabled"), "relay.enabled", default.enabled)
+    names = []
+    for where, name in r.indexed_strings(section.get("bots"), "relay.bots"):
+        if name in bots:
+            names.append(name)
+        elif bots:   # no bots at all is its own problem already
+            r.problem(where, f"unknown bot {name!r} (known: {', '.join(sorted(bots))})")
+    # The relay posts whatever it is given into company chats: never open by accident.
+    # grafana_hmac does not count: it is checked on /grafana only.
+    if enabled and not auth.credentials_required:
+        r.problem("relay.enabled", "the relay posts into your group chats, so it needs inbound authentication: "
+                                   "set auth.bearer_token or auth.basic (or turn the relay off)")
+    return RelayConfig(enabled=enabled, bots=tuple(dict.fromkeys(names)))
 
 
 def read_storage(r: Reader, raw: Any) -> StorageConfig:

@@ -159,6 +159,18 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class RelayConfig:
+    """`relay:`, POST /send/<bot> for cron jobs, CI and scripts. Off unless enabled, and the
+    loader refuses it enabled without inbound auth: it posts into company chats."""
+
+    enabled: bool = False
+    bots: tuple[str, ...] = ()       # the bots it may post to; none listed: every bot
+
+    def allows(self, bot: str) -> bool:
+        return not self.bots or bot in self.bots
+
+
+@dataclass(frozen=True)
 class ReloadConfig:
     watch: bool = False              # reload when the config file changes on disk (a ConfigMap update)
     interval: float = 5.0            # how often the file is checked
@@ -183,6 +195,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
     users: Mapping[str, str] = field(default_factory=dict)   # name -> open_id
     source: str = "<embedded default>"       # where it was read from, for messages
     file_signature: tuple[int, int, int] | None = None   # the file as it was read, for reload

@@ -23,6 +23,9 @@ nonce, which is swapped for the tag once the template has rendered.
 Times are shown in the bot's own zone (Bot.timezone), else the configured one; `ago`
 and `now` read the Renderer's clock once per render.
 
+`render_message` renders a template about something other than alerts (the relay's
+{"template", "data"}) in the same sandbox; its caller checks and cuts the result.
+
 The package, in the order a render goes through it:
   environment  the sandbox, finalize (JSON), the filters and their per-Renderer caches
   state        one render's shared values, mention placeholders, the context filters
@@ -42,27 +45,27 @@ import time
 from datetime import datetime, timezone as dt_timezone
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
 import jinja2
 
 from ..config import Bot
 from ..errors import ConfigError, TemplateError
-from ..model import Alert, Notification
+from ..model import Alert, Mention, Notification
 from ..template_files import TEMPLATE_SUFFIX, shipped_templates_dir, template_names
 from .card import SOURCE_NAMES, fallback_card, header_colour, title_for
-from .check import Measured, checked, count_components, runtime_error
+from .check import Measured, checked, count_components, parse_output, runtime_error, with_keyword
 from .environment import environment
 from .escape import md_escape
-from .filters import format_duration, format_relative, format_time, unique_mentions
-from .links import SilenceLinks, group_url, safe_url
+from .filters import format_duration, format_relative, format_time, mention_tag, unique_mentions
+from .links import SilenceLinks, group_url, no_link, safe_url
 from .split import SHORTEN_STEPS, TRUNCATED, cut_to_size, shortened
 from .state import STATE, BotView, Group, RenderState
 
 __all__ = [
     "SHORTEN_STEPS", "TRUNCATED", "Renderer", "count_components", "format_duration", "format_relative",
-    "format_time", "header_colour", "md_escape", "safe_url", "title_for",
+    "format_time", "header_colour", "md_escape", "mention_tag", "safe_url", "title_for", "with_keyword",
 ]
 
 
@@ -149,6 +152,28 @@ class Renderer:
             lambda alert, cap: alert,  # each line is already cut short
             "fallback card",
         )
+
+    def render_message(self, name: str, data: Mapping[str, Any], bot: Bot,
+                       mentions: tuple[Mention, ...] = ()) -> tuple[Any, bool]:
+        """A message from template `name` about something other than alerts (the relay's
+        {"template": ..., "data": ...}): the same sandbox, filters and JSON-encoding finalize
+        as an alert's, with `data`, `bot`, `now`, `timezone` and `mentions` in the context.
+
+        Returns the output as parsed JSON (the caller checks that it is a message) and
+        whether the template wrote the mentions itself (`{{ mentions | at }}`). Raises
+        TemplateError for any failure: there is no fallback, the caller is told."""
+        template = self._templates.get(name)
+        if template is None:
+            raise TemplateError(name + TEMPLATE_SUFFIX, "no such template")
+        state = RenderState(self.zone(bot), datetime.fromtimestamp(self._clock(), dt_timezone.utc), no_link)
+        context = {"data": data, "bot": BotView(bot.name, tuple(bot.keywords)), "now": state.now,
+                   "timezone": getattr(state.zone, "key", None) or str(state.zone), "mentions": mentions,
+                   STATE: state}
+        try:
+            text = state.swap(template.render(context))
+        except Exception as exc:  # whatever the template does wrong, as for an alert's
+            raise runtime_error(template, exc) from exc
+        return parse_output(template.filename or template.name or name, text), state.placed_mentions
 
     def zone(self, bot: Bot) -> ZoneInfo:
         """The zone times are shown in for this bot: its own, else the configured one."""

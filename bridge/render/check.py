@@ -47,6 +47,19 @@ def checked(name: str, text: str, keywords: tuple[str, ...]) -> Measured:
     return sized(name, message, len(body_tags) + len(other_tags), texts, keywords, text, growth)
 
 
+def parse_output(name: str, text: str) -> Any:
+    """A template's output as JSON; a TemplateError naming `name` and the place when it is not."""
+    return _parse(name, text)[0]
+
+
+def with_keyword(message: dict, keywords: tuple[str, ...]) -> None:
+    """Put the bot's first keyword into a text, post or interactive message where Feishu looks
+    for it, unless a visible text holds one already (see _with_keyword)."""
+    texts: list[str] = []
+    survey(message, texts)
+    _with_keyword(message, keywords, texts)
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 

@@ -36,7 +36,7 @@ class BotView:
 class RenderState:
     """What one render(notification, bot) shares between its parts and its filters."""
 
-    def __init__(self, zone: ZoneInfo, now: datetime, silence: SilenceLinks):
+    def __init__(self, zone: ZoneInfo, now: datetime, silence: SilenceLinks | Callable[[Alert], str]):
         self.zone = zone
         self.now = now
         self.silence = silence
@@ -67,6 +67,11 @@ class RenderState:
         if found is None:
             found = self._placeholders[tag] = f"\ue000{self._nonce}{len(self._placeholders)}\ue001"
         return found
+
+    @property
+    def placed_mentions(self) -> bool:
+        """Whether the template wrote any ping (the at and at_text filters)."""
+        return bool(self._placeholders)
 
     def swap(self, text: str) -> str:
         """The rendered JSON text with each placeholder replaced by its tag (JSON-escaped: the

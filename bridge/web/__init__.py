@@ -3,6 +3,7 @@
     factory.py    create_app: the app, its blueprints, request ids, the worker header
     state.py      app.extensions["bridge"] (services, reload) and the Runtime a request reads once
     webhooks.py   POST /alertmanager[/<bot>], /grafana[/<bot>]
+    relay.py      POST /send/<bot> (bridge.relay), when relay.enabled
     ops.py        /-/healthy, /-/ready, /-/reload, /metrics
     preview/      /preview: the template preview page (views.py) and its sandbox (sandbox.py)
     auth.py       inbound authentication as Flask answers it (the checks: bridge.auth)
