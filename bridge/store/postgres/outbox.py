@@ -78,11 +78,12 @@ class PostgresOutbox:
         self._engine.shutdown()
 
     def writable_problem(self) -> str | None:
-        """None when a transaction can commit a write now: one that takes a transaction id
-        (refused by a read-only server or a standby) and waits for its commit to be
-        durable, as an accept's would."""
+        """None when a transaction can commit a write now: a write to the outbox's own
+        table (refused by a standby, a read-only database, missing rights), waiting for
+        its commit to be durable as an accept's would. A no-op row version per probe."""
         try:
-            self._run("check", lambda conn: conn.execute("SELECT pg_current_xact_id()"))
+            self._run("check", lambda conn: conn.execute(
+                "UPDATE meta SET value = value WHERE key = 'schema_version'"))
         except StorageError as exc:
             return str(exc) + (self._engine.why_not_connected() if "no database connection" in str(exc) else "")
         return None
