@@ -55,7 +55,9 @@ def require_driver() -> None:
 class Cluster:
     """One server: `start()`, `stop()`, `restart()`, `dsn()`, and a database per use."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """`settings` override the tests' postgresql.conf lines (the benchmarks turn fsync
+        back on: there, what a durable commit costs is the point)."""
         require_driver()
         self.bin = bin_dir()
         self.as_user: list[str] = []
@@ -70,7 +72,7 @@ class Cluster:
         self.port = free_port()
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write("".join(f"{k} = {v}\n" for k, v in {**_SETTINGS, "port": str(self.port),
+            conf.write("".join(f"{k} = {v}\n" for k, v in {**_SETTINGS, **(settings or {}), "port": str(self.port),
                                                             "unix_socket_directories": f"'{self.root}'"}.items()))
         (self.data / "pg_hba.conf").write_text(
             f"local all all trust\nhost all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n"

@@ -7,9 +7,9 @@ the primary and on any synchronous standby), and short statement and lock timeou
 that a database that is stuck answers the HTTP handler with an error (503) within
 seconds instead of holding it.
 
-The pool (psycopg_pool) reconnects by itself after a restart or a failover: it checks a
-connection before handing it out (one empty round trip) and replaces a broken one, and
-it opens new ones in the background with backoff while the database is away.
+The pool (psycopg_pool) reconnects by itself after a restart or a failover: a
+connection found broken is replaced (`run` moves on to another when one fails at BEGIN),
+and new ones are opened in the background with backoff while the database is away.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Engine:
                                      _dsn_password(config.dsn.reveal())) if s]
         self.pool = ConnectionPool(config.dsn.reveal(), kwargs=self.connect_kwargs(), min_size=1,
                                    max_size=config.pool_size, open=False, configure=self._setup,
-                                   check=ConnectionPool.check_connection, timeout=CONNECT_TIMEOUT,
+                                   timeout=CONNECT_TIMEOUT,
                                    name=f"bridge-{config.schema}")
         self._opened = False
         self._open_lock = threading.Lock()
@@ -172,14 +172,24 @@ class Engine:
         deadlock: it was rolled back, nothing happened."""
         with self.storage(doing):
             self._ensure_open()
-            for attempt in range(1, ATTEMPTS + 1):
+            for attempt in range(1, ATTEMPTS + self.config.pool_size + 1):
                 with self.pool.connection() as conn:
                     self._ensure_ready(conn)
+                    begun = False
                     try:
                         with conn.transaction():
+                            begun = True
                             result = work(conn)
                     except _RETRYABLE:
-                        if attempt == ATTEMPTS:
+                        if attempt >= ATTEMPTS:
+                            raise
+                        continue
+                    except psycopg.OperationalError:
+                        # A pooled connection the server has closed (a restart, a failover)
+                        # fails at BEGIN, before anything was done: the pool drops it, and
+                        # the next one is tried. Cheaper than checking every connection
+                        # before use, which cost a round trip per transaction.
+                        if begun or not conn.broken:
                             raise
                         continue
                     if notify:

@@ -28,11 +28,18 @@ NOW = "COALESCE(%s::float8, extract(epoch FROM clock_timestamp())::float8)"
 PRUNE_BATCH = 1000
 
 
-def lock_bots(conn: psycopg.Connection, namespace: int, bots: set[str], now: float | None) -> float:
-    """Take the bots' queue locks (until the commit), in key order; the time after them."""
+def lock_bots(conn: psycopg.Connection, namespace: int, bots: set[str], now: float | None,
+              payload: bytes | None = None, source: str = "") -> tuple[float, int | None]:
+    """Take the bots' queue locks (until the commit), in key order: (the time after them,
+    the id of `payload`, stored in the same round trip when given)."""
     keys = sorted({lock_key(bot) for bot in bots})
     locks = "".join(f"pg_advisory_xact_lock({namespace}, {key}), " for key in keys)
-    return conn.execute(f"SELECT {locks}{NOW}", (now,)).fetchone()[-1]
+    if payload is None:
+        return conn.execute(f"SELECT {locks}{NOW}", (now,)).fetchone()[-1], None
+    # A payload whose messages all turn out to be duplicates is left unnamed: prune takes it.
+    row = conn.execute(f"WITH p AS (INSERT INTO payloads (source, body, created) VALUES (%s, %s, {NOW}) RETURNING id)"
+                       f" SELECT {locks}{NOW}, (SELECT id FROM p)", (source, payload, now, now)).fetchone()
+    return row[-2], row[-1]
 
 
 def read_time(conn: psycopg.Connection, now: float | None) -> float:
@@ -41,50 +48,63 @@ def read_time(conn: psycopg.Connection, now: float | None) -> float:
 
 def insert(conn: psycopg.Connection, namespace: int, messages: list[OutgoingMessage], dedupe_window: float,
            coalesce: bool, clock_now: float | None) -> Stored:
+    """Two round trips for the usual notification (the bots' locks with its body, then one
+    statement per message), since every round trip is spent holding the bot's lock."""
     stored = Stored()
     if not messages:
         return stored
-    now = lock_bots(conn, namespace, {m.bot for m in messages}, clock_now)
-    payloads: dict[int, int] = {}    # id(payload bytes) -> row: a notification's bots share one copy
+    first = next((m.payload for m in messages if m.payload is not None), None)
+    now, payload = lock_bots(conn, namespace, {m.bot for m in messages}, clock_now, first, messages[0].source)
+    payloads: dict[int, int] = {} if first is None else {id(first): payload}   # a notification's bots share one
     for m in messages:
-        if dedupe_window > 0 and m.identity and not _first(conn, m, now, dedupe_window):
-            stored.duplicates.append(m)
-            continue
-        if coalesce:
-            stored.superseded += _supersede(conn, m, now)
         payload = None
         if m.payload is not None:
             payload = payloads.get(id(m.payload))
             if payload is None:
-                payload = conn.execute("INSERT INTO payloads (source, body, created) VALUES (%s, %s, %s)"
-                                       " RETURNING id", (m.source, m.payload, now)).fetchone()[0]
-                payloads[id(m.payload)] = payload
-        row = conn.execute(
-            "INSERT INTO messages (bot, group_key, identity, source, payload, alerts, routed, bodies,"
-            " state, created, next_attempt) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (m.bot, m.group_key, m.identity, m.source, payload,
-             None if m.alerts is None else json.dumps(m.alerts), m.routed,
-             None if m.bodies is None else json.dumps(m.bodies, ensure_ascii=False, separators=(",", ":")),
-             PENDING, now, now)).fetchone()
-        stored.ids.append(row[0])
+                payload = payloads[id(m.payload)] = conn.execute(
+                    "INSERT INTO payloads (source, body, created) VALUES (%s, %s, %s) RETURNING id",
+                    (m.source, m.payload, now)).fetchone()[0]
+        added, gone = conn.execute(_INSERT, {
+            "bot": m.bot, "group": m.group_key, "identity": m.identity, "source": m.source, "payload": payload,
+            "alerts": None if m.alerts is None else json.dumps(m.alerts), "routed": m.routed,
+            "bodies": None if m.bodies is None else json.dumps(m.bodies, ensure_ascii=False, separators=(",", ":")),
+            "now": now, "window": dedupe_window, "dedupe": dedupe_window > 0 and bool(m.identity),
+            "coalesce": coalesce}).fetchone()
+        if added is None:
+            stored.duplicates.append(m)
+            continue
+        stored.superseded += [(i, m.bot, m.group_key) for i in gone]
+        stored.ids.append(added)
     return stored
 
 
-def _first(conn: psycopg.Connection, m: OutgoingMessage, now: float, window: float) -> bool:
-    """Record (bot, identity) as stored now, unless it was within the window: True if it is new."""
-    return conn.execute(
-        "INSERT INTO dedupe AS d (bot, identity, created) VALUES (%s, %s, %s) ON CONFLICT (bot, identity)"
-        " DO UPDATE SET created = excluded.created WHERE d.created <= excluded.created - %s RETURNING 1",
-        (m.bot, m.identity, now, window)).fetchone() is not None
-
-
-def _supersede(conn: psycopg.Connection, m: OutgoingMessage, now: float) -> list[tuple[int, str, str]]:
-    # Only pending rows: one in flight is already on its way. A message with some of its
-    # parts sent goes too: the newer one shows the whole group as it is now.
-    rows = conn.execute("UPDATE messages SET state = %s, finished = %s, reason = 'superseded', payload = NULL"
-                        " WHERE bot = %s AND group_key = %s AND state = %s RETURNING id",
-                        (SUPERSEDED, now, m.bot, m.group_key, PENDING)).fetchall()
-    return [(r[0], m.bot, m.group_key) for r in rows]
+# One message, in one statement:
+# - fresh: dedupe, an upsert of (bot, identity) that writes (and returns a row) only if
+#   the key is new or its window has passed; of two replicas storing it at once the
+#   second waits for the first's row and then finds it;
+# - gone: coalescing, the group's pending messages superseded (not one in flight: a
+#   sender's claim locks the row it marks, so a row is superseded or sent, never both;
+#   one with some parts sent goes too, the newer one shows the whole group as it is now);
+# - added: the message. All three see the same snapshot: the new row supersedes nothing
+#   of its own. A duplicate does neither of the last two.
+_INSERT = f"""
+WITH fresh AS (
+    INSERT INTO dedupe AS d (bot, identity, created) SELECT %(bot)s, %(identity)s, %(now)s WHERE %(dedupe)s
+    ON CONFLICT (bot, identity) DO UPDATE SET created = excluded.created
+    WHERE d.created <= excluded.created - %(window)s RETURNING 1),
+go AS (SELECT 1 WHERE NOT %(dedupe)s OR EXISTS (SELECT 1 FROM fresh)),
+gone AS (
+    UPDATE messages SET state = '{SUPERSEDED}', finished = %(now)s, reason = 'superseded', payload = NULL
+    WHERE %(coalesce)s AND bot = %(bot)s AND group_key = %(group)s AND state = '{PENDING}'
+    AND EXISTS (SELECT 1 FROM go) RETURNING id),
+added AS (
+    INSERT INTO messages (bot, group_key, identity, source, payload, alerts, routed, bodies, state, created,
+                          next_attempt)
+    SELECT %(bot)s, %(group)s, %(identity)s, %(source)s, %(payload)s, %(alerts)s, %(routed)s, %(bodies)s,
+           '{PENDING}', %(now)s, %(now)s
+    WHERE EXISTS (SELECT 1 FROM go) RETURNING id)
+SELECT (SELECT id FROM added), ARRAY(SELECT id FROM gone)
+"""
 
 
 def requeue(conn: psycopg.Connection, namespace: int, ids: list[int], clock_now: float | None) -> int:
@@ -92,7 +112,7 @@ def requeue(conn: psycopg.Connection, namespace: int, ids: list[int], clock_now:
     rows = conn.execute("SELECT id, bot FROM messages WHERE id = ANY(%s) AND state = %s", (ids, DEAD)).fetchall()
     if not rows:
         return 0
-    now = lock_bots(conn, namespace, {bot for _, bot in rows}, clock_now)
+    now, _ = lock_bots(conn, namespace, {bot for _, bot in rows}, clock_now)
     dead = {id_ for id_, _ in rows}
     count = 0
     for message_id in (i for i in ids if i in dead):
