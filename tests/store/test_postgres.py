@@ -243,3 +243,29 @@ def test_an_unreachable_database_is_reported_not_fatal(make, cluster):
     problem = store.writable_problem()
     assert "no database connection" in problem and "refused" in problem.lower()
     assert PASSWORD not in str(failed.value) + problem
+
+
+def test_outbox_list_reads_the_database_and_shows_no_password(tmp_path, cluster):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    database = cluster.new_database()
+    (tmp_path / "pw").write_text(PASSWORD)
+    config = tmp_path / "config.yaml"
+    config.write_text("bots: [{name: ops, dry_run: true}]\nroute: {bots: [ops]}\n"
+                      "storage: {postgres: {dsn: '${DSN}', password_file: pw}}\n")
+    store = PostgresOutbox(PostgresConfig(dsn=DSN(cluster.dsn(database, user=PASSWORD_USER), "x"),
+                                          password=Secret(PASSWORD), schema="feishu_bridge"))
+    try:
+        (message_id,) = store.store([msg(1)]).ids
+    finally:
+        store.shutdown()
+    root = Path(__file__).resolve().parents[2]
+    env = {"DSN": cluster.dsn(database, user=PASSWORD_USER), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "bridge", "outbox", "list", "--json", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == [message_id]
+    assert PASSWORD not in done.stdout + done.stderr
