@@ -6,7 +6,7 @@ COPY pyproject.toml README.md config.example.yaml ./
 COPY bridge/ bridge/
 COPY templates/ templates/
 RUN python -m venv /opt/bridge \
- && /opt/bridge/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && /opt/bridge/bin/pip install --no-cache-dir --disable-pip-version-check '.[postgres]' \
  && /opt/bridge/bin/pip uninstall -y pip setuptools
 
 # Runtime stage: the venv only, as a non-root user, read-only root filesystem friendly.

@@ -1,6 +1,6 @@
 """Accept-path throughput: the bridge's POST /alertmanager against a bare Flask endpoint.
 
-    python bench/accept.py [--duration 10] [--warmup 3] [--sizes 1,10,100]
+    python bench/accept.py [--duration 10] [--warmup 3] [--sizes 1,10,100] [--postgres]
 
 Both run under gunicorn with bridge.server.settings() (2 workers x 4 threads, gthread)
 on 127.0.0.1. wrk drives them closed-loop (-t2 -c8). The bridge has one dry-run bot
@@ -8,11 +8,17 @@ with the production defaults (log level info), so it parses, routes and stores e
 notification but sends nothing. Per payload size: a warm-up of each, then
 bare, bridge, bare, bridge; prints requests/s and p50/p99 latency per run, their mean,
 and the ratio bridge/bare (target: >= 0.7).
+
+--postgres: the bridge stores in PostgreSQL instead (a throw-away server on this machine,
+tests/support/postgres.py, fsync on), as one replica and as two (two servers of 2 workers
+each on one database; two wrk of -t1 -c4, one per replica, their rates added, the higher
+p99 shown), measured bare, 1 replica, 2 replicas, bare, 1, 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -38,14 +44,25 @@ class Run:
     errors: int
 
 
-def wrk(url: str, body_file: Path, seconds: float) -> Run:
-    # A tag of its own for every run: the bodies must differ from every earlier run's too,
-    # or the bridge drops them as duplicates (delivery.dedupe_window) and does less work.
-    tag = uuid.uuid4().hex[:12]
-    out = subprocess.run(
-        ["wrk", "-t2", "-c8", f"-d{seconds:g}s", "--latency", "-s", str(LUA), url, "--", str(body_file), tag],
-        capture_output=True, text=True, check=True, timeout=seconds + 60,
-    ).stdout
+def wrk(target: str | tuple[str, ...], body_file: Path, seconds: float) -> Run:
+    """One closed-loop run of 8 connections; against several URLs (replicas), one wrk each
+    at the same time, the connections split between them."""
+    urls = (target,) if isinstance(target, str) else target
+    each = 8 // len(urls)
+    runs = []
+    for url in urls:
+        # A tag of its own for every run: the bodies must differ from every earlier run's too,
+        # or the bridge drops them as duplicates (delivery.dedupe_window) and does less work.
+        tag = uuid.uuid4().hex[:12]
+        runs.append(subprocess.Popen(
+            ["wrk", f"-t{min(2, each)}", f"-c{each}", f"-d{seconds:g}s", "--latency", "-s", str(LUA), url, "--",
+             str(body_file), tag], stdout=subprocess.PIPE, text=True))
+    figures = [_figures(proc.communicate(timeout=seconds + 60)[0]) for proc in runs]
+    return Run(sum(r.rps for r in figures), max(r.p50_ms for r in figures), max(r.p99_ms for r in figures),
+               sum(r.errors for r in figures))
+
+
+def _figures(out: str) -> Run:
     line = next((row for row in out.splitlines() if row.startswith("WRK ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no figures:\n{out}")
@@ -65,7 +82,7 @@ def show(label: str, run: Run) -> None:
           flush=True)
 
 
-def bench_size(alerts: int, urls: dict[str, str], workdir: Path, args: argparse.Namespace) -> float:
+def bench_size(alerts: int, urls: dict[str, str | tuple[str, ...]], workdir: Path, args: argparse.Namespace) -> float:
     body_file = workdir / f"body-{alerts}.json"
     body_file.write_bytes(benchlib.body(alerts))
     print(f"\n{alerts} alert(s) per notification ({body_file.stat().st_size} bytes):", flush=True)
@@ -78,12 +95,14 @@ def bench_size(alerts: int, urls: dict[str, str], workdir: Path, args: argparse.
             run = wrk(url, body_file, args.duration)
             runs[name].append(run)
             show(f"{name} #{round_}", run)
-    bare, bridge = mean(runs["bare"]), mean(runs["bridge"])
-    show("bare mean", bare)
-    show("bridge mean", bridge)
-    ratio = bridge.rps / bare.rps
-    print(f"  ratio bridge/bare: {ratio:.2f}x (target >= {TARGET}x){'' if ratio >= TARGET else '  BELOW TARGET'}")
-    return ratio
+    means = {name: mean(found) for name, found in runs.items()}
+    for name, run in means.items():
+        show(f"{name} mean", run)
+    bare = means.pop("bare")
+    for name, run in means.items():
+        ratio = run.rps / bare.rps
+        print(f"  ratio {name}/bare: {ratio:.2f}x (target >= {TARGET}x){'' if ratio >= TARGET else '  BELOW TARGET'}")
+    return means[next(iter(means))].rps / bare.rps
 
 
 def main() -> int:
@@ -95,6 +114,8 @@ def main() -> int:
     parser.add_argument("--outbox-dir", type=Path, default=None,
                         help="where the bridge's outbox lives (default: a temporary directory on disk); "
                              "/dev/shm (memory, where fsync costs nothing) shows what durability costs")
+    parser.add_argument("--postgres", action="store_true",
+                        help="store in PostgreSQL (a throw-away local server), 1 and 2 replicas")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
@@ -104,32 +125,55 @@ def main() -> int:
     if args.outbox_dir is not None:
         print(f"outbox in {args.outbox_dir} (not the default: a temporary directory on disk)")
     ratios = {}
-    with tempfile.TemporaryDirectory(prefix="bench-accept-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-accept-") as tmp, contextlib.ExitStack() as running:
         workdir = Path(tmp)
-        bare_port, bridge_port = benchlib.free_port(), benchlib.free_port()
-        bare = benchlib.start_bare(workdir, bare_port)
-        try:
+        bare_port = benchlib.free_port()
+        running.callback(benchlib.stop, benchlib.start_bare(workdir, bare_port))
+        urls: dict[str, str | tuple[str, ...]] = {"bare": f"http://127.0.0.1:{bare_port}/alertmanager"}
+        logs = []
+        if args.postgres:
+            storage = _postgres(running)
+            ports = [benchlib.free_port() for _ in range(3)]
+            for i, port in enumerate(ports):
+                name = f"replica-{i}"
+                running.callback(benchlib.stop, benchlib.start_bridge(workdir, port, storage=storage, name=name))
+                logs.append(workdir / f"{name}.log")
+            urls["1 replica"] = f"http://127.0.0.1:{ports[0]}/alertmanager"
+            urls["2 replicas"] = tuple(f"http://127.0.0.1:{port}/alertmanager" for port in ports[1:])
+        else:
             outbox = None
             if args.outbox_dir is not None:
                 outbox = Path(tempfile.mkdtemp(prefix="bench-accept-outbox-", dir=args.outbox_dir)) / "outbox.db"
-            bridge = benchlib.start_bridge(workdir, bridge_port, outbox=outbox)
-            try:
-                urls = {"bare": f"http://127.0.0.1:{bare_port}/alertmanager",
-                        "bridge": f"http://127.0.0.1:{bridge_port}/alertmanager"}
-                for size in (int(s) for s in args.sizes.split(",")):
-                    ratios[size] = bench_size(size, urls, workdir, args)
-            finally:
-                benchlib.stop(bridge)
-                if outbox is not None:
-                    shutil.rmtree(outbox.parent, ignore_errors=True)
-                problems = [row for row in (workdir / "bridge.log").read_text(errors="replace").splitlines()
+                running.callback(shutil.rmtree, outbox.parent, ignore_errors=True)
+            bridge_port = benchlib.free_port()
+            running.callback(benchlib.stop, benchlib.start_bridge(workdir, bridge_port, outbox=outbox))
+            urls["bridge"] = f"http://127.0.0.1:{bridge_port}/alertmanager"
+            logs.append(workdir / "bridge.log")
+        try:
+            for size in (int(s) for s in args.sizes.split(",")):
+                ratios[size] = bench_size(size, urls, workdir, args)
+        finally:
+            for log in logs:
+                problems = [row for row in log.read_text(errors="replace").splitlines()
                             if '"level": "error"' in row or "Traceback" in row]
                 if problems:
-                    print(f"\nbridge log has {len(problems)} error line(s); first: {problems[0][:300]}")
-        finally:
-            benchlib.stop(bare)
+                    print(f"\n{log.name} has {len(problems)} error line(s); first: {problems[0][:300]}")
     print("\nsummary: " + ", ".join(f"{n} alert(s) {r:.2f}x" for n, r in ratios.items()))
     return 0
+
+
+def _postgres(running: contextlib.ExitStack) -> str:
+    """A throw-away PostgreSQL server with fsync on (the tests' own, tests/support/postgres.py),
+    stopped when `running` closes; the storage section that points the bridge at it. One
+    replica (the 1-replica server) gets a database, the two others share another, so each
+    measurement starts from an outbox of its own."""
+    sys.path.insert(0, str(benchlib.ROOT / "tests"))
+    from support.postgres import Cluster
+
+    cluster = Cluster(settings={"fsync": "on", "full_page_writes": "on"})
+    running.callback(cluster.destroy)
+    print(f"PostgreSQL: {cluster.bin.parent.name} on this machine, fsync on, synchronous_commit on")
+    return json.dumps({"postgres": {"dsn": cluster.dsn(cluster.new_database("bench"))}})
 
 
 if __name__ == "__main__":

@@ -107,18 +107,22 @@ def start(argv: list[str], log_path: Path, ready_url: str, timeout: float = 30.0
 
 
 def start_bridge(workdir: Path, port: int, workers: int = 2, threads: int = 4,
-                 outbox: Path | None = None) -> subprocess.Popen:
+                 outbox: Path | None = None, storage: str | None = None, name: str = "bridge") -> subprocess.Popen:
     """`python -m bridge serve` under gunicorn, on the dry-run config, with the production
     defaults otherwise (log level info: the dry-run bot's lines, paced at 5/s, are written).
-    outbox: where storage.path points (default: outbox.db in workdir)."""
-    config = workdir / "bridge.yaml"
+    outbox: where storage.path points (default: outbox.db in workdir); storage: the whole
+    storage section instead (flow-style YAML, e.g. a PostgreSQL one). Its config and log
+    are NAME.yaml and NAME.log in workdir."""
+    config = workdir / f"{name}.yaml"
     text = DRY_RUN_CONFIG
     if outbox is not None:
         text = text.replace("storage: {path: outbox.db}", f"storage: {{path: {json.dumps(str(outbox))}}}")
+    if storage is not None:
+        text = text.replace("storage: {path: outbox.db}", f"storage: {storage}")
     config.write_text(text)
     return start([sys.executable, "-m", "bridge", "serve", "--config", str(config), "--host", "127.0.0.1",
                   "--port", str(port), "--workers", str(workers), "--threads", str(threads)],
-                 workdir / "bridge.log", f"http://127.0.0.1:{port}/-/ready")
+                 workdir / f"{name}.log", f"http://127.0.0.1:{port}/-/ready")
 
 
 def start_bare(workdir: Path, port: int, workers: int = 2, threads: int = 4) -> subprocess.Popen:

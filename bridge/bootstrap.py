@@ -46,8 +46,9 @@ class Runtime:
     relay: Relay
 
 
-def build_store(config: Config, *, clock: Clock = SYSTEM_CLOCK) -> Outbox:
-    """The outbox of `storage:` (created on first use)."""
+def build_store(config: Config, *, clock: Clock | None = None) -> Outbox:
+    """The outbox of `storage:` (created on first use). Its times are on `clock` if given
+    (tests), else on the backend's own: PostgreSQL's is the database's (bridge.store)."""
     return open_store(config.storage, clock=clock)
 
 
@@ -118,6 +119,9 @@ class Services:
 
 
 def build_services(config: Config, *, channel: Channel | None = None, logger: logging.Logger | None = None,
-                   metrics: Metrics | None = None, clock: Clock = SYSTEM_CLOCK) -> Services:
-    return Services(config, store=build_store(config, clock=clock), channel=channel or build_channel(logger, clock),
-                    log=logger or logging.getLogger("bridge"), metrics=metrics, clock=clock)
+                   metrics: Metrics | None = None, clock: Clock | None = None) -> Services:
+    """The senders pace on the store's clock: the times they compare "now" with (the
+    last requests' ends, a retry's pause) are the store's."""
+    store = build_store(config, clock=clock)
+    return Services(config, store=store, channel=channel or build_channel(logger, clock or SYSTEM_CLOCK),
+                    log=logger or logging.getLogger("bridge"), metrics=metrics, clock=store.clock)

@@ -129,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
 
     outbox = _command(
         sub, "outbox", help="list or re-queue stored messages (dead letters)",
-        description="Look into the durable outbox that the service sends from (storage.path of the config).",
+        description="Look into the durable outbox that the service sends from (storage.path or storage.postgres).",
         epilog="examples:\n  feishu-alert-bridge outbox list --dead --config config.yaml\n"
                "  feishu-alert-bridge outbox retry --all-dead --config config.yaml",
     )
@@ -272,7 +272,8 @@ def _send_test(args: argparse.Namespace) -> int:
         print(f"bot {bot.name}: the running service holds its lease; waiting for it to send the test card in turn",
               file=sys.stderr)
 
-    result, by_service = send_once(bootstrap.build_store(config), bootstrap.build_channel(), bot, card, on_wait=waiting)
+    store = bootstrap.build_store(config)
+    result, by_service = send_once(store, bootstrap.build_channel(), bot, card, clock=store.clock, on_wait=waiting)
     where = f"bot {bot.name} ({bot.webhook_url})"
     if result.outcome is Outcome.SENT:
         print(f"{where}: sent; Feishu accepted the test card")
@@ -300,7 +301,7 @@ def _open_outbox(config_path: str | None):
     from . import config as config_module
 
     config = config_module.load(config_path)
-    if not config.storage.path.exists():
+    if config.storage.path is not None and not config.storage.path.exists():
         raise BridgeError(f"no outbox at {config.storage.path} (storage.path): has the service run with this config?")
     return bootstrap.build_store(config)
 

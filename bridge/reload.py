@@ -4,8 +4,13 @@ Three triggers, one mechanism. `POST /-/reload` reloads the worker that got the
 request (so it can answer with the outcome) and then asks the others; SIGHUP to
 gunicorn's master validates the file and asks every worker; with `reload.watch`
 each worker also notices the file changing on disk (a Kubernetes ConfigMap update).
-"Asking" is a counter in a small file beside the outbox: each worker's watcher
-thread checks it every second and reloads when it moves. A reload that fails keeps
+"Asking" is a counter in a small file: each worker's watcher thread checks it every
+second and reloads when it moves. The file is one server's (one pod's): beside the
+SQLite outbox, or, with PostgreSQL (no file of the bridge's on the pod), in a
+directory gunicorn's master makes for itself and its workers at start (server.py) and
+names to them in BRIDGE_RELOAD_FILE. Reloading is per pod either way: each pod's
+watch (or its SIGHUP, or its /-/reload) reloads that pod; the replicas share the
+database, not their configuration files. A reload that fails keeps
 the running configuration; the error is logged (and answered, for /-/reload).
 
 Why not gunicorn's own HUP (restart every worker)? A broken file would make the new
@@ -16,6 +21,7 @@ serving the old config".
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import Callable
@@ -26,8 +32,19 @@ GENERATION_SUFFIX = ".reload"
 POLL_SECONDS = 1.0
 
 
-def generation_path(storage_path: Path) -> Path:
-    return storage_path.with_name(storage_path.name + GENERATION_SUFFIX)
+# Set by the server's master for its workers when there is no outbox file to sit beside.
+RELOAD_FILE_ENV = "BRIDGE_RELOAD_FILE"
+
+
+def generation_path(storage_path: Path | None) -> Path:
+    """This server's reload counter: the file its master named, else beside the SQLite
+    outbox, else one of this process's own (a server of one process: --dev, tests)."""
+    named = os.environ.get(RELOAD_FILE_ENV)
+    if named:
+        return Path(named)
+    if storage_path is not None:
+        return storage_path.with_name(storage_path.name + GENERATION_SUFFIX)
+    return Path(tempfile.gettempdir()) / f"feishu-alert-bridge-{os.getpid()}{GENERATION_SUFFIX}"
 
 
 def read_generation(path: Path) -> int:

@@ -62,3 +62,19 @@ class WebhookURL(Secret):
         return mask_url(self._value)
 
     __repr__ = __str__
+
+
+class DSN(Secret):
+    """A database connection string: secret (it may hold the password), shown as `shown`,
+    which the config loader builds from the parsed DSN without its password."""
+
+    __slots__ = ("_shown",)
+
+    def __init__(self, value: str, shown: str):
+        super().__init__(value)
+        self._shown = shown
+
+    def __str__(self) -> str:
+        return self._shown
+
+    __repr__ = __str__

@@ -21,7 +21,7 @@ from gunicorn.arbiter import Arbiter
 
 from .config import load
 from .errors import ConfigError
-from .reload import generation_path, request_reload
+from .reload import RELOAD_FILE_ENV, generation_path, request_reload
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"   # the same name as bridge.metrics', not imported from there
 MALLOC_ARENAS = 2
@@ -157,9 +157,22 @@ def settings(host: str, port: int, workers: int, threads: int, log_level: str) -
     }
 
 
+def prepare_reload_file(storage_path) -> str | None:
+    """With no outbox file (PostgreSQL), a directory of this server's own for the reload
+    counter (bridge.reload), named to the workers through the environment they inherit;
+    the directory, removed at exit. Per server, so two servers on one host (two
+    replicas) never reload each other."""
+    if storage_path is not None or os.environ.get(RELOAD_FILE_ENV):
+        return None
+    created = tempfile.mkdtemp(prefix="feishu-alert-bridge-reload-")
+    os.environ[RELOAD_FILE_ENV] = os.path.join(created, "generation")
+    return created
+
+
 def run(config_path: str | None, storage_path, *, host: str, port: int, workers: int, threads: int,
         log_level: str) -> int:
     created = prepare_metrics_dir()
+    reload_dir = prepare_reload_file(storage_path)
     master = os.getpid()
     limit_malloc_arenas()      # before any worker (or thread) exists
     try:
@@ -169,6 +182,8 @@ def run(config_path: str | None, storage_path, *, host: str, port: int, workers:
         # SystemExit up through this very frame: without the pid check every exiting
         # worker (a TTOU, a timeout, a plain SIGTERM to one worker) deleted the directory
         # all the others write their metrics to, and the replacement failed to boot.
-        if created and os.getpid() == master:
-            shutil.rmtree(created, ignore_errors=True)
+        if os.getpid() == master:
+            for directory in (created, reload_dir):
+                if directory:
+                    shutil.rmtree(directory, ignore_errors=True)
     return 0

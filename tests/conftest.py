@@ -78,3 +78,16 @@ def fake_feishu():
 
     with FakeFeishu() as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """One throw-away PostgreSQL server for the whole session (tests/support/postgres.py);
+    each test takes a fresh schema or database in it."""
+    from support.postgres import Cluster
+
+    cluster = Cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()

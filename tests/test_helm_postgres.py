@@ -95,7 +95,6 @@ def test_check_config_objects_to_nothing_but_the_pending_backend(docs, tmp_path)
 
 
 # Delete this marker when the PostgreSQL backend (storage.postgres) is merged.
-@pytest.mark.xfail(strict=True, reason="storage.postgres lands with the PostgreSQL backend")
 def test_rendered_config_passes_check_config(docs, tmp_path):
     check_config(docs, tmp_path, EXTERNAL)
 

@@ -35,16 +35,17 @@ from .sections import _RELOAD_KEYS as _RELOAD_KEYS
 from .sections import _SERVER_KEYS as _SERVER_KEYS
 from .sections import _RELAY_KEYS as _RELAY_KEYS
 from .sections import (check_templates, read_auth, read_delivery, read_log, read_preview, read_relay, read_reload,
-                       read_server, read_storage, read_templates_dir)
+                       read_server, read_templates_dir)
+from .storage import read_storage
 from .types import (DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, NAME_SEPARATORS, AuthConfig, Bot, Config,
-                    DeliveryConfig, GrafanaHMAC, LogConfig, MentionRule, MentionSettings, PreviewConfig, RateLimit,
-                    RelayConfig, ReloadConfig, Route, ServerConfig, StorageConfig)
+                    DeliveryConfig, GrafanaHMAC, LogConfig, MentionRule, MentionSettings, PostgresConfig, PreviewConfig,
+                    RateLimit, RelayConfig, ReloadConfig, Route, ServerConfig, StorageConfig)
 
 __all__ = [
     "EMBEDDED_DEFAULT", "load", "loads", "file_signature",
     "DEFAULT_MAX_BODY_BYTES", "DEFAULT_STORAGE_PATH", "NAME_SEPARATORS", "AuthConfig", "Bot", "Config",
-    "DeliveryConfig", "GrafanaHMAC", "LogConfig", "MentionRule", "MentionSettings", "PreviewConfig", "RateLimit",
-    "RelayConfig", "ReloadConfig", "Route", "ServerConfig", "StorageConfig",
+    "DeliveryConfig", "GrafanaHMAC", "LogConfig", "MentionRule", "MentionSettings", "PostgresConfig", "PreviewConfig",
+    "RateLimit", "RelayConfig", "ReloadConfig", "Route", "ServerConfig", "StorageConfig",
 ]
 
 # The configuration `feishu-alert-bridge serve` runs without --config: the example

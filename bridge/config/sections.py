@@ -1,5 +1,5 @@
-"""The other sections (templates_dir, server, storage, delivery, auth, log, reload,
-preview, relay) and the check that every bot's template exists."""
+"""The other sections (templates_dir, server, delivery, auth, log, reload, preview, relay;
+storage has its own module) and the check that every bot's template exists."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from typing import Any, Mapping
 from ..secret import Secret
 from ..template_files import template_names
 from .reader import Reader
-from .types import (DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, AuthConfig, Bot, DeliveryConfig, GrafanaHMAC,
-                    LogConfig, PreviewConfig, RelayConfig, ReloadConfig, ServerConfig, StorageConfig)
+from .types import (DEFAULT_MAX_BODY_BYTES, AuthConfig, Bot, DeliveryConfig, GrafanaHMAC, LogConfig, PreviewConfig,
+                    RelayConfig, ReloadConfig, ServerConfig)
 
 _SERVER_KEYS = {"max_body_bytes"}
-_STORAGE_KEYS = {"path"}
 _DELIVERY_KEYS = {"max_age", "dedupe_window", "coalesce", "backoff_base", "backoff_cap", "shutdown_grace"}
 _AUTH_KEYS = {"bearer_token", "bearer_token_file", "basic", "grafana_hmac", "protect_operations"}
 _BASIC_KEYS = {"username", "password", "password_file"}
@@ -70,12 +69,6 @@ def read_relay(r: Reader, raw: Any, bots: Mapping[str, Bot], auth: AuthConfig) -
         r.problem("relay.enabled", "the relay posts into your group chats, so it needs inbound authentication: "
                                    "set auth.bearer_token or auth.basic (or turn the relay off)")
     return RelayConfig(enabled=enabled, bots=tuple(dict.fromkeys(names)))
-
-
-def read_storage(r: Reader, raw: Any) -> StorageConfig:
-    section = r.mapping(raw, "storage", _STORAGE_KEYS)
-    text = r.string(section["path"], "storage.path") if section.get("path") is not None else None
-    return StorageConfig(path=r.base_dir / (text or DEFAULT_STORAGE_PATH))
 
 
 def read_delivery(r: Reader, raw: Any) -> DeliveryConfig:

@@ -16,10 +16,12 @@ from zoneinfo import ZoneInfo
 from ..limits import RATE_PER_MINUTE, RATE_PER_SECOND
 from ..matchers import Matcher
 from ..model import FIRING, Mention
-from ..secret import Secret, WebhookURL
+from ..secret import DSN, Secret, WebhookURL
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_STORAGE_PATH = "feishu-alert-bridge-outbox.db"
+DEFAULT_PG_SCHEMA = "feishu_bridge"
+DEFAULT_PG_POOL = 4
 # Between names in a label value, besides whitespace: ASCII and full-width commas and
 # semicolons, and the ideographic enumeration comma that Chinese lists use (张三、李四).
 # config.bots.USER_NAME keeps them out of the names in users:.
@@ -117,10 +119,21 @@ class PreviewConfig:
 
 
 @dataclass(frozen=True)
+class PostgresConfig:
+    """`storage.postgres`: one database shared by every replica."""
+
+    dsn: DSN                             # secret; shows without its password
+    password: Secret | None = None       # from password_file, kept out of the DSN
+    schema: str = DEFAULT_PG_SCHEMA      # created if missing; every table lives in it
+    pool_size: int = DEFAULT_PG_POOL     # connections per worker process (plus one that listens)
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     # The SQLite outbox. Relative paths resolve against the config file's directory
-    # (the working directory for the embedded default).
-    path: Path = Path(DEFAULT_STORAGE_PATH)
+    # (the working directory for the embedded default). None with postgres.
+    path: Path | None = Path(DEFAULT_STORAGE_PATH)
+    postgres: PostgresConfig | None = None
 
 
 @dataclass(frozen=True)

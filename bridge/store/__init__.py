@@ -3,7 +3,8 @@
 records.py holds the records every layer above uses. `Outbox` below is what delivery,
 the accept path, the CLI and the tests may ask of a store; a backend implements it
 (store/sqlite/ today) and passes the contract suite, tests/store/test_contract*.py,
-unchanged. `open_store` picks the backend from the configuration.
+unchanged. `open_store` picks the backend from the configuration: sqlite/ (one file, the
+processes of one host) or postgres/ (one database, any number of replicas).
 
 A message's life: pending -> sending -> sent, or -> pending again (its next part, or a
 retry), or -> dead (a dead letter, kept until `outbox retry`); a pending message can be
@@ -44,6 +45,11 @@ class Outbox(Protocol):
     to every other process once it returns. Failures raise StorageError with the reason
     (never the store's password); LeaseLost where said.
     """
+
+    # The clock the store's times are on (leases, send windows, dedupe windows, ages):
+    # whoever compares a stored time with "now" (a sender's pacing, the watcher's prune)
+    # reads this one, so that every process sharing the store agrees.
+    clock: Clock
 
     # -- lifecycle --------------------------------------------------------------------
     def open(self) -> None:
@@ -206,10 +212,18 @@ class Outbox(Protocol):
         ...
 
 
-def open_store(storage: StorageConfig, *, clock: Clock = SYSTEM_CLOCK) -> Outbox:
-    """The store the configuration names (today: the SQLite file at storage.path)."""
+def open_store(storage: StorageConfig, *, clock: Clock | None = None) -> Outbox:
+    """The store the configuration names: the PostgreSQL database of storage.postgres, or
+    the SQLite file at storage.path. Its times are on `clock` when one is given (tests
+    step one), else on the backend's own: the database's clock for PostgreSQL (replicas
+    on several machines must agree), this host's for SQLite (one host)."""
     # Imported when chosen, not with this module: a backend imports this module (for the
     # lease constants), and a backend's driver need not be installed unless it is used.
+    if storage.postgres is not None:
+        from .postgres import PostgresOutbox
+
+        return PostgresOutbox(storage.postgres, clock=clock)
     from .sqlite import SqliteOutbox
 
-    return SqliteOutbox(storage.path, clock=clock)
+    assert storage.path is not None
+    return SqliteOutbox(storage.path, clock=clock or SYSTEM_CLOCK)

@@ -56,8 +56,8 @@ class Bridge:
                 self.log.error("reload failed; keeping the running configuration: %s", "; ".join(exc.problems),
                                extra={"event": "reload_failed"})
                 raise
-            if config.storage.path != running.storage.path:
-                self.log.warning("storage.path changed: it takes effect at the next start",
+            if config.storage != running.storage:
+                self.log.warning("storage changed: it takes effect at the next start",
                                  extra={"event": "reload_storage_path"})
             self.services.use(runtime)
             self.watcher.acknowledge(config.file_signature)

@@ -6,13 +6,15 @@ from typing import Callable, Iterator
 
 import pytest
 
-from bridge.config import StorageConfig
+from bridge.config import PostgresConfig, StorageConfig
+from bridge.secret import DSN
 from bridge.store import Outbox, open_store
 from outbox_messages import SteppedClock
+from support.postgres import new_schema
 
 # Every backend here runs tests/store/test_contract.py. A new one adds its name and,
 # in `storage` below, how to get a fresh, empty store of its kind for one test.
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture
@@ -24,6 +26,11 @@ def clock() -> SteppedClock:
 def storage(request: pytest.FixtureRequest, tmp_path) -> StorageConfig:
     if request.param == "sqlite":
         return StorageConfig(path=tmp_path / "sub" / "outbox.db")
+    if request.param == "postgres":
+        # A fresh schema in the session's server: the store creates it, as in production.
+        cluster = request.getfixturevalue("postgres_cluster")
+        return StorageConfig(path=None, postgres=PostgresConfig(dsn=DSN(cluster.dsn(), "the test server"),
+                                                                schema=new_schema()))
     raise AssertionError(f"no storage for backend {request.param}")
 
 
@@ -41,6 +48,8 @@ def connect(storage: StorageConfig, clock: SteppedClock) -> Iterator[Callable[[]
     yield connect
     for store in opened:
         store.close()
+        # A PostgreSQL store's pool too: hundreds of tests would use up the server's connections.
+        getattr(store, "shutdown", lambda: None)()
 
 
 @pytest.fixture
