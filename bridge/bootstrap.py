@@ -62,7 +62,7 @@ def build_renderer(config: Config, log: logging.Logger | None = None, metrics: M
 
 
 def build_compose(config: Config, log: logging.Logger, metrics: Metrics | None = None) -> Compose:
-    return Compose(config, build_renderer(config, log, metrics), MentionResolver(config.users, log))
+    return Compose(config, build_renderer(config, log, metrics), MentionResolver(config.users, log, config.user_emails))
 
 
 def build_runtime(config: Config, *, store: Outbox, wake: Callable[[], None], log: logging.Logger,

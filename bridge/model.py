@@ -52,10 +52,14 @@ class Mention:
 
     user_id: str
     name: str = ""
+    # A person the directory knows by email only (`users: {alice: {email: ...}}`): only an
+    # app bot's card can ping them (<at email=...>, feishu-app-protocol.md §8.2); elsewhere
+    # the mention is shown as text, as an unknown name is.
+    email: str = ""
 
     @property
     def pings(self) -> bool:
-        return bool(self.user_id)
+        return bool(self.user_id or self.email)
 
 
 @dataclass(frozen=True)

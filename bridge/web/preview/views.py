@@ -211,7 +211,7 @@ def _mentions(config: Config, log, job: Job) -> tuple[tuple[tuple[str, str], ...
         notification = sandbox.notification_of(job)
     except PayloadError as exc:
         raise Refused(400, "payload", f"not a valid {sandbox.source_of(job)} payload: {exc}") from None
-    bot, resolver = config.bots[job.bot], MentionResolver(config.users, log)
+    bot, resolver = config.bots[job.bot], MentionResolver(config.users, log, config.user_emails)
     return tuple(
         tuple((m.user_id, m.name) for m in resolver.for_routed(alert, bot, config.route))
         for alert in notification.alerts)
