@@ -78,3 +78,12 @@ def fake_feishu():
 
     with FakeFeishu() as fake:
         yield fake
+
+
+@pytest.fixture
+def fake_open_api():
+    """The strict fake of Feishu's Open API (app bots), on a free loopback port."""
+    from fake_open_api import FakeOpenAPI
+
+    with FakeOpenAPI() as fake:
+        yield fake
