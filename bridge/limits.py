@@ -7,6 +7,8 @@ a limit that Feishu changes is changed once. (../shared/protocols.md has the quo
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Callable
 
 # "请求体的数据大小不能超过 20 KB" (request body at most 20 KB): Feishu custom-bot guide,
 # 注意事项 (notes); protocols.md A.9. Measured on the serialized body.
@@ -95,3 +97,17 @@ def app_size(message: dict) -> int:
     """The bytes an app bot's rendered message takes in its request body, its content
     written as the JSON string im/v1 wants: what APP_BUDGET_BYTES is measured on."""
     return len(json.dumps(app_content(message)[1], ensure_ascii=False).encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one rendered message may take, and how it is measured: a custom bot's body
+    (signed at send time), or an app bot's content string (bridge.render cuts to it)."""
+
+    bytes: int
+    measure: Callable[[dict], int]
+    exact: bool = False     # measure every message (an app's content grows when escaped)
+
+
+CUSTOM_BOT_BUDGET = Budget(BUDGET_BYTES, lambda message: len(encode_body(message)))
+APP_BOT_BUDGET = Budget(APP_BUDGET_BYTES, app_size, exact=True)
