@@ -242,14 +242,16 @@ def _send_test(args: argparse.Namespace) -> int:
     config = config_module.load(args.config)
     bot = find_bot(config, args.bot)
     if not bot.sends:
-        raise BridgeError(f"bot {bot.name!r} is a dry-run bot (no webhook URL, or dry_run: true): nothing to send to")
+        raise BridgeError(f"bot {bot.name!r} is a dry-run bot (no webhook URL or app, or dry_run: true): nothing to "
+                          "send to")
     card = bootstrap.build_renderer(config).render(firing(), bot)[0]
     def waiting() -> None:
         print(f"bot {bot.name}: the running service holds its lease; waiting for it to send the test card in turn",
               file=sys.stderr)
 
-    result, by_service = send_once(bootstrap.build_store(config), bootstrap.build_channel(), bot, card, on_wait=waiting)
-    where = f"bot {bot.name} ({bot.webhook_url})"
+    store = bootstrap.build_store(config)
+    result, by_service = send_once(store, bootstrap.build_channel(tokens=store), bot, card, on_wait=waiting)
+    where = f"bot {bot.name} ({bot.webhook_url or f'app {bot.app.name}, chat {bot.chat_id}'})"
     if result.outcome is Outcome.SENT:
         print(f"{where}: sent; Feishu accepted the test card")
         return 0

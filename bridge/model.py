@@ -136,3 +136,16 @@ class Notification:
             common_labels=_common([a.labels for a in alerts]),
             common_annotations=_common([a.annotations for a in alerts]),
         )
+
+
+@dataclass(frozen=True)
+class GroupFacts:
+    """What an app bot's delivery knows of one message's alerts besides its cards (made by
+    bridge.compose, used by bridge.delivery.appbot): which fire, when the group started
+    and ended, and whom to buzz."""
+
+    firing: tuple[str, ...] = ()          # fingerprints of the firing alerts, in order
+    firing_names: tuple[str, ...] = ()    # their alertnames, in the same order
+    started: datetime | None = None       # the earliest start of the message's alerts
+    ended: datetime | None = None         # the latest end, when none fires any more
+    urgent: tuple[Mention, ...] = ()      # whom to buzz: a firing alert matches the bot's urgent

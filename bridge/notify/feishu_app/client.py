@@ -48,7 +48,7 @@ class AppClient:
         self._clock = clock
         self._log = logger if logger is not None else logging.getLogger("bridge.notify.feishu_app")
         self._metrics = metrics
-        self.tokens = Tokens(store if store is not None else MemoryTokens(), clock, on_fetch=self._fetched)
+        self.tokens = Tokens(store if store is not None else MemoryTokens(), clock)
         self.people = People(clock)
 
     # -- what a channel does ---------------------------------------------------------------
@@ -139,9 +139,11 @@ class AppClient:
         found, answer, _ = self._request(bot, "POST", TOKEN_PATH, request, None, whole=True)
         token, expire = answer.get("tenant_access_token"), answer.get("expire")
         if found.outcome is Outcome.SENT and isinstance(token, str) and token and isinstance(expire, (int, float)):
+            self._count_fetch(app, OK)
             return Fetched(token, self._clock.now() + float(expire))
         if found.outcome is Outcome.SENT:
             found = result(Outcome.RETRY, UNEXPECTED_ANSWER, 0, found.http_status, "a token answer without a token")
+        self._count_fetch(app, found.reason)
         raise TokenRefused(scrubbed(found, secrets_of(bot, [])))
 
     def _request(self, bot: Bot, method: str, path: str, request: dict, token: str | None, *,
@@ -170,10 +172,10 @@ class AppClient:
         data = body if whole else body.get("data") if isinstance(body, dict) else None
         return found, data if isinstance(data, dict) else {}, response.headers.get("X-Tt-Logid", "")
 
-    def _fetched(self, key: str) -> None:
+    def _count_fetch(self, app: App, outcome: str) -> None:
         if self._metrics is not None:
             try:
-                self._metrics.token_refreshes.labels(key.rpartition("|")[2]).inc()
+                self._metrics.token_refreshes.labels(app.name, outcome).inc()
             except Exception:   # a metric must never fail a send
                 self._log.exception("counting a metric failed", extra={"event": "metrics_failed"})
 

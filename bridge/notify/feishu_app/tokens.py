@@ -79,10 +79,9 @@ class TokenRefused(Exception):
 class Tokens:
     """Tokens by app (key: the Open API's base URL and the app_id), from memory, the store, or Feishu."""
 
-    def __init__(self, store: TokenStore, clock: Clock, on_fetch: Callable[[str], None] = lambda key: None):
+    def __init__(self, store: TokenStore, clock: Clock):
         self._store = store
         self._clock = clock
-        self._on_fetch = on_fetch       # a metric: token refreshes, by app
         self._memo: dict[str, tuple[str, float]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -114,7 +113,6 @@ class Tokens:
 
     def _fetch(self, key: str, fetch: Fetch) -> str:
         fetched = fetch()
-        self._on_fetch(key)
         self._memo[key] = (fetched.token, fetched.expires)
         try:
             self._store.keep_app_token(key, fetched.token, fetched.expires)
