@@ -143,3 +143,32 @@ def test_urgent_refused_by_the_group_never_blocks_the_card(service, fake_open_ap
     assert len(fake.attempts("urgent")) == 1, "a refusal is not tried again in the same firing"
     (line,) = [r for r in caplog.records if getattr(r, "event", "") == "urgent_failed"]
     assert "群设置" in line.getMessage() and app.extensions["bridge"].services.store.list(dead=True) == []
+
+
+def test_a_split_card_keeps_one_card_per_part_and_stubs_the_parts_no_longer_needed(service, fake_open_api):
+    post, app = service()
+    fake = fake_open_api
+    big = [alert(f"Alert{i:02d}", severity="warning", detail="x" * 900) for i in range(40)]
+    post(payload(*big))
+    fake.wait_for(lambda: settled(fake, app) and len(titles(fake)) >= 2, what="the group in parts")
+    first = [m.message_id for m in fake.chat(CHAT)]
+    assert [c for c, _ in titles(fake)] == ["[FIRING:40]"] * len(first)
+    post(payload(*big[:3]))
+    fake.wait_for(lambda: settled(fake, app) and titles(fake)[0][0] == "[FIRING:3]", what="one part, stubs")
+    assert [m.message_id for m in fake.chat(CHAT)] == first, "the same messages, updated"
+    headers = [c["header"] for c in fake.cards(CHAT)]
+    assert [h["template"] for h in headers] == ["orange"] + ["grey"] * (len(first) - 1), "never two live cards"
+    assert [h["title"]["content"] for h in headers[1:]] == [
+        f"Part {i} merged into the card above" for i in range(2, len(first) + 1)]
+
+
+@pytest.mark.slow
+def test_a_storm_of_groups_gets_no_rate_limit_answer(service, fake_open_api):
+    post, app = service()
+    fake = fake_open_api
+    for i in range(25):
+        post(payload(alert("DiskFull", severity="warning"), group=f"cluster-{i:02d}"))
+    fake.wait_for(lambda: settled(fake, app), timeout=30, what="every group's card")
+    assert len(fake.chat(CHAT)) == 25 and not fake.throttled()
+    sends = [t for t in fake.attempts("send")]
+    assert len(sends) == 25 and all(t.code == 0 for t in sends)
