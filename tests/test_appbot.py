@@ -23,9 +23,8 @@ def service(fake_open_api, tmp_path):
     setup_fake(fake_open_api)
     started = []
 
-    def start(bot: str = "", extra: str = ""):
-        config = loads(config_yaml(fake_open_api.base_url, storage=tmp_path / "outbox.db", bot=bot, extra=extra),
-                       env={})
+    def start(extra: str = ""):
+        config = loads(config_yaml(fake_open_api.base_url, storage=tmp_path / "outbox.db", extra=extra), env={})
         app = create_app(config, logger=logging.getLogger("bridge.test-appbot"))
         started.append(app)
         client = app.test_client()
@@ -107,7 +106,7 @@ def test_a_card_older_than_feishu_updates_is_replaced(service, fake_open_api):
 
 
 def test_a_chat_the_bot_is_not_in_is_one_dead_letter_with_advice(service, fake_open_api, caplog):
-    post, app = service(extra="")
+    post, app = service()
     fake = fake_open_api
     fake.world.chats[CHAT].bots.clear()
     post(payload(alert("DiskFull")))

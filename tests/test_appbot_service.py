@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -78,3 +80,45 @@ def test_one_living_card_through_two_kills(tmp_path):
         tokens = list(fake.world.apps[APP_ID].tokens)
         everything = "".join(logs)
         assert APP_SECRET not in everything and not [t for t in tokens if t in everything]
+
+
+def test_no_app_secret_or_token_in_logs_answers_metrics_or_cli_output(tmp_path):
+    """Forced failures (a wrong secret, an expired token, a lost answer) under gunicorn, then
+    every way out: the log, /metrics, `outbox list`, `send-test`, `check-config`."""
+    with FakeOpenAPI() as fake:
+        setup_fake(fake)
+        fake.add_app("cli_wrong1", "the-real-one-Zz9")
+        fake.add_chat("oc_wrong1", apps=["cli_wrong1"])
+        config = tmp_path / "config.yaml"
+        config.write_text(config_yaml(fake.base_url).replace("apps:\n", f"""apps:
+  - name: other
+    app_id: cli_wrong1
+    app_secret: wrong-Secret-Yy8
+    base_url: {fake.base_url}
+""", 1).replace("route: {bots: [sre]}", """  - name: wrong
+    app: other
+    chat_id: oc_wrong1
+route: {bots: [sre, wrong]}"""))
+        seen = []
+        bridge = BridgeProcess(config, tmp_path / "bridge.log", workers=2)
+        try:
+            fake.script("send", ("lost_answer",))
+            post(bridge, payload(alert("DiskFull")))
+            fake.wait_for(lambda: buzzes(fake), timeout=20, what="the card, buzzed")
+            fake.expire_tokens(APP_ID)
+            post(bridge, payload(alert("DiskFull"), alert("HighLoad")))
+            fake.wait_for(lambda: titles(fake) == [("[FIRING:2]", "red")], timeout=20, what="updated")
+            fake.wait_for(lambda: "bad_credentials" in bridge.log(), timeout=20, what="the wrong app refused")
+            seen.append(requests.get(f"{bridge.url}/metrics", timeout=10, proxies=NO_PROXY).text)
+        finally:
+            bridge.stop()
+        for args in (["outbox", "list", "--config", str(config)], ["send-test", "--config", str(config), "--bot", "wrong"],
+                     ["send-test", "--config", str(config), "--bot", "sre"], ["check-config", str(config)]):
+            run = subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True,
+                                 timeout=60, cwd=tmp_path)
+            seen.append(run.stdout + run.stderr)
+        everything = bridge.log() + "\n".join(seen)
+        assert "feishu_bridge_app_token_refreshes_total" in everything and "not sent (code 10015)" in everything
+        tokens = [t for app in fake.world.apps.values() for t in app.tokens]
+        leaked = [s for s in [APP_SECRET, "wrong-Secret-Yy8", "the-real-one-Zz9", *tokens] if s in everything]
+        assert not leaked, f"leaked: {leaked}"

@@ -31,7 +31,7 @@ def payload(*alerts: dict, group: str = "prod") -> bytes:
         "version": "4", "groupKey": f'{{}}:{{cluster="{group}"}}', "truncatedAlerts": 0}).encode()
 
 
-def config_yaml(base_url: str, *, storage: Path | str = "outbox.db", bot: str = "", extra: str = "") -> str:
+def config_yaml(base_url: str, *, storage: Path | str = "outbox.db", extra: str = "") -> str:
     """One app bot `sre` on the fake, urgent for critical alerts to alice (by email) and bob."""
     return textwrap.dedent(f"""
         apps:
@@ -46,7 +46,6 @@ def config_yaml(base_url: str, *, storage: Path | str = "outbox.db", bot: str = 
             thread_replies: [firing, partly_resolved, resolved]
             urgent: {{kind: app, users: [alice, {BOB}], matchers: ['severity="critical"']}}
             read_timeout: 2s
-        {textwrap.indent(textwrap.dedent(bot), '  ').strip()}
         route: {{bots: [sre]}}
         users:
           alice: {{email: alice@example.com}}
