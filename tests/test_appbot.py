@@ -23,8 +23,9 @@ def service(fake_open_api, tmp_path):
     setup_fake(fake_open_api)
     started = []
 
-    def start(extra: str = ""):
-        config = loads(config_yaml(fake_open_api.base_url, storage=tmp_path / "outbox.db", extra=extra), env={})
+    def start(extra: str = "", kind: str = "app"):
+        config = loads(config_yaml(fake_open_api.base_url, storage=tmp_path / "outbox.db", extra=extra, kind=kind),
+                       env={})
         app = create_app(config, logger=logging.getLogger("bridge.test-appbot"))
         started.append(app)
         client = app.test_client()
@@ -171,3 +172,15 @@ def test_a_storm_of_groups_gets_no_rate_limit_answer(service, fake_open_api):
     assert len(fake.chat(CHAT)) == 25 and not fake.throttled()
     sends = [t for t in fake.attempts("send")]
     assert len(sends) == 25 and all(t.code == 0 for t in sends)
+
+
+
+def test_sms_urgent_over_the_companys_quota_buzzes_in_the_app_instead(service, fake_open_api, caplog):
+    fake = fake_open_api
+    fake.set_urgent_quota(0)
+    post, app = service(kind="sms")
+    post(payload(alert("DiskFull")))
+    fake.wait_for(lambda: settled(fake, app) and buzzes(fake), what="the card, buzzed")
+    assert [t.code for t in fake.attempts("urgent")] == [a.URGENT_QUOTA, 0]
+    assert buzzes(fake) == [("app", (BOB, ALICE))]
+    assert [r for r in caplog.records if getattr(r, "event", "") == "urgent_degraded"]

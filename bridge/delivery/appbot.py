@@ -18,7 +18,8 @@ group's card as the store knows it; `AppSteps.run` carries out one request when 
             `thread_replies` names, because an in-place update notifies no one.
     urgent  加急 for the people of `urgent`, once per group firing, when a firing alert
             matches its matchers; its failure is logged with advice and never blocks
-            the card (it comes after it, and a refusal is not retried).
+            the card (it comes after it, and a refusal is not retried). SMS or phone
+            urgent refused for the company's spent quota is sent in the app instead.
 
 What a request changed about the group's card (a message id, buzzed, what the card shows)
 is written with its outcome (Outbox.mark_sent(card=...)).
@@ -36,7 +37,7 @@ from ..config import Bot
 from ..limits import APP_UPDATE_MARGIN, APP_UPDATE_WINDOW
 from ..model import GroupFacts, Mention
 from ..notify import AppMessages
-from ..notify.outcome import MESSAGE_GONE, OK, Outcome, SendResult
+from ..notify.outcome import MESSAGE_GONE, OK, URGENT_QUOTA, Outcome, SendResult
 from ..render.filters import format_duration
 from ..store.records import Card, CardChange, CardPart, Head
 
@@ -192,10 +193,18 @@ class AppSteps:
         if root is None:
             return _done("no card to buzz for")
         people = [Mention(*person) for person in step["people"]]
-        found = self.channel.urgent(bot, root.message_id, step["kind"], people)
+        kind = step["kind"]
+        found = self.channel.urgent(bot, root.message_id, kind, people)
+        self.counts.urgent(bot.name, kind, found.result.reason)
+        if found.result.reason == URGENT_QUOTA and kind != "app":
+            # The company's SMS/phone quota is spent: an in-app urgent still reaches them (§5.4).
+            self.log.warning("urgent by %s not sent: %s; buzzing in the app instead", kind, found.result.advice,
+                             extra={"event": "urgent_degraded", "bot": bot.name, "group_key": head.group_key})
+            kind = "app"
+            found = self.channel.urgent(bot, root.message_id, kind, people)
+            self.counts.urgent(bot.name, kind, found.result.reason)
         result = found.result
-        self.counts.urgent(bot.name, step["kind"], result.reason)
-        where = {"bot": bot.name, "group_key": head.group_key, "kind": step["kind"], "reason": result.reason,
+        where = {"bot": bot.name, "group_key": head.group_key, "kind": kind, "reason": result.reason,
                  "code": result.code, "buzzed": len(found.buzzed), "not_buzzed": list(found.not_buzzed)}
         if result.outcome is Outcome.RETRY:
             return result

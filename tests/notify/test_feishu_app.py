@@ -227,3 +227,18 @@ def test_answers_beyond_the_table(status, body, expected):
     assert (found.outcome, found.reason) == expected
     if expected[0] is RETRY:
         assert found.retry_after == 2.0
+
+
+def test_a_store_that_cannot_be_read_or_written_does_not_stop_sending(bot, fake, clock):
+    from bridge.errors import StorageError
+
+    class Broken:
+        def app_token(self, key):
+            raise StorageError("cannot read the outbox: disk I/O error")
+
+        def keep_app_token(self, key, token, expires):
+            raise StorageError("cannot write the outbox: disk full")
+
+    client = AppClient(Broken(), clock=clock)
+    assert client.send(bot, card("a")).outcome is SENT and client.send(bot, card("b")).outcome is SENT
+    assert fake.token_fetches(APP_ID) == 1, "kept in memory meanwhile"

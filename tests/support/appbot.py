@@ -31,7 +31,7 @@ def payload(*alerts: dict, group: str = "prod") -> bytes:
         "version": "4", "groupKey": f'{{}}:{{cluster="{group}"}}', "truncatedAlerts": 0}).encode()
 
 
-def config_yaml(base_url: str, *, storage: Path | str = "outbox.db", extra: str = "") -> str:
+def config_yaml(base_url: str, *, storage: Path | str = "outbox.db", extra: str = "", kind: str = "app") -> str:
     """One app bot `sre` on the fake, urgent for critical alerts to alice (by email) and bob."""
     return textwrap.dedent(f"""
         apps:
@@ -44,7 +44,7 @@ def config_yaml(base_url: str, *, storage: Path | str = "outbox.db", extra: str 
             app: oncall
             chat_id: {CHAT}
             thread_replies: [firing, partly_resolved, resolved]
-            urgent: {{kind: app, users: [alice, {BOB}], matchers: ['severity="critical"']}}
+            urgent: {{kind: {kind}, users: [alice, {BOB}], matchers: ['severity="critical"']}}
             read_timeout: 2s
         route: {{bots: [sre]}}
         users:
