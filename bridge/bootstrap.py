@@ -25,8 +25,11 @@ from .clock import SYSTEM_CLOCK, Clock
 from .compose import Compose
 from .config import Bot, Config
 from .delivery import Delivery
-from .notify import Channel
+from .model import GroupFacts
+from .notify import ByKind, Channel
 from .notify.feishu import FeishuClient
+from .notify.feishu_app import AppClient
+from .notify.feishu_app.tokens import TokenStore
 from .mentions import MentionResolver
 from .metrics import Metrics
 from .store import Outbox, open_store
@@ -52,9 +55,14 @@ def build_store(config: Config, *, clock: Clock | None = None) -> Outbox:
     return open_store(config.storage, clock=clock)
 
 
-def build_channel(log: logging.Logger | None = None, clock: Clock = SYSTEM_CLOCK) -> FeishuClient:
-    """What sends a rendered message to a bot and says what happened."""
-    return FeishuClient(clock=clock, logger=log.getChild("feishu") if log is not None else None)
+def build_channel(log: logging.Logger | None = None, clock: Clock = SYSTEM_CLOCK, *, tokens: TokenStore | None = None,
+                  metrics: Metrics | None = None) -> ByKind:
+    """What sends a rendered message to a bot and says what happened: custom bots through
+    their webhooks, app bots through the Open API with their tokens kept in `tokens` (the
+    outbox, shared by every process)."""
+    return ByKind(FeishuClient(clock=clock, logger=log.getChild("feishu") if log is not None else None),
+                  AppClient(tokens, clock=clock, logger=log.getChild("feishu_app") if log is not None else None,
+                            metrics=metrics))
 
 
 def build_renderer(config: Config, log: logging.Logger | None = None, metrics: Metrics | None = None) -> Renderer:
@@ -67,7 +75,7 @@ def build_renderer(config: Config, log: logging.Logger | None = None, metrics: M
 
 
 def build_compose(config: Config, log: logging.Logger, metrics: Metrics | None = None) -> Compose:
-    return Compose(config, build_renderer(config, log, metrics), MentionResolver(config.users, log))
+    return Compose(config, build_renderer(config, log, metrics), MentionResolver(config.users, log, config.user_emails))
 
 
 def build_runtime(config: Config, *, store: Outbox, wake: Callable[[], None], log: logging.Logger,
@@ -92,7 +100,7 @@ class Services:
         self.clock = clock
         self.write_health = WriteHealth(clock)   # per process, across reloads
         self.delivery = Delivery(config, channel, log, outbox=store, render=self.render_stored,
-                                 metrics=metrics, clock=clock)
+                                 metrics=metrics, clock=clock, facts=self.facts_stored)
         # Set before anything can call render_stored: the senders start in start().
         self.runtime = self.runtime_for(config)
 
@@ -111,6 +119,11 @@ class Services:
         runtime = self.runtime   # once: the bot and the templates from the same configuration
         return runtime.compose.render_stored(runtime.config.bots.get(bot.name, bot), message)
 
+    def facts_stored(self, bot: Bot, message: Head) -> GroupFacts:
+        """What an app bot's plan needs of a stored message besides its cards (Delivery's `facts`)."""
+        runtime = self.runtime
+        return runtime.compose.facts_stored(runtime.config.bots.get(bot.name, bot), message)
+
     def start(self) -> None:
         self.delivery.start()
 
@@ -123,5 +136,6 @@ def build_services(config: Config, *, channel: Channel | None = None, logger: lo
     """The senders pace on the store's clock: the times they compare "now" with (the
     last requests' ends, a retry's pause) are the store's."""
     store = build_store(config, clock=clock)
-    return Services(config, store=store, channel=channel or build_channel(logger, clock or SYSTEM_CLOCK),
-                    log=logger or logging.getLogger("bridge"), metrics=metrics, clock=store.clock)
+    channel = channel or build_channel(logger, clock or SYSTEM_CLOCK, tokens=store, metrics=metrics)
+    return Services(config, store=store, channel=channel, log=logger or logging.getLogger("bridge"), metrics=metrics,
+                    clock=store.clock)

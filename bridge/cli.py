@@ -225,7 +225,7 @@ def _render(args: argparse.Namespace) -> int:
     from . import sources
     from .accept import decode_json, find_bot, route_shares
     from .errors import PayloadError
-    from .limits import encode_body
+    from .limits import app_content, app_size, encode_body
 
     config = config_module.load(args.config)
     if args.bot is not None:
@@ -248,9 +248,17 @@ def _render(args: argparse.Namespace) -> int:
                 for bot, share in route_shares(config, notification, only_bot=args.bot).items()]
     if not rendered:
         print("no bot gets a message from this payload")
-    for bot, bodies in rendered:
+    for name, bodies in rendered:
+        bot = config.bots[name]
         for part, body in enumerate(bodies, start=1):
-            print(f"# bot {bot}: message {part}/{len(bodies)}, {len(encode_body(body))} bytes")
+            if bot.is_app:
+                # As im/v1 is sent it, with the content (a JSON string on the wire) shown as JSON.
+                kind, content = app_content(body)
+                print(f"# bot {name}: message {part}/{len(bodies)}, {app_size(body)} bytes (app bot: the content "
+                      f"string of POST /open-apis/im/v1/messages, or of its update in place)")
+                body = {"receive_id": bot.chat_id, "msg_type": kind, "content": json.loads(content)}
+            else:
+                print(f"# bot {name}: message {part}/{len(bodies)}, {len(encode_body(body))} bytes")
             print(json.dumps(body, ensure_ascii=False, indent=2))
     return 0
 
@@ -266,15 +274,17 @@ def _send_test(args: argparse.Namespace) -> int:
     config = config_module.load(args.config)
     bot = find_bot(config, args.bot)
     if not bot.sends:
-        raise BridgeError(f"bot {bot.name!r} is a dry-run bot (no webhook URL, or dry_run: true): nothing to send to")
+        raise BridgeError(f"bot {bot.name!r} is a dry-run bot (no webhook URL or app, or dry_run: true): nothing to "
+                          "send to")
     card = bootstrap.build_renderer(config).render(firing(), bot)[0]
     def waiting() -> None:
         print(f"bot {bot.name}: the running service holds its lease; waiting for it to send the test card in turn",
               file=sys.stderr)
 
     store = bootstrap.build_store(config)
-    result, by_service = send_once(store, bootstrap.build_channel(), bot, card, clock=store.clock, on_wait=waiting)
-    where = f"bot {bot.name} ({bot.webhook_url})"
+    result, by_service = send_once(store, bootstrap.build_channel(tokens=store), bot, card, clock=store.clock,
+                                   on_wait=waiting)
+    where = f"bot {bot.name} ({bot.webhook_url or f'app {bot.app.name}, chat {bot.chat_id}'})"
     if result.outcome is Outcome.SENT:
         print(f"{where}: sent; Feishu accepted the test card")
         return 0

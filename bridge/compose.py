@@ -16,7 +16,7 @@ from . import sources
 from .config import Bot, Config
 from .errors import PayloadError
 from .mentions import MentionResolver
-from .model import Notification
+from .model import GroupFacts, Notification, fingerprint
 from .render import Renderer
 from .routing import Route
 from .store.records import Head
@@ -29,6 +29,35 @@ class Compose:
         self.config = config
         self.renderer = renderer
         self.mentions = mentions
+
+    def facts_stored(self, bot: Bot, message: Head) -> GroupFacts:
+        """What an app bot's delivery needs of a stored message besides its cards; raises as
+        render_stored does."""
+        if message.payload is None:
+            raise PayloadError("the message has neither a payload nor rendered parts")
+        notification = sources.parse(message.source, json.loads(message.payload))
+        indices = range(len(notification.alerts)) if message.alerts is None else message.alerts
+        return self.facts(notification.subset([notification.alerts[i] for i in indices]), bot)
+
+    def facts(self, notification: Notification, bot: Bot) -> GroupFacts:
+        """Which alerts fire, when the group started and ended, and whom `bot.urgent` buzzes:
+        its users and the people its mention_labels name, once a firing alert matches."""
+        firing = notification.firing
+        starts = [a.starts_at for a in notification.alerts if a.starts_at is not None]
+        ends = [a.ends_at for a in notification.alerts if a.ends_at is not None]
+        urgent = bot.urgent
+        people: list = []
+        if urgent is not None:
+            for alert in (a for a in firing if urgent.applies(a.labels)):
+                people += list(urgent.users) + [m for m in self.mentions.from_labels(alert, urgent.mention_labels)
+                                                if m.user_id.startswith("ou_") or m.email]
+        return GroupFacts(
+            firing=tuple(a.fingerprint or fingerprint(a.labels) for a in firing),
+            firing_names=tuple(a.labels.get("alertname", "") for a in firing),
+            started=min(starts, default=None),
+            ended=max(ends, default=None) if not firing else None,
+            urgent=tuple(dict.fromkeys(people)),
+        )
 
     def render_stored(self, bot: Bot, message: Head) -> list[dict]:
         """Render a stored message (bridge.delivery calls this when it is due to be sent).

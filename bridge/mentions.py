@@ -9,7 +9,8 @@ or semicolons (also the full-width ，、；), a leading "@" ignored: `owner: "a
 A name is looked up in the `users:` directory (exactly, case included); a name it does
 not know is kept as text (Mention with an empty user_id), never a ping, and logged once.
 So a label can only ever ping someone the config's directory lists: no label value
-becomes an open_id or "all" by itself.
+becomes an open_id or "all" by itself. A person the directory knows by email only pings
+on an app bot (its cards take <at email=...>); on a custom bot they are shown as text.
 
 Order: @all first, then everyone else in the order found (bot, then routes; within a
 source, `mentions.users` before labels), each once.
@@ -21,6 +22,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Mapping, Sequence
 
 from .config import NAME_SEPARATORS, Bot, MentionSettings, Route
@@ -56,8 +58,9 @@ class MentionResolver:
     Safe to share between threads; create one per loaded config.
     """
 
-    def __init__(self, users: Mapping[str, str], logger: logging.Logger):
+    def __init__(self, users: Mapping[str, str], logger: logging.Logger, emails: Mapping[str, str] | None = None):
         self._users = users
+        self._emails = emails or {}
         self._log = logger
         self._warned: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
@@ -70,7 +73,9 @@ class MentionResolver:
             rule = source.mentions
             if rule.applies(alert.labels):
                 found.extend(([ALL] if rule.all else []) + list(rule.users))
-            found.extend(self._from_labels(alert, source.mention_labels))
+            found.extend(self.from_labels(alert, source.mention_labels))
+        if getattr(bot, "app", None) is None:   # a custom bot cannot ping by email
+            found = [replace(m, email="") if m.email else m for m in found]
         return tuple(sorted(_unique(found), key=lambda m: m != ALL))   # stable: only @all moves
 
     def for_routed(self, alert: Alert, bot: Bot, root: Route | None) -> tuple[Mention, ...]:
@@ -79,16 +84,18 @@ class MentionResolver:
         routes = routes_by_bot(root, alert.labels).get(bot.name, ()) if root is not None else ()
         return self.for_alert(alert, bot, routes)
 
-    def _from_labels(self, alert: Alert, names: Sequence[str]) -> list[Mention]:
+    def from_labels(self, alert: Alert, names: Sequence[str]) -> list[Mention]:
+        """The people the alert's labels (or annotations) `names` name, as the directory
+        knows them; a name it does not know is text (and logged once)."""
         found = []
         for label in names:
             # An empty label is an absent one (Prometheus): the annotation may hold the names.
             value = alert.labels.get(label) or alert.annotations.get(label, "")
             for name in label_names(value):
-                user_id = self._users.get(name)
-                if user_id is None:
+                user_id, email = self._users.get(name), self._emails.get(name, "")
+                if user_id is None and not email:
                     self._warn_unknown(name, label)
-                found.append(Mention(user_id or "", name))
+                found.append(Mention(user_id or "", name, email))
         return found
 
     def _warn_unknown(self, name: str, label: str) -> None:
@@ -108,7 +115,7 @@ def _unique(mentions: list[Mention]) -> list[Mention]:
     seen: set[str] = set()
     unique = []
     for mention in mentions:
-        key = mention.user_id if mention.pings else f"text:{mention.name}"
+        key = mention.user_id or (f"email:{mention.email}" if mention.email else f"text:{mention.name}")
         if key not in seen:
             seen.add(key)
             unique.append(mention)

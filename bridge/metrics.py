@@ -76,6 +76,24 @@ class Metrics:
         self.render_errors = Counter(
             "feishu_bridge_render_errors_total", "Template failures (the bot got the fallback card).",
             ["template"], registry=reg)
+        # App bots (issue 13).
+        self.app_cards = Counter(
+            "feishu_bridge_app_cards_total",
+            "App bots' card requests by bot, action (posted: a new card; updated: in place; stubbed: a part the "
+            "group no longer needs) and outcome (sent, retry, permanent).", ["bot", "action", "outcome"],
+            registry=reg)
+        self.thread_replies = Counter(
+            "feishu_bridge_thread_replies_total", "App bots' replies in a card's thread, by bot and reason (ok, or "
+            "why not).", ["bot", "reason"], registry=reg)
+        self.urgent = Counter(
+            "feishu_bridge_urgent_total",
+            "App bots' urgent (加急) calls by bot, kind (app, sms, phone) and reason (ok, users_not_in_chat, "
+            "unknown_users, urgent_refused, urgent_unread_limit, urgent_quota, ...).", ["bot", "kind", "reason"],
+            registry=reg)
+        self.token_refreshes = Counter(
+            "feishu_bridge_app_token_refreshes_total",
+            "Access tokens fetched from Feishu, by app (a name from apps:) and result (ok, or the reason).",
+            ["app", "result"], registry=reg)
         self.reload_ok = Gauge(
             "feishu_bridge_config_last_reload_successful",
             "1 if the last configuration (re)load succeeded in every worker.",

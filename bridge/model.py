@@ -52,10 +52,14 @@ class Mention:
 
     user_id: str
     name: str = ""
+    # A person the directory knows by email only (`users: {alice: {email: ...}}`): only an
+    # app bot's card can ping them (<at email=...>, feishu-app-protocol.md §8.2); elsewhere
+    # the mention is shown as text, as an unknown name is.
+    email: str = ""
 
     @property
     def pings(self) -> bool:
-        return bool(self.user_id)
+        return bool(self.user_id or self.email)
 
 
 @dataclass(frozen=True)
@@ -132,3 +136,16 @@ class Notification:
             common_labels=_common([a.labels for a in alerts]),
             common_annotations=_common([a.annotations for a in alerts]),
         )
+
+
+@dataclass(frozen=True)
+class GroupFacts:
+    """What an app bot's delivery knows of one message's alerts besides its cards (made by
+    bridge.compose, used by bridge.delivery.appbot): which fire, when the group started
+    and ended, and whom to buzz."""
+
+    firing: tuple[str, ...] = ()          # fingerprints of the firing alerts, in order
+    firing_names: tuple[str, ...] = ()    # their alertnames, in the same order
+    started: datetime | None = None       # the earliest start of the message's alerts
+    ended: datetime | None = None         # the latest end, when none fires any more
+    urgent: tuple[Mention, ...] = ()      # whom to buzz: a firing alert matches the bot's urgent

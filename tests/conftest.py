@@ -91,3 +91,12 @@ def postgres_cluster():
         yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest.fixture
+def fake_open_api():
+    """The strict fake of Feishu's Open API (app bots), on a free loopback port."""
+    from fake_open_api import FakeOpenAPI
+
+    with FakeOpenAPI() as fake:
+        yield fake

@@ -48,8 +48,8 @@ class BridgeProcess(_Process):
     """`python -m bridge serve` (gunicorn) on a free port."""
 
     def __init__(self, config_path: Path, log_path: Path, *, workers: int = 2, threads: int = 4,
-                 env: dict[str, str] | None = None):
-        self.port = free_port()
+                 env: dict[str, str] | None = None, port: int | None = None):
+        self.port = port or free_port()   # a port of its own: a restart that others must find again
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")

@@ -37,7 +37,8 @@ def fake_secrets() -> list[str]:
     """The secret values ci/all-features-values.yaml gives; none may reach a ConfigMap."""
     config = yaml.safe_load(ALL_FEATURES.read_text(encoding="utf-8"))["config"]
     values = [bot[key] for bot in config["bots"] for key in ("webhook_url", "secret", "proxy_url") if key in bot]
-    assert len(values) >= 4, "the all-features values lost their fake secrets"
+    values += [app["app_secret"] for app in config.get("apps", ())]
+    assert len(values) >= 5, "the all-features values lost their fake secrets"
     return values
 
 
@@ -147,6 +148,21 @@ def test_bots_read_their_secrets_from_files_and_env(all_docs):
     assert bots["ops"]["proxy_url"] == "${BRIDGE_BOT_0_PROXY_URL}"
     assert not {"webhook_url", "secret"} & set(bots["ops"])
     assert "webhook_url_file" not in bots["staging"]  # a dry-run bot without a URL stays without one
+    (app,) = config_of(all_docs)["apps"]
+    assert app == {"name": "oncall", "app_id": "cli_a1b2c3d4e5", "domain": "feishu",
+                   "app_secret_file": "/etc/feishu-alert-bridge/secrets/app-oncall-secret"}
+
+
+def test_an_apps_secret_comes_from_an_existing_secret(helm, tmp_path):
+    values = {"existingSecret": "feishu-apps", "existingSecretKeys": ["app-oncall-secret"],
+              "config": {"apps": [{"name": "oncall", "app_id": "cli_1"}],
+                         "bots": [{"name": "sre", "app": "oncall", "chat_id": "oc_1"}], "route": {"bots": ["sre"]}}}
+    docs = render(helm, "-f", values_file(tmp_path, values))
+    assert config_of(docs)["apps"][0]["app_secret_file"] == "/etc/feishu-alert-bridge/secrets/app-oncall-secret"
+    volume = {v["name"]: v for v in pod_spec(docs)["volumes"]}["secrets"]["secret"]
+    assert volume["secretName"] == "feishu-apps" and [i["key"] for i in volume["items"]] == ["app-oncall-secret"]
+    values["existingSecretKeys"] = []
+    assert "key app-oncall-secret in existingSecret" in refused(helm, "-f", values_file(tmp_path, values))
 
 
 def test_config_checksum_changes_with_the_config_only(helm, tmp_path):

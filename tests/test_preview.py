@@ -21,7 +21,7 @@ import pytest
 from bridge import create_app
 from bridge.config import Bot, PreviewConfig, loads
 from bridge.limits import encode_body
-from bridge.limits import BUDGET_BYTES
+from bridge.limits import APP_BUDGET_BYTES, BUDGET_BYTES, app_size
 from bridge.render import Renderer
 from bridge.template_files import shipped_templates_dir
 from bridge.samples import all_samples
@@ -264,6 +264,22 @@ def test_input_over_the_caps_is_refused_with_413(client):
     huge = {"bot": "ops", "payload": {"alerts": ["y" * views.REQUEST_MAX_BYTES]}}
     answer = client.post("/preview/render", data=json.dumps(huge), content_type="application/json")
     assert answer.status_code == 413 and answer.get_json()["kind"] == "request"
+
+
+def test_an_app_bots_cards_are_shown_as_sent_cut_to_its_30_kb_with_email_mentions(tmp_path):
+    app_bot = ("apps: [{name: oncall, app_id: cli_pv1, app_secret: pv-secret-Qq1, base_url: 'http://127.0.0.1:9'}]\n"
+               "users: {alice: {email: alice@example.com}}")
+    config = loads(config_text(tmp_path / "outbox.db", app_bot, "route: {bots: [ops, sre]}",
+                               bots="  - name: sre\n    app: oncall\n    chat_id: oc_pv1\n"
+                                    "    mentions: {users: [alice]}"), env={}, base_dir=tmp_path)
+    client = create_app(config, logger=logging.getLogger("bridge"), start_delivery=False).test_client()
+    data = render(client, bot="sre", sample="fifty").get_json()
+    custom = render(client, bot="ops", sample="fifty").get_json()
+    assert data["limits"]["app_bot"] is True and data["limits"]["body_bytes"] == 30 * 1024
+    assert len(data["messages"]) < len(custom["messages"])
+    assert all(m["bytes"] == app_size(m["body"]) <= APP_BUDGET_BYTES for m in data["messages"])
+    assert "<at email=alice@example.com></at>" in json.dumps(data["messages"][0]["body"], ensure_ascii=False)
+    assert "pv-secret-Qq1" not in json.dumps(data)
 
 
 def test_alerts_carry_the_mentions_the_config_gives_them_on_that_bot(tmp_path):

@@ -26,6 +26,7 @@ import yaml
 
 from ..errors import ConfigError
 from .bots import _BOT_KEYS as _BOT_KEYS
+from .apps import check_app_bots, read_apps
 from .bots import read_bots, read_users
 from .reader import Reader
 from .routes import read_route
@@ -37,13 +38,15 @@ from .sections import _RELAY_KEYS as _RELAY_KEYS
 from .sections import (check_templates, read_auth, read_delivery, read_log, read_preview, read_relay, read_reload,
                        read_server, read_templates_dir)
 from .storage import read_storage
-from .types import (DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, NAME_SEPARATORS, AuthConfig, Bot, Config,
-                    DeliveryConfig, GrafanaHMAC, LogConfig, MentionRule, MentionSettings, PostgresConfig, PreviewConfig,
-                    RateLimit, RelayConfig, ReloadConfig, Route, ServerConfig, StorageConfig)
+from .types import (DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, NAME_SEPARATORS, THREAD_REPLIES, URGENT_KINDS, App,
+                    AuthConfig, Bot, Config, DeliveryConfig, GrafanaHMAC, LogConfig, MentionRule, MentionSettings,
+                    PostgresConfig, PreviewConfig, RateLimit, RelayConfig, ReloadConfig, Route, ServerConfig,
+                    StorageConfig, Urgent)
 
 __all__ = [
     "EMBEDDED_DEFAULT", "load", "loads", "file_signature",
-    "DEFAULT_MAX_BODY_BYTES", "DEFAULT_STORAGE_PATH", "NAME_SEPARATORS", "AuthConfig", "Bot", "Config",
+    "DEFAULT_MAX_BODY_BYTES", "DEFAULT_STORAGE_PATH", "NAME_SEPARATORS", "THREAD_REPLIES", "URGENT_KINDS", "App",
+    "AuthConfig", "Bot", "Config", "Urgent",
     "DeliveryConfig", "GrafanaHMAC", "LogConfig", "MentionRule", "MentionSettings", "PostgresConfig", "PreviewConfig",
     "RateLimit", "RelayConfig", "ReloadConfig", "Route", "ServerConfig", "StorageConfig",
 ]
@@ -55,7 +58,7 @@ EMBEDDED_DEFAULT = Path(__file__).parent.parent / "config.example.yaml"
 # The keys each section accepts; tests/test_helm.py checks the chart's values schema
 # against _TOP_KEYS and the sections' sets imported above, so the chart offers every key.
 _TOP_KEYS = {"bots", "route", "templates_dir", "timezone", "server", "storage", "delivery", "auth", "log",
-             "reload", "preview", "users", "relay"}
+             "reload", "preview", "users", "relay", "apps"}
 
 
 def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -107,7 +110,10 @@ def _config(r: Reader, raw: Any, source: str) -> Config | None:
     if not top and raw is not None and not isinstance(raw, dict):
         return None
     users = read_users(r, top.get("users"))
-    bots, positions = read_bots(r, top.get("bots"), users)
+    apps, app_positions = read_apps(r, top.get("apps"))
+    explicit: dict[str, set[str]] = {}
+    bots, positions = read_bots(r, top.get("bots"), users, apps, explicit)
+    check_app_bots(r, bots, positions, app_positions, explicit)
     route = read_route(r, top.get("route"), "route", parent=Route(), known=set(bots), users=users, root=True)
     templates_dir = read_templates_dir(r, top.get("templates_dir"))
     check_templates(r, bots, positions, templates_dir)
@@ -124,6 +130,8 @@ def _config(r: Reader, raw: Any, source: str) -> Config | None:
         reload=read_reload(r, top.get("reload")),
         preview=read_preview(r, top.get("preview")),
         users=users.ids,
+        user_emails=users.emails,
+        apps=apps,
         source=source,
     )
     # Read last: whether the relay may be on depends on the auth section.

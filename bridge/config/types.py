@@ -84,10 +84,49 @@ class RateLimit:
     per_minute: int = RATE_PER_MINUTE
 
 
+# Feishu's Open API hosts by `apps[].domain` (feishu-app-protocol.md §1.2).
+APP_DOMAINS: Mapping[str, str] = {"feishu": "https://open.feishu.cn", "lark": "https://open.larksuite.com"}
+# What an app bot may buzz with (§5): in-app, SMS and phone urgent.
+URGENT_KINDS = ("app", "sms", "phone")
+# The state changes `thread_replies` may name (bridge.delivery.appbot words the replies).
+THREAD_REPLIES = ("firing", "partly_resolved", "resolved")
+
+
+@dataclass(frozen=True)
+class App:
+    """`apps:`: a Feishu self-built app (企业自建应用) whose bot app bots send as."""
+
+    name: str
+    app_id: str
+    app_secret: Secret
+    domain: str = "feishu"                   # feishu | lark
+    base_url_override: str | None = None     # `base_url`: a private deployment, or a test's fake
+
+    @property
+    def base_url(self) -> str:
+        return self.base_url_override or APP_DOMAINS[self.domain]
+
+
+@dataclass(frozen=True)
+class Urgent:
+    """A bot's `urgent:`: 加急 for firing alerts matching all `matchers`, once per group firing.
+
+    `users` are open_ids or emails (Mention.email), from the config; `mention_labels` name
+    labels whose values list names from `users:`, as for mentions."""
+
+    kind: str = "app"
+    users: tuple[Mention, ...] = ()
+    mention_labels: tuple[str, ...] = ()
+    matchers: tuple[Matcher, ...] = ()
+
+    def applies(self, labels: Mapping[str, str]) -> bool:
+        return all(m.matches(labels) for m in self.matchers)
+
+
 @dataclass(frozen=True)
 class Bot:
     name: str
-    webhook_url: WebhookURL | None = None    # None: a dry-run bot
+    webhook_url: WebhookURL | None = None    # None (and no app): a dry-run bot
     secret: Secret | None = None             # signature-verification secret
     keywords: tuple[str, ...] = ()
     template: str = "default"
@@ -103,11 +142,22 @@ class Bot:
     mention_labels: tuple[str, ...] = ()
     mention_on: frozenset[str] = frozenset({FIRING})
     send_resolved: bool = True
+    # An app bot (`app:` instead of webhook_url): it posts to `chat_id` as the app's bot,
+    # and can update its card in place, reply in its thread and send urgent.
+    app: App | None = None
+    chat_id: str | None = None
+    update_in_place: bool = True
+    thread_replies: frozenset[str] = frozenset()
+    urgent: Urgent | None = None
 
     @property
     def sends(self) -> bool:
         """False for a dry-run bot: it logs the message instead of sending it."""
-        return self.webhook_url is not None and not self.dry_run
+        return (self.webhook_url is not None or self.app is not None) and not self.dry_run
+
+    @property
+    def is_app(self) -> bool:
+        return self.app is not None
 @dataclass(frozen=True)
 class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -210,6 +260,8 @@ class Config:
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     users: Mapping[str, str] = field(default_factory=dict)   # name -> open_id
+    user_emails: Mapping[str, str] = field(default_factory=dict)   # name -> email (app bots resolve it)
+    apps: Mapping[str, App] = field(default_factory=dict)
     source: str = "<embedded default>"       # where it was read from, for messages
     file_signature: tuple[int, int, int] | None = None   # the file as it was read, for reload
 

@@ -49,7 +49,7 @@ from ..config import Config
 from ..errors import StorageError
 from . import pacing
 from .outcomes import Counts, Outcomes
-from .sender import Channel, Next, Render, Sender, error_pause
+from .sender import Channel, Facts, Next, Render, Sender, error_pause
 from .watcher import POLL_INTERVAL, Watcher
 
 if TYPE_CHECKING:
@@ -61,10 +61,12 @@ __all__ = ["Delivery", "Next", "Sender", "POLL_INTERVAL"]
 
 class Delivery:
     def __init__(self, config: Config, channel: Channel, logger: logging.Logger, *, outbox: Outbox,
-                 render: Render, metrics: Metrics | None = None, clock: Clock = SYSTEM_CLOCK):
+                 render: Render, metrics: Metrics | None = None, clock: Clock = SYSTEM_CLOCK,
+                 facts: Facts | None = None):
         self.config = config
         self.channel = channel
         self.render = render
+        self.facts = facts            # app bots: what a message's plan needs besides its cards
         self.log = logger
         self.metrics = metrics
         self.outbox = outbox
@@ -181,7 +183,7 @@ class Delivery:
                 sender = self._senders[name] = Sender(
                     name, outbox=self.outbox, channel=self.channel, render=self.render, owner=self.owner,
                     log=self.log, clock=self.clock, counts=self.counts, outcomes=self._outcomes,
-                    stopping=lambda: self._stopping, windows=self._windows)
+                    stopping=lambda: self._stopping, windows=self._windows, facts=self.facts)
             return sender
 
     # -- threads ------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from ..clock import Clock
 from ..config import Bot, DeliveryConfig
 from ..errors import PayloadError
 from ..notify.outcome import Outcome, SendResult
-from ..store.records import Head
+from ..store.records import CardChange, Head
 from .pacing import backoff
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ class Unrecorded:
     failures: int = 0
     error: str = ""
     pause: float = 0.0
+    card: CardChange | None = None     # an app bot's request: what it changed about the group's card
 
 
 class Outcomes:
@@ -125,7 +126,7 @@ class Outcomes:
         decision = decide(result, head, settings, now, last_delay=sent.last_delay, rng=rng)
         if isinstance(decision, Sent):
             ours = self.outbox.mark_sent(head.id, sent.send_id, bot.name, self.owner, result.code,
-                                         last=head.part >= head.parts)
+                                         last=head.part >= head.parts, card=sent.card)
             self.log.info("sent", extra={"event": "sent", "queued_seconds": round(self.clock.now() - head.created, 3),
                                          **fields})
         elif isinstance(decision, Retry):
@@ -225,6 +226,15 @@ class Counts:
 
     def internal_error(self, where: str) -> None:
         self._count(lambda m: m.internal_errors.labels(where).inc())
+
+    def app_card(self, bot: str, action: str, result: SendResult) -> None:
+        self._count(lambda m: m.app_cards.labels(bot, action, result.outcome.value).inc())
+
+    def thread_reply(self, bot: str, reason: str) -> None:
+        self._count(lambda m: m.thread_replies.labels(bot, reason).inc())
+
+    def urgent(self, bot: str, kind: str, reason: str) -> None:
+        self._count(lambda m: m.urgent.labels(bot, kind, reason).inc())
 
     def answer(self, bot: str, result: SendResult) -> None:
         """Feishu's answer to one request (or the client's verdict when there was none)."""

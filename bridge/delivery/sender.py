@@ -5,6 +5,10 @@ outcome is unrecorded, only retry recording it; find the head of the bot's queue
 for the bot's retry pause and Feishu's windows; render the head if it is not yet; then
 either log it (a dry-run bot) or mark it in flight, send it and settle the outcome.
 
+An app bot's message is rendered into a plan of requests (appbot.py: its card updated in
+place or posted, stubs, a thread reply, urgent), one request a step, each counted like a
+custom bot's part.
+
 A step never sleeps: it returns a `Next`, and the caller waits (bridge.delivery's
 threads, or a test stepping the sender with a fake clock).
 """
@@ -20,10 +24,12 @@ from typing import TYPE_CHECKING, Callable
 from ..clock import Clock
 from ..config import Bot, DeliveryConfig
 from ..errors import StorageError
-from ..notify import Channel
+from ..model import GroupFacts
+from ..notify import AppMessages, Channel
 from ..notify.outcome import UNEXPECTED_ANSWER, Outcome, SendResult
 from ..store import LEASE_RENEW, LEASE_TTL
-from ..store.records import Head, LeaseLost
+from ..store.records import CardChange, Head, LeaseLost
+from .appbot import AppSteps, plan
 from .outcomes import UNREADABLE, Counts, Outcomes, Unrecorded
 from .pacing import FEISHU_WINDOWS, Windows, backoff, next_allowed
 
@@ -39,6 +45,8 @@ ERROR_PAUSE = 1.0
 # Turns a stored message into its Feishu request bodies when it is due (bridge.pipeline's
 # Pipeline.render_stored).
 Render = Callable[[Bot, Head], list[dict]]
+# What an app bot's delivery needs of a stored message besides its cards (Compose.facts_stored).
+Facts = Callable[[Bot, Head], GroupFacts]
 
 
 def error_pause(previous: float, settings: DeliveryConfig, rng: random.Random) -> float:
@@ -62,7 +70,7 @@ class Sender:
     def __init__(self, name: str, *, outbox: Outbox, channel: Channel, render: Render, owner: str,
                  log: logging.Logger, clock: Clock, counts: Counts, outcomes: Outcomes,
                  stopping: Callable[[], bool] = lambda: False, windows: Windows = FEISHU_WINDOWS,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, facts: Facts | None = None):
         self.name = name
         self.outbox = outbox
         self.channel = channel
@@ -75,6 +83,10 @@ class Sender:
         self.stopping = stopping
         self.windows = windows
         self.rng = rng or random.Random()
+        self.facts = facts
+        # App bots' plans need both a channel that can update, reply and buzz, and the facts.
+        self.app = AppSteps(channel, outbox, log, counts, clock) \
+            if facts is not None and isinstance(channel, AppMessages) else None
         # A send that went out but whose outcome could not be recorded (see bridge.delivery's
         # module doc): written only by the thread stepping this sender; others read it.
         self.unrecorded: Unrecorded | None = None
@@ -136,16 +148,21 @@ class Sender:
 
     def _render(self, bot: Bot, settings: DeliveryConfig, head: Head, last_delay: float) -> Head | None:
         """The head with its parts rendered and stored; None if it is gone, dead or paused instead."""
+        facts = None
         try:
             bodies = self.render(bot, head)
             if not bodies:
                 raise ValueError("rendering produced no message")
+            if self._plans(bot):
+                facts = self.facts(bot, head)
         except UNREADABLE as exc:
             self.outcomes.unrenderable(bot, head, exc)
             return None
         except Exception as exc:
             self.outcomes.render_bug(bot, head, exc, settings, last_delay, self.rng)
             return None
+        if facts is not None:
+            bodies = plan(bot, bodies, facts, self.outbox.card(bot.name, head.group_key))
         if not self.outbox.set_bodies(head.id, bot.name, self.owner, bodies):
             return None
         return replace(head, bodies=bodies, payload=None)
@@ -164,14 +181,22 @@ class Sender:
         fields = {"bot": bot.name, "group_key": head.group_key, "part": f"{head.part}/{head.parts}",
                   "message_id": head.id, "attempt": head.attempts + 1}
         started = self.clock.monotonic()
+        card: CardChange | None = None
         try:
-            result = self.channel.send(bot, head.bodies[head.sent])
+            if self._plans(bot):
+                result, card = self.app.run(bot, head)
+            else:
+                result = self.channel.send(bot, head.bodies[head.sent])
         except Exception:
             self.log.exception("the Feishu client failed; the message will be retried",
                                extra={"event": "delivery_bug", **fields})
             result = SendResult(Outcome.RETRY, UNEXPECTED_ANSWER, detail="the client raised an error (see the log)")
         self.counts.send_seconds(bot.name, self.clock.monotonic() - started)
-        self.record(bot, settings, Unrecorded(head, send_id, result, last_delay, fields))
+        self.record(bot, settings, Unrecorded(head, send_id, result, last_delay, fields, card=card))
+
+    def _plans(self, bot: Bot) -> bool:
+        """Whether the bot's messages are sent as an app bot's plan (appbot.py)."""
+        return bot.is_app and bot.sends and self.app is not None
 
     def record(self, bot: Bot, settings: DeliveryConfig, pending: Unrecorded) -> bool:
         """Write a send's outcome; on failure stop the bot (see the module doc) and say why."""

@@ -35,6 +35,18 @@ BAD_MENTION = "bad_mention"
 BAD_URL = "bad_url"
 CLIENT_ERROR = "client_error"
 UNEXPECTED_ANSWER = "unexpected_answer"
+# App bots (issue 13; bridge.notify.feishu_app.answers words them with Feishu's settings).
+MESSAGE_GONE = "message_gone"              # recalled, deleted or too old to update: post a new one
+NOT_IN_CHAT = "not_in_chat"                # the bot is not in the chat (or the chat is gone)
+MISSING_SCOPE = "missing_scope"            # the app lacks a permission (scope)
+APP_UNAVAILABLE = "app_unavailable"        # bot capability off, app not published, disabled
+BAD_CREDENTIALS = "bad_credentials"        # app_id / app_secret refused
+QUOTA_EXCEEDED = "quota_exceeded"          # the tenant's monthly API quota
+USERS_NOT_IN_CHAT = "users_not_in_chat"    # urgent: nobody (or not everyone) to buzz is in the chat
+UNKNOWN_USERS = "unknown_users"            # urgent: an email the app cannot resolve to a person
+URGENT_REFUSED = "urgent_refused"          # urgent: the group does not let the bot buzz
+URGENT_UNREAD_LIMIT = "urgent_unread_limit"   # urgent: someone has 200 unread urgent messages
+URGENT_QUOTA = "urgent_quota"              # urgent: the company's SMS/phone urgent quota is spent
 
 # Advice for a result whose channel gave none of its own (a result built outside a
 # channel, e.g. by delivery when a channel broke its contract). Each channel words its
@@ -62,6 +74,17 @@ ADVICE = {
     CLIENT_ERROR: "the request was refused: check the bot's address",
     UNEXPECTED_ANSWER: "the answer is not one this channel understands: check the bot's address "
     "and any proxy in between",
+    MESSAGE_GONE: "the message can no longer be updated (recalled, deleted or too old): a new one is sent",
+    NOT_IN_CHAT: "the bot is not in the chat: add it to the group, or check the chat's id",
+    MISSING_SCOPE: "the app lacks a permission: grant it and publish a new version of the app",
+    APP_UNAVAILABLE: "the app or its bot is not usable: enable the bot and publish a version of the app",
+    BAD_CREDENTIALS: "the app's credentials were refused: check its id and secret",
+    QUOTA_EXCEEDED: "the company's monthly API quota is spent: it resets on the 1st",
+    USERS_NOT_IN_CHAT: "some people to buzz are not in the chat: add them to it",
+    UNKNOWN_USERS: "some people to buzz could not be looked up: check their emails and the app's contacts range",
+    URGENT_REFUSED: "the group does not let the bot send urgent messages: allow it in the group's settings",
+    URGENT_UNREAD_LIMIT: "someone has too many unread urgent messages to be buzzed again",
+    URGENT_QUOTA: "the company's SMS/phone urgent quota is spent",
 }
 
 REASONS = frozenset(ADVICE)
@@ -91,3 +114,12 @@ class SendResult:
             raise ValueError(f"{self.reason!r} is not a send reason (bridge.notify.outcome.REASONS)")
         if not self.advice:
             object.__setattr__(self, "advice", ADVICE[self.reason])
+
+
+@dataclass(frozen=True)
+class UrgentResult:
+    """What came of a 加急 (urgent) call: Feishu's answer, and who was and was not buzzed."""
+
+    result: SendResult
+    buzzed: tuple[str, ...] = ()       # the people buzzed (open_ids)
+    not_buzzed: tuple[str, ...] = ()   # not buzzed: not in the chat, or not found (open_ids or emails)

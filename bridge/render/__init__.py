@@ -11,9 +11,10 @@ syntax error is a ConfigError); at render time any failure, and any output that 
 a valid Feishu message, gives the bot a plain fallback card built here in Python, so an
 alert is never lost to a template.
 
-Every message returned fits Feishu's custom-bot limits once signed (20 KB body, 200
-card components): a group too big for one message is cut into parts titled 1/N..N/N,
-and an alert too big on its own has its longest values shortened, visibly.
+Every message returned fits Feishu's limits for its bot (a custom bot's 20 KB body once
+signed; an app bot's 30 KB, its card escaped into a string; 200 card components): a
+group too big for one message is cut into parts titled 1/N..N/N, and an alert too big
+on its own has its longest values shortened, visibly.
 
 Mentions: finalize neutralises every `<at`/`<person` an expression writes, so no label
 value can ping anyone. Only the `at` and `at_text` filters ping, for the Mentions the
@@ -52,6 +53,7 @@ import jinja2
 
 from ..config import Bot
 from ..errors import ConfigError, TemplateError
+from ..limits import APP_BOT_BUDGET, CUSTOM_BOT_BUDGET
 from ..model import Alert, Mention, Notification
 from ..template_files import TEMPLATE_SUFFIX, shipped_templates_dir, template_names
 from .card import SOURCE_NAMES, fallback_card, header_colour, title_for
@@ -141,6 +143,7 @@ class Renderer:
             partial(self._build, template, group),
             partial(shortened, group.state.silence),
             template.filename or template.name or bot.template,
+            group.budget,
         )
 
     def fallback(self, notification: Notification, bot: Bot) -> list[dict]:
@@ -151,6 +154,7 @@ class Renderer:
             partial(fallback_card, group),
             lambda alert, cap: alert,  # each line is already cut short
             "fallback card",
+            group.budget,
         )
 
     def render_message(self, name: str, data: Mapping[str, Any], bot: Bot,
@@ -183,14 +187,15 @@ class Renderer:
         now = datetime.fromtimestamp(self._clock(), dt_timezone.utc)
         state = RenderState(self.zone(bot), now, SilenceLinks(notification))
         return Group(notification, title_for(notification), header_colour(notification),
-                     BotView(bot.name, tuple(bot.keywords)), group_url(notification), state)
+                     BotView(bot.name, tuple(bot.keywords)), group_url(notification), state,
+                     APP_BOT_BUDGET if bot.is_app else CUSTOM_BOT_BUDGET)
 
     def _build(self, template: jinja2.Template, group: Group, alerts: list[Alert], part: str) -> Measured:
         try:
             text = group.state.swap(template.render(_context(group, alerts, part)))
         except Exception as exc:  # whatever a template does wrong (1/0, undefined, sandbox), it is its bug
             raise runtime_error(template, exc) from exc
-        return checked(template.filename or template.name or "template", text, group.bot.keywords)
+        return checked(template.filename or template.name or "template", text, group.bot.keywords, group.budget)
 
 
 def _context(group: Group, alerts: list[Alert], part: str) -> dict[str, Any]:

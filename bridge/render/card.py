@@ -83,7 +83,8 @@ def fallback_card(group: Group, alerts: list[Alert], part: str) -> Measured:
     message = {"msg_type": "interactive", "card": card}
     texts: list[str] | None = [] if group.bot.keywords else None
     body_tags, other_tags = survey(message, texts)
-    return sized("fallback card", message, len(body_tags) + len(other_tags), texts, group.bot.keywords)
+    return sized("fallback card", message, len(body_tags) + len(other_tags), texts, group.bot.keywords,
+                 budget=group.budget)
 
 
 def _fallback_line(alert: Alert, zone: ZoneInfo) -> str:

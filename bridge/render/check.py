@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 
 from ..errors import TemplateError
-from ..limits import BUDGET_BYTES, COLOURS, encode_body
+from ..limits import COLOURS, CUSTOM_BOT_BUDGET, Budget
 from ..template_files import TEMPLATE_SUFFIX
 from .filters import truncate_text
 
@@ -33,7 +33,7 @@ def runtime_error(template: jinja2.Template, exc: BaseException) -> TemplateErro
     return TemplateError(where, truncate_text(" ".join(f"{type(exc).__name__}: {exc}".split()), 300), line)
 
 
-def checked(name: str, text: str, keywords: tuple[str, ...]) -> Measured:
+def checked(name: str, text: str, keywords: tuple[str, ...], budget: Budget = CUSTOM_BOT_BUDGET) -> Measured:
     """The template's output `text` as a message a Feishu custom bot accepts, with the bot's
     keyword, measured; a TemplateError naming `name` when it is not one."""
     message, growth = _parse(name, text)
@@ -44,7 +44,7 @@ def checked(name: str, text: str, keywords: tuple[str, ...]) -> Measured:
     problem = _check_message(message, body_tags)
     if problem:
         raise TemplateError(name, problem)
-    return sized(name, message, len(body_tags) + len(other_tags), texts, keywords, text, growth)
+    return sized(name, message, len(body_tags) + len(other_tags), texts, keywords, text, growth, budget)
 
 
 def parse_output(name: str, text: str) -> Any:
@@ -214,7 +214,7 @@ def _holds_keyword(texts: list[str], keywords: tuple[str, ...]) -> bool:
 
 
 def sized(name: str, message: dict, components: int, texts: list[str] | None, keywords: tuple[str, ...],
-          text: str | None = None, growth: int = 0) -> Measured:
+          text: str | None = None, growth: int = 0, budget: Budget = CUSTOM_BOT_BUDGET) -> Measured:
     r"""The checked message with its keyword, its size and its card's component count.
 
     The size is the unsigned body's, or, when the template's own text shows that the body
@@ -222,26 +222,28 @@ def sized(name: str, message: dict, components: int, texts: list[str] | None, ke
     Written out compactly, parsed JSON is never longer than its text, except for numbers
     (`growth`, from _parse): whitespace goes, escapes are kept or get shorter (`\u00e9` is
     written `é`, `\/` is `/`), a repeated key is dropped. Any text with a `\ud...` escape,
-    which could be a lone surrogate that UTF-8 cannot carry, is measured in full.
+    which could be a lone surrogate that UTF-8 cannot carry, is measured in full. An
+    `exact` budget (an app bot's, whose content is escaped into a string) measures always.
     """
     added = _with_keyword(message, keywords, texts)
     if added is None:
         components = count_components(message["card"])
     if message["msg_type"] != "interactive":
         components = 0
-    if text is not None and added is not None and "\\ud" not in text and "\\uD" not in text:
+    if text is not None and added is not None and not budget.exact and "\\ud" not in text and "\\uD" not in text:
         try:
             bound = len(text.encode("utf-8")) + growth + added
         except UnicodeEncodeError:
-            bound = BUDGET_BYTES + 1
-        if bound <= BUDGET_BYTES:
+            bound = budget.bytes + 1
+        if bound <= budget.bytes:
             return message, (bound, components)
-    return message, (body_size(message, name), components)
+    return message, (body_size(message, name, budget), components)
 
 
-def body_size(message: dict, name: str = "template") -> int:
+def body_size(message: dict, name: str = "template", budget: Budget = CUSTOM_BOT_BUDGET) -> int:
+    """The message's size as its budget measures it."""
     try:
-        return len(encode_body(message))
+        return budget.measure(message)
     except UnicodeEncodeError as exc:
         raise TemplateError(name, "the output holds a lone surrogate (a \\ud800-\\udfff escape), "
                                         "which a UTF-8 body cannot carry") from exc

@@ -22,6 +22,9 @@ _MENTION_ID_MAX = 64
 # Taken out of a name shown inside a text message's <at ...>Name</at>.
 _MENTION_NAME_DROP = re.compile(r"[<>\"\x00-\x1f\x7f]")
 ALL_NAME = "所有人"  # the guide's text for <at user_id="all">
+# An email in an app bot's card mention, <at email=...></at> (feishu-app-protocol.md §8.2):
+# nothing that could end the tag or open another. Config is its only source.
+_MENTION_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\Z")
 
 
 def format_time(value: datetime | None, timezone: ZoneInfo, fmt: str = TIME_FORMAT) -> str:
@@ -112,7 +115,7 @@ def unique_mentions(alerts: Iterable[Alert]) -> tuple[Mention, ...]:
     found = []
     for alert in alerts:
         for mention in alert.mentions:
-            key = mention.user_id if mention.user_id else "text:" + mention.name
+            key = mention.user_id or (f"email:{mention.email}" if mention.email else "text:" + mention.name)
             if key not in seen:
                 seen.add(key)
                 found.append(mention)
@@ -122,7 +125,10 @@ def unique_mentions(alerts: Iterable[Alert]) -> tuple[Mention, ...]:
 def mention_tag(mention: Mention, style: str) -> str:
     """Feishu's ping for `mention`: style "card" gives `<at id=ou_x></at>` (card markdown and
     lark_md), "text" gives `<at user_id="ou_x">Name</at>` (text messages); "" when it pings
-    nobody (no user_id, or one that is not an id)."""
+    nobody (no user_id, or one that is not an id). A person known by email only pings in
+    a card (only app bots are given such mentions: bridge.mentions)."""
+    if not mention.user_id and mention.email and style == "card" and _MENTION_EMAIL.match(mention.email):
+        return f"<at email={mention.email}></at>"
     if len(mention.user_id) > _MENTION_ID_MAX or not _MENTION_ID.match(mention.user_id):
         return ""
     if style == "card":

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Callable, Mapping
 
 from ..errors import TemplateError
-from ..limits import BUDGET_BYTES, MAX_COMPONENTS
+from ..limits import CUSTOM_BOT_BUDGET, MAX_COMPONENTS, Budget
 from ..model import Alert
 from .check import Measured, body_size
 
@@ -28,11 +28,12 @@ Build = Callable[[list[Alert], str], Measured]
 Shorten = Callable[[Alert, int], Alert]
 
 
-def _fits(measured: tuple[float, float]) -> bool:
-    return measured[0] <= BUDGET_BYTES and measured[1] <= MAX_COMPONENTS
+def _fits(measured: tuple[float, float], budget: Budget) -> bool:
+    return measured[0] <= budget.bytes and measured[1] <= MAX_COMPONENTS
 
 
-def cut_to_size(alerts: list[Alert], build: Build, shorten: Shorten, name: str) -> list[dict]:
+def cut_to_size(alerts: list[Alert], build: Build, shorten: Shorten, name: str,
+                budget: Budget = CUSTOM_BOT_BUDGET) -> list[dict]:
     """Messages for `alerts` in order, each within the limits, every alert in exactly one.
 
     Starts from the whole group, or from the parts a sample says it needs (_first_cut),
@@ -41,20 +42,20 @@ def cut_to_size(alerts: list[Alert], build: Build, shorten: Shorten, name: str) 
     a group is rendered about once or twice in all, never once per alert.
     """
     weights = {id(alert): _weight(alert) for alert in alerts}
-    groups = _first_cut(list(alerts), build, weights)
+    groups = _first_cut(list(alerts), build, weights, budget)
     while True:
         count = len(groups)
         messages, regrouped = [], []
         for i, group in enumerate(groups, 1):
             part = f"{i}/{count}" if count > 1 else ""
             message, measured = build(group, part)
-            if _fits(measured):
+            if _fits(measured, budget):
                 regrouped.append(group)
                 messages.append(message)
             elif len(group) > 1:
-                regrouped.extend(_partition(group, _pieces(measured, len(group)), weights))
+                regrouped.extend(_partition(group, _pieces(measured, len(group), budget), weights))
             else:
-                alert, message = _fit_alone(group, part, build, shorten, name)
+                alert, message = _fit_alone(group, part, build, shorten, name, budget)
                 regrouped.append([alert])
                 messages.append(message)
         if len(regrouped) == count:
@@ -62,7 +63,7 @@ def cut_to_size(alerts: list[Alert], build: Build, shorten: Shorten, name: str) 
         groups = regrouped
 
 
-def _first_cut(alerts: list[Alert], build: Build, weights: Mapping[int, int]) -> list[list[Alert]]:
+def _first_cut(alerts: list[Alert], build: Build, weights: Mapping[int, int], budget: Budget) -> list[list[Alert]]:
     """The whole group; or, when a rendered sample shows it is too big for one message, the
     parts its estimated size asks for, so that a big group is not rendered whole in vain."""
     if len(alerts) <= 2 * _SAMPLE:
@@ -71,18 +72,18 @@ def _first_cut(alerts: list[Alert], build: Build, weights: Mapping[int, int]) ->
     # Two renders tell a message's own size from what each alert adds to it.
     # Exact sizes: a bound (see check.sized) would skew the estimate.
     (one, (_, components_one)), (every, (_, components_all)) = build(sample[:1], ""), build(sample, "")
-    size_one, size_all = body_size(one), body_size(every)
+    size_one, size_all = body_size(one, budget=budget), body_size(every, budget=budget)
     weight_one, weight_all = weights[id(sample[0])], sum(weights[id(a)] for a in sample)
     per_weight = max(0, size_all - size_one) / max(1, weight_all - weight_one)
     per_alert = max(0, components_all - components_one) / (len(sample) - 1)
     estimated = (size_one + per_weight * (sum(weights[id(a)] for a in alerts) - weight_one),
                  components_one + per_alert * (len(alerts) - 1))
-    return [alerts] if _fits(estimated) else _partition(alerts, _pieces(estimated, len(alerts)), weights)
+    return [alerts] if _fits(estimated, budget) else _partition(alerts, _pieces(estimated, len(alerts), budget), weights)
 
 
-def _pieces(measured: tuple[float, float], alerts: int) -> int:
+def _pieces(measured: tuple[float, float], alerts: int, budget: Budget) -> int:
     size, components = measured
-    wanted = max(2, math.ceil(size / (BUDGET_BYTES * _SPLIT_FILL)),
+    wanted = max(2, math.ceil(size / (budget.bytes * _SPLIT_FILL)),
                  math.ceil(components / (MAX_COMPONENTS * _SPLIT_FILL)))
     return min(alerts, wanted)
 
@@ -111,7 +112,8 @@ def _partition(group: list[Alert], pieces: int, weights: Mapping[int, int]) -> l
     return runs
 
 
-def _fit_alone(group: list[Alert], part: str, build: Build, shorten: Shorten, name: str) -> tuple[Alert, dict]:
+def _fit_alone(group: list[Alert], part: str, build: Build, shorten: Shorten, name: str,
+               budget: Budget) -> tuple[Alert, dict]:
     """An alert too big for a message on its own, with its longest values cut until it fits."""
     if not group:
         raise TemplateError(name, "the message is over Feishu's limits with no alert in it")
@@ -119,10 +121,10 @@ def _fit_alone(group: list[Alert], part: str, build: Build, shorten: Shorten, na
     for length in SHORTEN_STEPS:
         alert = shorten(group[0], length)
         message, measured = build([alert], part)
-        if _fits(measured):
+        if _fits(measured, budget):
             return alert, message
     raise TemplateError(name, f"one alert needs {measured[0]} bytes and {measured[1]} components even with its "
-                              f"values cut to {SHORTEN_STEPS[-1]} characters (limits: {BUDGET_BYTES}, {MAX_COMPONENTS})")
+                              f"values cut to {SHORTEN_STEPS[-1]} characters (limits: {budget.bytes}, {MAX_COMPONENTS})")
 
 
 def shortened(silence: Callable[[Alert], str], alert: Alert, length: int) -> Alert:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2.runtime import Context
 
+from ..limits import CUSTOM_BOT_BUDGET, Budget
 from ..model import Alert, Notification
 from .filters import TIME_FORMAT, format_relative, format_time, mention_words
 from .links import SilenceLinks, alert_links, md_links, no_link
@@ -92,6 +93,7 @@ class Group:
     bot: BotView
     url: str               # the group's page (alertmanager_url)
     state: RenderState
+    budget: Budget = CUSTOM_BOT_BUDGET   # what a message may take: a custom bot's or an app bot's
 
 
 def _state(context: Context) -> RenderState | None:

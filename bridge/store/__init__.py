@@ -19,7 +19,13 @@ transaction at a time for all processes (each is named again where it applies):
 - taking a lease is one conditional write (`acquire`);
 - every write a sender makes after taking a message is fenced by its lease (`claim`,
   `set_bodies`, `mark_logged`, `mark_sent`, `reschedule`, `dead_letter`);
-- prune never deletes what a kept row still refers to (`prune`).
+- prune never deletes what a kept row still refers to (`prune`);
+- a send and what it changed about its group's card are written together (`mark_sent`).
+
+App bots (issue 13) need three things more, each as small as it could be: each group's
+card (`card`, written by `mark_sent`), and the app's access token shared by every
+process (`app_token`, `keep_app_token`). A second backend implements them as below and
+applies a CardChange with `CardChange.applied`, so that the backends agree.
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ from typing import Iterable, Protocol, runtime_checkable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import StorageConfig
-from .records import BotState, Entry, Head, OutgoingMessage, Stored, Takeover
+from ..limits import APP_UPDATE_WINDOW
+from .records import BotState, Card, CardChange, Entry, Head, OutgoingMessage, Stored, Takeover
 
 # A dead process's lease lapses after this; renewed every LEASE_RENEW seconds while alive.
 LEASE_TTL = 5.0
 LEASE_RENEW = 1.0
 # Send records needed: Feishu's longest window (60 s) plus slack.
 SENDS_KEPT = 65.0
+# A card unchanged this long can no longer be updated (Feishu: 14 days): prune forgets it.
+CARDS_KEPT = APP_UPDATE_WINDOW
 
 
 @runtime_checkable
@@ -158,10 +167,12 @@ class Outbox(Protocol):
         ...
 
     def mark_sent(self, message_id: int, send_id: int, bot: str, owner: str, code: int | None, *,
-                  last: bool = True) -> bool:
+                  last: bool = True, card: CardChange | None = None) -> bool:
         """A part went out: the message is sent with its `last` part, else pending for the
-        next; the bot's backoff is reset. False (and nothing changed) if `owner` no longer
-        holds the message."""
+        next; the bot's backoff is reset. With `card`, what the part changed about its
+        group's card (`CardChange.applied`) is written in the same transaction: a card
+        posted but not remembered would be posted again, not updated. False (and nothing
+        changed, the card neither) if `owner` no longer holds the message."""
         ...
 
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
@@ -175,6 +186,24 @@ class Outbox(Protocol):
                     code: int | None, detail: str) -> bool:
         """A dead letter, kept (with what it needs to be rendered again) until retried.
         False if `owner` no longer holds the message."""
+        ...
+
+    # -- app bots ---------------------------------------------------------------------
+    def card(self, bot: str, group_key: str) -> Card | None:
+        """The group's card on the bot, or None (none sent yet, or forgotten by prune).
+        Written only through mark_sent, so only by the bot's lease holder."""
+        ...
+
+    def app_token(self, key: str) -> tuple[str, float] | None:
+        """The access token kept for an app (`key`: its Open API base URL and app_id) and
+        when it expires, or None. Any process reads and writes it, with no lease: a token
+        is valid for every process, and two kept at once are both valid (Feishu hands out
+        a new one beside the old: bridge.notify.feishu_app.tokens)."""
+        ...
+
+    def keep_app_token(self, key: str, token: str, expires: float) -> None:
+        """Keep `token` for the app until `expires`, replacing what was kept. It is a secret:
+        never listed, logged or shown by `outbox list`."""
         ...
 
     # -- operating (the CLI's `outbox list` and `outbox retry`, metrics, the watcher) ---
@@ -203,7 +232,8 @@ class Outbox(Protocol):
 
     def prune(self, before: float) -> int:
         """Forget sent and superseded messages that ended before `before` (dead letters
-        stay), and payloads no message needs any more; how many messages went.
+        stay), payloads no message needs any more, cards unchanged for CARDS_KEPT and
+        expired app tokens; how many messages went.
 
         It must never delete what a kept row refers to: a pending, in-flight or dead
         message keeps its payload (a retried dead letter is rendered from it), and a row

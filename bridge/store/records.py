@@ -100,3 +100,63 @@ class Stored:
     ids: list[int] = field(default_factory=list)
     duplicates: list[OutgoingMessage] = field(default_factory=list)
     superseded: list[tuple[int, str, str]] = field(default_factory=list)   # (id, bot, group_key)
+
+
+# -- app bots: an alert group's living card (bridge.delivery.appbot) ----------------------
+@dataclass(frozen=True)
+class CardPart:
+    message_id: str           # Feishu's id of the message (om_...)
+    sent: float               # when it was posted: Feishu updates it for 14 days from then
+
+
+@dataclass(frozen=True)
+class Card:
+    """An alert group's card on one app bot, as the chat shows it: one message per part.
+
+    `firing` are the fingerprints of the alerts the card shows firing; `closed` that it
+    shows the group resolved (the group's next firing gets a new card); `buzzed` that
+    urgent went out (or was refused for good) for the group's current firing."""
+
+    parts: tuple[CardPart, ...] = ()
+    firing: tuple[str, ...] = ()
+    closed: bool = False
+    buzzed: bool = False
+    updated: float = 0.0      # when it last changed: prune forgets it 14 days on
+
+
+@dataclass(frozen=True)
+class CardChange:
+    """What one request of an app bot's message changed about its group's card, written
+    with the request's outcome (`Outbox.mark_sent`), so that neither is kept without the
+    other. Applied in this order: reopen, fresh, the part, buzzed, shown, parts."""
+
+    group_key: str
+    reopen: bool = False                 # a new firing after a resolved card: forget firing, closed, buzzed
+    fresh: bool = False                  # this message's cards are new ones: forget the earlier parts
+    part: int | None = None              # this part's message is now `message_id`, posted just now
+    message_id: str | None = None
+    buzzed: bool = False                 # urgent went out (or was refused for good) for this firing
+    shown: tuple[str, ...] | None = None  # the firing alerts the card shows now (empty: resolved, closed)
+    parts: int | None = None             # the card now has this many parts (later ones were stubbed)
+
+    def applied(self, card: Card | None, now: float) -> Card:
+        """`card` (None: the group has none yet) with this change made at `now`: the one
+        rule every backend applies, so that they agree."""
+        card = card or Card()
+        parts, firing, closed, buzzed = list(card.parts), card.firing, card.closed, card.buzzed
+        if self.reopen:
+            firing, closed, buzzed = (), False, False
+        if self.fresh:
+            parts = []
+        if self.part is not None and self.message_id is not None:
+            posted = CardPart(self.message_id, now)
+            if self.part < len(parts):
+                parts[self.part] = posted
+            else:   # parts are sent in order: this is the next one
+                parts.append(posted)
+        buzzed = buzzed or self.buzzed
+        if self.shown is not None:
+            firing, closed = self.shown, not self.shown
+        if self.parts is not None:
+            parts = parts[:self.parts]
+        return Card(tuple(parts), tuple(firing), closed, buzzed, now)

@@ -20,9 +20,11 @@ from typing import Callable
 
 import pytest
 
-from bridge.config import Bot
+from bridge.config import App, Bot
 from bridge.notify import REASONS, Channel, Outcome, SendResult
 from bridge.notify.feishu import FeishuClient
+from bridge.notify.feishu_app import AppClient
+from bridge.notify.feishu_app.tokens import MemoryTokens
 from bridge.notify.outcome import DETAIL_LIMIT
 from bridge.secret import Secret, WebhookURL
 
@@ -91,10 +93,51 @@ def feishu(fake_feishu, *, via_proxy: bool) -> Harness:
     )
 
 
+# -- Feishu app bots (the Open API) -------------------------------------------------------
+APP_ID, APP_SECRET, CHAT = "cli_contract1", "Ap9-s3cret-Qw7xZ", "oc_contract1"
+SEEDED = "t-seeded-0123456789abcdef"   # the token a far end is called with (no fetch: one request)
+
+
+def feishu_app(fake_open_api) -> Harness:
+    """The app client against the fake Open API; at a far end, with a token already kept
+    (as another process would have), so that the message is the one request made."""
+    fake_open_api.add_app(APP_ID, APP_SECRET)
+    fake_open_api.add_chat(CHAT, apps=[APP_ID])
+    tokens = MemoryTokens()
+
+    def at(base_url: str, secret: str = APP_SECRET) -> Bot:
+        tokens.keep_app_token(f"{base_url}|{APP_ID}", SEEDED, time.time() + 7200)
+        app = App("oncall", APP_ID, Secret(secret), base_url_override=base_url)
+        return Bot("ops", app=app, chat_id=CHAT, connect_timeout=2, read_timeout=READ_TIMEOUT)
+
+    def received() -> list[dict]:
+        return [{"msg_type": m.msg_type, "content": m.content} for m in fake_open_api.chat(CHAT)]
+
+    unusable = {
+        "a port over 65535": at("http://127.0.0.1:99999"),
+        "a host name label over 63 characters": at(f"http://{'a' * 64}.example.com"),
+        "a proxy password HTTP cannot carry (not Latin-1)": replace(
+            at(fake_open_api.base_url), proxy_url=Secret(f"http://{PROXY_USER}:密码-{PROXY_PASSWORD}@127.0.0.1:9")),
+    }
+    return Harness(
+        channel=AppClient(tokens, logger=logging.getLogger(LOGGER)),
+        accepted=Bot("ops", app=App("oncall", APP_ID, Secret(APP_SECRET), base_url_override=fake_open_api.base_url),
+                     chat_id=CHAT, connect_timeout=2, read_timeout=READ_TIMEOUT),
+        refused=Bot("ops", app=App("oncall", APP_ID, Secret("not-the-app-secret"),
+                                   base_url_override=fake_open_api.base_url), chat_id=CHAT),
+        message=FEISHU_MESSAGE,
+        received=received,
+        at=at,
+        secrets=(APP_SECRET, SEEDED, PROXY_PASSWORD, "not-the-app-secret"),
+        unusable=unusable,
+    )
+
+
 # name -> a Harness, built from the fixtures it asks the request for.
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Harness]] = {
     "feishu": lambda request: feishu(request.getfixturevalue("fake_feishu"), via_proxy=False),
     "feishu via proxy": lambda request: feishu(request.getfixturevalue("fake_feishu"), via_proxy=True),
+    "feishu app": lambda request: feishu_app(request.getfixturevalue("fake_open_api")),
 }
 
 

@@ -138,8 +138,25 @@ def test_a_newer_schema_is_refused_with_the_reason(tmp_path):
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(StorageError, match=r"written by a newer version \(schema 99 > 2\)"):
+    with pytest.raises(StorageError, match=r"written by a newer version \(schema 99 > 3\)"):
         SqliteOutbox(path).open()
+
+
+def test_an_outbox_of_schema_2_gets_the_app_bot_tables_and_keeps_everything(tmp_path):
+    path = tmp_path / "outbox.db"
+    before = SqliteOutbox(path, clock=SteppedClock())
+    ids = before.store([msg(1), msg(2, group="g2")]).ids
+    before.close()
+    with sqlite3.connect(path) as conn:   # as schema 2 left it: no cards, no app_tokens
+        conn.execute("DROP TABLE cards")
+        conn.execute("DROP TABLE app_tokens")
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    after = SqliteOutbox(path, clock=SteppedClock())
+    assert [e.id for e in after.list()] == ids and after.card("ops", "g1") is None
+    after.keep_app_token("k", "t-1", 5e6)
+    assert after.app_token("k") == ("t-1", 5e6) and rows(path, "PRAGMA user_version") == [(3,)]
+    after.close()
 
 
 SCHEMA_1 = (  # the 0.1 outbox, as bridge/outbox.py created it before rendering moved to send time
@@ -174,7 +191,7 @@ def test_an_outbox_of_the_previous_version_keeps_what_waits_after_an_upgrade(tmp
     assert outbox.retry(4) == 1 and outbox.head("ops").id == 2
     assert [e.id for e in outbox.list(dead=False)] == [2, 3, 4]
     assert rows(path, "SELECT bodies FROM messages WHERE id = 4") == [('[{"text": "m4"}]',)]
-    assert broken_references(path) == [] and rows(path, "PRAGMA user_version") == [(2,)]
+    assert broken_references(path) == [] and rows(path, "PRAGMA user_version") == [(3,)]
     outbox.close()
 
 

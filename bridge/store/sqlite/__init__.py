@@ -4,6 +4,7 @@ engine.py   connections (one per thread), write and read transactions, waiting f
             lock, group commit, noticing other processes' commits (data_version)
 schema.py   the tables, created on first use; migrations from older versions
 outbox.py   SqliteOutbox: the queue semantics (store, lease, claim, settle, operate)
+cards.py    app bots: each group's card, each app's access token
 """
 
 from .engine import BUSY_TIMEOUT

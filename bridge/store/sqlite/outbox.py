@@ -26,8 +26,9 @@ from typing import Iterable
 from ...clock import SYSTEM_CLOCK, Clock
 from ...errors import StorageError
 from .. import LEASE_TTL, SENDS_KEPT
-from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotState, Entry, Head, LeaseLost,
-                       OutgoingMessage, Stored, Takeover)
+from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotState, Card, CardChange, Entry, Head,
+                       LeaseLost, OutgoingMessage, Stored, Takeover)
+from . import cards
 from .engine import BUSY_TIMEOUT, Engine, GroupCommit
 from .schema import create
 
@@ -171,8 +172,9 @@ class SqliteOutbox:
                                  PENDING)).rowcount == 1
 
     def mark_sent(self, message_id: int, send_id: int, bot: str, owner: str, code: int | None, *,
-                  last: bool = True) -> bool:
-        """A part went out; the message is sent with its `last` part, else pending for the next."""
+                  last: bool = True, card: CardChange | None = None) -> bool:
+        """A part went out; the message is sent with its `last` part, else pending for the next;
+        with `card`, the group's card changes in the same transaction."""
         with self._engine.write("record a send in") as conn:
             now = self.clock.now()
             conn.execute("UPDATE bots SET backoff = 0 WHERE bot = ? AND owner = ?", (bot, owner))
@@ -180,7 +182,19 @@ class SqliteOutbox:
                            finished=now if last else None, reason="ok", code=code, detail=None)
             if ours:
                 conn.execute("UPDATE messages SET sent = sent + 1 WHERE id = ?", (message_id,))
+                if card is not None:
+                    cards.change(conn, bot, card, now)
             return ours
+
+    # -- app bots ---------------------------------------------------------------------
+    def card(self, bot: str, group_key: str) -> Card | None:
+        return cards.read(self._engine, bot, group_key)
+
+    def app_token(self, key: str) -> tuple[str, float] | None:
+        return cards.app_token(self._engine, key)
+
+    def keep_app_token(self, key: str, token: str, expires: float) -> None:
+        cards.keep_app_token(self._engine, key, token, expires)
 
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
                    reason: str, code: int | None, detail: str) -> bool:
@@ -257,7 +271,9 @@ class SqliteOutbox:
             total += removed
             # In batches: a long delete would hold the write lock the HTTP handlers wait for.
             if removed < PRUNE_BATCH:
-                return total
+                break
+        cards.prune(self._engine, self.clock.now(), PRUNE_BATCH)
+        return total
 
 
 def _entry(row: tuple) -> Entry:

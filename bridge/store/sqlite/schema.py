@@ -19,6 +19,11 @@ Four tables:
               carries on where the last one stopped.
     sends     when each request to Feishu started and ended, for the rate limit;
               only the last minute is kept.
+    cards     app bots (schema 3): each alert group's card per bot, its Feishu message
+              ids (`parts`, JSON [[message_id, sent], ...]) and what it shows
+              (`firing` fingerprints, `closed`, `buzzed`); forgotten 14 days unchanged.
+    app_tokens  app bots (schema 3): each app's access token, shared by every process.
+              A secret, like the webhook URLs in the config: the file needs the same care.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import sqlite3
 
 from .engine import patiently
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS payloads (
@@ -58,6 +63,13 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sends (
         id INTEGER PRIMARY KEY, bot TEXT NOT NULL, started REAL NOT NULL, finished REAL)""",
     "CREATE INDEX IF NOT EXISTS sends_bot ON sends (bot, id)",
+    """CREATE TABLE IF NOT EXISTS cards (
+        bot TEXT NOT NULL, group_key TEXT NOT NULL, parts TEXT NOT NULL, firing TEXT NOT NULL,
+        closed INTEGER NOT NULL, buzzed INTEGER NOT NULL, updated REAL NOT NULL,
+        PRIMARY KEY (bot, group_key))""",
+    "CREATE INDEX IF NOT EXISTS cards_updated ON cards (updated)",
+    """CREATE TABLE IF NOT EXISTS app_tokens (
+        key TEXT PRIMARY KEY, token TEXT NOT NULL, expires REAL NOT NULL)""",
 )
 
 
@@ -74,8 +86,10 @@ def create(conn: sqlite3.Connection, deadline: float) -> None:
             raise sqlite3.OperationalError(f"written by a newer version (schema {version} > {SCHEMA_VERSION})")
         if version == 1:
             _migrate_from_1(conn)
-        if version == SCHEMA_VERSION:
+        if version >= 2:
             _forget_done_payloads(conn)
+        # 2 -> 3 adds the app bots' tables (cards, app_tokens) and changes nothing else:
+        # _SCHEMA below creates them. A bridge of schema 2 refuses the file afterwards.
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -22,10 +22,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ... import samples, sources
-from ...config import Bot
+from ...config import App, Bot
 from ...errors import ConfigError, PayloadError, TemplateError
 from ...model import Mention, Notification
 from ...render import Renderer
+from ...secret import Secret
 
 # A pasted template's child process. A render of the 50-alert sample takes well under a
 # second of CPU, start-up included; an honest template never nears these.
@@ -37,6 +38,10 @@ CHILD_MEMORY_BYTES = 512 * 1024 * 1024
 PASTED = "<pasted>"
 # The directory that holds the bridge package, installed or not: the child imports it from there.
 _ROOT = str(Path(__file__).resolve().parents[3])
+
+
+# What makes the child's bot an app bot: only whether it is one matters to rendering.
+PREVIEW_APP = App("preview", "cli_preview", Secret(""))
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,10 @@ class Job:
     sample: str | None             # a name from samples.all_samples(), or None for ...
     payload: Any                   # ... a decoded webhook body
     source: str                    # alertmanager, grafana or auto
-    # Whom each alert pings on this bot, as (user_id, name) pairs: found from the config
-    # before rendering, since the child does not see the config.
-    mentions: tuple[tuple[tuple[str, str], ...], ...] = ()
+    # Whom each alert pings on this bot, as (user_id, name, email) triples: found from the
+    # config before rendering, since the child does not see the config.
+    mentions: tuple[tuple[tuple[str, ...], ...], ...] = ()
+    app: bool = False              # an app bot: its cards are cut to the app's limit (30 KB)
 
 
 def outcome(job: Job) -> dict:
@@ -62,7 +68,8 @@ def outcome(job: Job) -> dict:
     try:
         notification = _with_mentions(notification_of(job), job.mentions)
         renderer = _renderer(job)
-        bot = Bot(name=job.bot, keywords=tuple(job.keywords), template=PASTED if job.pasted else job.template)
+        bot = Bot(name=job.bot, keywords=tuple(job.keywords), template=PASTED if job.pasted else job.template,
+                  app=PREVIEW_APP if job.app else None)
         return {"messages": renderer.render_strict(notification, bot), "alerts": len(notification.alerts)}
     except PayloadError as exc:
         return {"kind": "payload", "error": f"not a valid {source_of(job)} payload: {exc}"}
@@ -82,7 +89,7 @@ def notification_of(job: Job) -> Notification:
 def _with_mentions(notification: Notification, mentions: tuple) -> Notification:
     if not any(mentions):
         return notification
-    alerts = tuple(replace(alert, mentions=tuple(Mention(user_id, name) for user_id, name in found))
+    alerts = tuple(replace(alert, mentions=tuple(Mention(*person) for person in found))
                    for alert, found in zip(notification.alerts, mentions))
     return replace(notification, alerts=alerts)
 

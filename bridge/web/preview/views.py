@@ -28,8 +28,8 @@ from ... import samples, sources
 from ...accept import UnknownBot, decode_json, find_bot
 from ...config import Config
 from ...errors import PayloadError
-from ...limits import encode_body
-from ...limits import BODY_LIMIT_BYTES, BUDGET_BYTES, MAX_COMPONENTS, SIGNATURE_OVERHEAD
+from ...limits import (APP_BODY_LIMIT_BYTES, APP_BUDGET_BYTES, BODY_LIMIT_BYTES, BUDGET_BYTES, MAX_COMPONENTS,
+                       SIGNATURE_OVERHEAD, app_size, encode_body)
 from ...mentions import MentionResolver
 from ...render import count_components
 from ...template_files import TEMPLATE_SUFFIX, shipped_templates_dir, template_names
@@ -132,9 +132,9 @@ def render() -> Response:
     if "error" in result:
         raise Refused(400, result["kind"], result["error"], result.get("line"))
     answer = {"bot": job.bot, "template": PASTED if job.pasted else job.template, "alerts": result["alerts"],
-              "messages": [_measured(m) for m in result["messages"]], "limits": _limits(config),
+              "messages": [_measured(m, job.app) for m in result["messages"]], "limits": _limits(config, job.app),
               # A card's <at id=ou_...></at> carries no name: Feishu shows the person's, the page this one.
-              "people": {user_id: name for found in job.mentions for user_id, name in found if user_id and name}}
+              "people": {user_id: name for found in job.mentions for user_id, name, _ in found if user_id and name}}
     # Not jsonify: it sorts keys, and the page shows each message as it is sent.
     return current_app.response_class(json.dumps(answer, ensure_ascii=False), mimetype="application/json")
 
@@ -142,10 +142,14 @@ def render() -> Response:
 # --- the request -----------------------------------------------------------------------
 
 
-def _limits(config: Config) -> dict[str, int]:
-    return {"body_bytes": BODY_LIMIT_BYTES, "budget_bytes": BUDGET_BYTES, "signature_bytes": SIGNATURE_OVERHEAD,
+def _limits(config: Config, app: bool = False) -> dict[str, Any]:
+    """What a message may take: a custom bot's body, signed; an app bot's card as the content
+    string of its request (30 KB, no signature: bridge.limits)."""
+    body, budget, signature = ((APP_BODY_LIMIT_BYTES, APP_BUDGET_BYTES, 0) if app
+                               else (BODY_LIMIT_BYTES, BUDGET_BYTES, SIGNATURE_OVERHEAD))
+    return {"body_bytes": body, "budget_bytes": budget, "signature_bytes": signature,
             "components": MAX_COMPONENTS, "template_bytes": TEMPLATE_MAX_BYTES,
-            "request_bytes": min(REQUEST_MAX_BYTES, config.server.max_body_bytes)}
+            "request_bytes": min(REQUEST_MAX_BYTES, config.server.max_body_bytes), "app_bot": app}
 
 
 def _request_json(config: Config) -> Any:
@@ -187,6 +191,7 @@ def _job(config: Config, body: Any) -> Job:
     if source not in SOURCE_CHOICES:
         raise Refused(400, "request", f"source: expected one of {', '.join(SOURCE_CHOICES)}, got {source!r}")
     return Job(bot=bot.name, keywords=tuple(bot.keywords), template=bot.template if template is None else template,
+               app=bot.is_app,
                pasted=template is not None,
                templates_dir=str(config.templates_dir.resolve()) if config.templates_dir else None,
                timezone=(bot.timezone or config.timezone).key, sample=sample, payload=payload, source=source)
@@ -211,17 +216,19 @@ def _mentions(config: Config, log, job: Job) -> tuple[tuple[tuple[str, str], ...
         notification = sandbox.notification_of(job)
     except PayloadError as exc:
         raise Refused(400, "payload", f"not a valid {sandbox.source_of(job)} payload: {exc}") from None
-    bot, resolver = config.bots[job.bot], MentionResolver(config.users, log)
+    bot, resolver = config.bots[job.bot], MentionResolver(config.users, log, config.user_emails)
     return tuple(
-        tuple((m.user_id, m.name) for m in resolver.for_routed(alert, bot, config.route))
+        tuple((m.user_id, m.name, m.email) for m in resolver.for_routed(alert, bot, config.route))
         for alert in notification.alerts)
 
 
-def _measured(message: dict) -> dict:
-    """A message with what counts against Feishu's limits: the bytes sent (before the
-    signature, which adds up to SIGNATURE_OVERHEAD) and the card's components."""
+def _measured(message: dict, app: bool = False) -> dict:
+    """A message with what counts against Feishu's limits: the bytes sent (a custom bot's
+    body before the signature, which adds up to SIGNATURE_OVERHEAD; an app bot's content
+    string) and the card's components."""
     card = message.get("card") if message.get("msg_type") == "interactive" else None
-    return {"body": message, "bytes": len(encode_body(message)), "components": count_components(card)}
+    size = app_size(message) if app else len(encode_body(message))
+    return {"body": message, "bytes": size, "components": count_components(card)}
 
 
 def _run_pasted(job: Job) -> dict:

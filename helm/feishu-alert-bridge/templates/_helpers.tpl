@@ -93,6 +93,14 @@ it would be silently ignored.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- range $i, $app := .Values.config.apps }}
+{{- if $app.app_secret }}
+{{- if $existing }}
+{{- fail (printf "config.apps[%d].app_secret is set, but existingSecret is used: put it in Secret %s under key app-%s-secret and list that key in existingSecretKeys" $i $existing $app.name) }}
+{{- end }}
+{{- $_ := set $data (printf "app-%s-secret" $app.name) (toString $app.app_secret) }}
+{{- end }}
+{{- end }}
 {{- with .Values.config.auth }}
 {{- $pairs := list (list "auth.bearer_token" "auth-bearer-token" .bearer_token) }}
 {{- $pairs = append $pairs (list "auth.basic.password" "auth-basic-password" (dig "basic" "password" "" .)) }}
@@ -151,6 +159,23 @@ it would be silently ignored.
 {{- $bots = append $bots $out }}
 {{- end }}
 {{- toJson $bots }}
+{{- end }}
+
+{{/* The apps, with app_secret replaced by its file in the Secret. */}}
+{{- define "fab.apps" -}}
+{{- $keys := include "fab.secretKeys" . | fromJsonArray }}
+{{- $dir := include "fab.secretsDir" . }}
+{{- $apps := list }}
+{{- range $i, $app := .Values.config.apps }}
+{{- $out := omit $app "app_secret" }}
+{{- $key := printf "app-%s-secret" $app.name }}
+{{- if not (has $key $keys) }}
+{{- fail (printf "config.apps[%d] needs its secret: config.apps[%d].app_secret, or key %s in existingSecret" $i $i $key) }}
+{{- end }}
+{{- $_ := set $out "app_secret_file" (printf "%s/%s" $dir $key) }}
+{{- $apps = append $apps $out }}
+{{- end }}
+{{- toJson $apps }}
 {{- end }}
 
 {{/*
@@ -223,8 +248,9 @@ parts carries no password, so it may stay in the ConfigMap.
 
 {{/* config.yaml: what the ConfigMap holds. */}}
 {{- define "fab.configYaml" -}}
-{{- $config := omit .Values.config "bots" "auth" "server" "delivery" }}
+{{- $config := omit .Values.config "bots" "auth" "server" "delivery" "apps" }}
 {{- $_ := set $config "bots" (include "fab.bots" . | fromJsonArray) }}
+{{- with .Values.config.apps }}{{ $_ := set $config "apps" (include "fab.apps" $ | fromJsonArray) }}{{ end }}
 {{- with .Values.config.server }}{{ $_ := set $config "server" . }}{{ end }}
 {{- with .Values.config.delivery }}{{ $_ := set $config "delivery" . }}{{ end }}
 {{- $auth := include "fab.auth" . | fromJson }}

@@ -464,8 +464,11 @@
     const share = message.bytes / limits.body_bytes;
     if (message.bytes > limits.budget_bytes) box.classList.add("over");
     else if (share > 0.85) box.classList.add("near");
-    box.title = "The body as sent, before signing: a signed bot adds up to " + limits.signature_bytes +
-      " bytes. Feishu refuses a body over " + number(limits.body_bytes) + " bytes.";
+    box.title = limits.app_bot
+      ? "An app bot's card as sent: the content string of its request. Feishu refuses a card over " +
+        number(limits.body_bytes) + " bytes."
+      : "The body as sent, before signing: a signed bot adds up to " + limits.signature_bytes +
+        " bytes. Feishu refuses a body over " + number(limits.body_bytes) + " bytes.";
     const bar = box.appendChild(el("span", "bar"));
     bar.appendChild(el("span", "fill")).style.width = Math.min(100, share * 100).toFixed(1) + "%";
     box.appendChild(el("span", "size-text", number(message.bytes) + " bytes · " + Math.round(share * 100) +

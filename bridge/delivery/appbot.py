@@ -1,0 +1,226 @@
+"""App bots: one living card per alert group, updated in place, with thread replies and 加急.
+
+A message of an app bot is sent as a plan of requests, one per sender step, each paced,
+claimed, retried and recorded like a custom bot's part (so a storm keeps to Feishu's
+windows and a crash repeats at most the request in flight). `plan` makes it when the
+message is rendered, from the cards, the message's facts (bridge.compose) and the
+group's card as the store knows it; `AppSteps.run` carries out one request when due.
+
+    card    part i of the group's card: updated in place (PATCH) when the group has a
+            card with that part that Feishu still updates (14 days, a card, not gone),
+            else posted anew (uuid: a retry after a lost answer posts nothing more).
+            An update answered "gone" (recalled, deleted, too old) posts a new card in
+            the same step. A new firing after a resolved card, or `update_in_place:
+            false`, posts new cards.
+    stub    a part the group no longer needs (it fits in fewer now) becomes a grey
+            note pointing at the card above: the chat never shows two live cards.
+    reply   a short line in the card's thread when the state changed in a way the bot's
+            `thread_replies` names, because an in-place update notifies no one.
+    urgent  加急 for the people of `urgent`, once per group firing, when a firing alert
+            matches its matchers; its failure is logged with advice and never blocks
+            the card (it comes after it, and a refusal is not retried). SMS or phone
+            urgent refused for the company's spent quota is sent in the app instead.
+
+What a request changed about the group's card (a message id, buzzed, what the card shows)
+is written with its outcome (Outbox.mark_sent(card=...)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..clock import Clock
+from ..config import Bot
+from ..limits import APP_UPDATE_MARGIN, APP_UPDATE_WINDOW
+from ..model import GroupFacts, Mention
+from ..notify import AppMessages
+from ..notify.outcome import MESSAGE_GONE, OK, URGENT_QUOTA, Outcome, SendResult
+from ..render.filters import format_duration
+from ..store.records import Card, CardChange, CardPart, Head
+
+if TYPE_CHECKING:
+    from ..store import Outbox
+    from .outcomes import Counts
+
+NAMES_SHOWN = 5     # a reply names this many new alerts, then "…"
+
+
+# -- the plan (pure) ------------------------------------------------------------------------
+def plan(bot: Bot, bodies: list[dict], facts: GroupFacts, card: Card | None) -> list[dict]:
+    """The requests that bring the chat to this message: cards, stubs, a reply, urgent.
+    The last carries what the card shows afterwards (`shown`, `parts`)."""
+    new_firing = card is None or (card.closed and bool(facts.firing))
+    fresh = new_firing or not bot.update_in_place
+    steps: list[dict[str, Any]] = [{"op": "card", "part": i, "message": body} for i, body in enumerate(bodies)]
+    if fresh:
+        steps[0].update(fresh=True, reopen=new_firing and card is not None)
+    elif card is not None and len(card.parts) > len(bodies):
+        steps += [{"op": "stub", "part": j, "message": stub(bodies[0], j + 1, len(bodies))}
+                  for j in range(len(bodies), len(card.parts))]
+    text = None if fresh else reply_text(bot, facts, card)
+    if text:
+        steps.append({"op": "reply", "message": {"msg_type": "text", "content": {"text": text}}})
+    buzzed = card is not None and card.buzzed and not new_firing
+    if bot.urgent is not None and facts.urgent and facts.firing and not buzzed:
+        steps.append({"op": "urgent", "kind": bot.urgent.kind,
+                      "people": [[m.user_id, m.name, m.email] for m in facts.urgent]})
+    steps[-1].update(shown=list(facts.firing), parts=len(bodies))
+    return steps
+
+
+def reply_text(bot: Bot, facts: GroupFacts, card: Card | None) -> str | None:
+    """The thread reply for the change from what the card shows to `facts`, if the bot
+    wants one for it; none for a new card (posting it notifies already)."""
+    if card is None or card.closed or not card.parts:
+        return None
+    before, now = set(card.firing), set(facts.firing)
+    if not now:
+        if "resolved" not in bot.thread_replies:
+            return None
+        took = format_duration(facts.ended - facts.started) if facts.started and facts.ended else ""
+        return f"✅ Resolved after {took}" if took else "✅ Resolved"
+    new = [name or "alert" for fp, name in zip(facts.firing, facts.firing_names) if fp not in before]
+    if new and "firing" in bot.thread_replies:
+        names = ", ".join(dict.fromkeys(new[:NAMES_SHOWN])) + ("…" if len(new) > NAMES_SHOWN else "")
+        return f"🔴 {len(new)} more firing: {names}"
+    gone = before - now
+    if gone and "partly_resolved" in bot.thread_replies:
+        return f"✅ {len(gone)} resolved, {len(now)} still firing"
+    return None
+
+
+def stub(first: dict, part: int, parts: int) -> dict:
+    """What a part the group no longer needs shows: a grey note, in the card's own schema
+    (whether an update may change a card's schema is UNCONFIRMED, feishu-app-protocol.md §3.2)."""
+    title = {"tag": "plain_text", "content": f"Part {part} merged into the card above"}
+    note = {"tag": "markdown", "content": f"The alert group now fits in {parts} part(s): see the card above."}
+    header = {"title": title, "template": "grey"}
+    if first.get("card", {}).get("schema") == "2.0":
+        card = {"schema": "2.0", "config": {"update_multi": True}, "header": header, "body": {"elements": [note]}}
+    else:
+        card = {"config": {"update_multi": True}, "header": header, "elements": [note]}
+    return {"msg_type": "interactive", "card": card}
+
+
+def uuid_for(bot: str, head: Head, index: int) -> str:
+    """The idempotency key of a message's request: the same for every retry of it (and
+    after a restart), different for any other request, at most 50 characters. The row's
+    creation time joins its id, so a row id reused after a prune is not the same message."""
+    key = f"{bot}\n{head.group_key}\n{head.id}\n{head.created!r}\n{index}".encode("utf-8", "surrogatepass")
+    return "fab-" + hashlib.sha256(key).hexdigest()[:40]
+
+
+# -- carrying a request out -------------------------------------------------------------------
+class AppSteps:
+    """Carries out one request of an app bot's plan; answers (result, what it changed)."""
+
+    def __init__(self, channel: AppMessages, outbox: Outbox, log: logging.Logger, counts: Counts, clock: Clock):
+        self.channel = channel
+        self.outbox = outbox
+        self.log = log
+        self.counts = counts
+        self.clock = clock
+
+    def run(self, bot: Bot, head: Head) -> tuple[SendResult, CardChange | None]:
+        index = head.sent
+        step = head.bodies[index]
+        uuid = uuid_for(bot.name, head, index)
+        if "op" not in step:   # stored already rendered (send-test): a plain post
+            return self.channel.post(bot, step, uuid=uuid), None
+        card = self.outbox.card(bot.name, head.group_key)
+        root = card.parts[0] if card is not None and card.parts else None
+        fields: dict[str, Any] = {}
+        if step["op"] == "card":
+            found = self._card(bot, head, step, card, uuid, fields)
+        elif step["op"] == "stub":
+            found = self._stub(bot, step, card)
+        elif step["op"] == "reply":
+            found = self._reply(bot, head, step, root, uuid)
+        else:
+            found = self._urgent(bot, head, step, root, fields)
+        if found.outcome is not Outcome.SENT:
+            return found, None
+        if index + 1 >= len(head.bodies):
+            fields.update(shown=tuple(step.get("shown", ())), parts=step.get("parts"))
+        return found, CardChange(head.group_key, **fields) if fields else None
+
+    def _card(self, bot: Bot, head: Head, step: dict, card: Card | None, uuid: str, fields: dict) -> SendResult:
+        part, message = step["part"], step["message"]
+        kept = None if step.get("fresh") or card is None or part >= len(card.parts) else card.parts[part]
+        if kept is not None and self._updatable(kept, message):
+            found = self.channel.update(bot, kept.message_id, message)
+            self.counts.app_card(bot.name, "updated", found)
+            if found.reason != MESSAGE_GONE:
+                return found
+            self.log.info("the card of group %s can no longer be updated (%s): posting a new one", head.group_key,
+                          found.detail, extra={"event": "card_gone", "bot": bot.name, "group_key": head.group_key,
+                                               "code": found.code, "part": part + 1})
+        found = self.channel.post(bot, message, uuid=uuid)
+        self.counts.app_card(bot.name, "posted", found)
+        if found.outcome is Outcome.SENT and found.message_id:
+            fields.update(part=part, message_id=found.message_id, fresh=bool(step.get("fresh")),
+                          reopen=bool(step.get("reopen")))
+        return found
+
+    def _updatable(self, kept: CardPart, message: dict) -> bool:
+        age = self.clock.now() - kept.sent
+        return message.get("msg_type") == "interactive" and age < APP_UPDATE_WINDOW - APP_UPDATE_MARGIN
+
+    def _stub(self, bot: Bot, step: dict, card: Card | None) -> SendResult:
+        if card is None or step["part"] >= len(card.parts):
+            return _done("the part is no longer remembered")
+        found = self.channel.update(bot, card.parts[step["part"]].message_id, step["message"])
+        self.counts.app_card(bot.name, "stubbed", found)
+        return _done(found.detail) if found.reason == MESSAGE_GONE else found
+
+    def _reply(self, bot: Bot, head: Head, step: dict, root: CardPart | None, uuid: str) -> SendResult:
+        if root is None:
+            return _done("no card to reply to")
+        found = self.channel.reply(bot, root.message_id, step["message"], uuid=uuid)
+        self.counts.thread_reply(bot.name, found.reason)
+        if found.outcome is Outcome.PERMANENT:
+            # The card is out and up to date; a missing reply is not worth a dead letter.
+            self.log.warning("thread reply not sent: %s (%s)", found.advice, found.detail,
+                             extra={"event": "reply_failed", "bot": bot.name, "group_key": head.group_key,
+                                    "reason": found.reason, "code": found.code})
+            return dataclasses.replace(found, outcome=Outcome.SENT)
+        return found
+
+    def _urgent(self, bot: Bot, head: Head, step: dict, root: CardPart | None, fields: dict) -> SendResult:
+        if root is None:
+            return _done("no card to buzz for")
+        people = [Mention(*person) for person in step["people"]]
+        kind = step["kind"]
+        found = self.channel.urgent(bot, root.message_id, kind, people)
+        self.counts.urgent(bot.name, kind, found.result.reason)
+        if found.result.reason == URGENT_QUOTA and kind != "app":
+            # The company's SMS/phone quota is spent: an in-app urgent still reaches them (§5.4).
+            self.log.warning("urgent by %s not sent: %s; buzzing in the app instead", kind, found.result.advice,
+                             extra={"event": "urgent_degraded", "bot": bot.name, "group_key": head.group_key})
+            kind = "app"
+            found = self.channel.urgent(bot, root.message_id, kind, people)
+            self.counts.urgent(bot.name, kind, found.result.reason)
+        result = found.result
+        where = {"bot": bot.name, "group_key": head.group_key, "kind": kind, "reason": result.reason,
+                 "code": result.code, "buzzed": len(found.buzzed), "not_buzzed": list(found.not_buzzed)}
+        if result.outcome is Outcome.RETRY:
+            return result
+        fields["buzzed"] = True   # sent, or refused for good: not tried again this firing
+        if result.outcome is Outcome.PERMANENT:
+            self.log.error("urgent not sent: %s (%s)", result.advice, result.detail,
+                           extra={"event": "urgent_failed", **where})
+            return dataclasses.replace(result, outcome=Outcome.SENT)
+        if found.not_buzzed:
+            self.log.warning("urgent sent to %d, not to %s: %s", len(found.buzzed), ", ".join(found.not_buzzed),
+                             result.advice, extra={"event": "urgent_sent", **where})
+        else:
+            self.log.info("urgent sent to %d", len(found.buzzed), extra={"event": "urgent_sent", **where})
+        return result
+
+
+def _done(why: str) -> SendResult:
+    """A request there was nothing (more) to do for."""
+    return SendResult(Outcome.SENT, OK, detail=why)

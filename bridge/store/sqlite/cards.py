@@ -1,0 +1,56 @@
+"""App bots' rows in the SQLite outbox: each group's card (written by mark_sent, in its
+transaction) and each app's access token (schema.py has the tables)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from .. import CARDS_KEPT
+from ..records import Card, CardChange, CardPart
+from .engine import Engine
+
+_CARD = "SELECT parts, firing, closed, buzzed, updated FROM cards WHERE bot = ? AND group_key = ?"
+
+
+def read(engine: Engine, bot: str, group_key: str) -> Card | None:
+    rows = engine.read(_CARD, (bot, group_key))
+    return _card(rows[0]) if rows else None
+
+
+def change(conn: sqlite3.Connection, bot: str, change: CardChange, now: float) -> None:
+    """Read, apply (CardChange.applied: the rule every backend shares), write: one decision
+    only because no other writer runs meanwhile, and only the bot's lease holder writes."""
+    row = conn.execute(_CARD, (bot, change.group_key)).fetchone()
+    card = change.applied(_card(row) if row else None, now)
+    conn.execute("INSERT INTO cards (bot, group_key, parts, firing, closed, buzzed, updated)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bot, group_key) DO UPDATE SET parts = excluded.parts,"
+                 " firing = excluded.firing, closed = excluded.closed, buzzed = excluded.buzzed,"
+                 " updated = excluded.updated",
+                 (bot, change.group_key, json.dumps([[p.message_id, p.sent] for p in card.parts]),
+                  json.dumps(list(card.firing)), int(card.closed), int(card.buzzed), card.updated))
+
+
+def app_token(engine: Engine, key: str) -> tuple[str, float] | None:
+    rows = engine.read("SELECT token, expires FROM app_tokens WHERE key = ?", (key,))
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
+def keep_app_token(engine: Engine, key: str, token: str, expires: float) -> None:
+    with engine.write("keep an app token in") as conn:
+        conn.execute("INSERT INTO app_tokens (key, token, expires) VALUES (?, ?, ?) ON CONFLICT (key)"
+                     " DO UPDATE SET token = excluded.token, expires = excluded.expires", (key, token, expires))
+
+
+def prune(engine: Engine, now: float, batch: int) -> None:
+    """Cards unchanged for CARDS_KEPT (Feishu updates a message for 14 days), expired tokens."""
+    with engine.write("prune cards in") as conn:
+        conn.execute("DELETE FROM cards WHERE rowid IN (SELECT rowid FROM cards WHERE updated < ? LIMIT ?)",
+                     (now - CARDS_KEPT, batch))
+        conn.execute("DELETE FROM app_tokens WHERE expires < ?", (now,))
+
+
+def _card(row: tuple) -> Card:
+    parts, firing, closed, buzzed, updated = row
+    return Card(tuple(CardPart(m, t) for m, t in json.loads(parts)), tuple(json.loads(firing)), bool(closed),
+                bool(buzzed), updated)
