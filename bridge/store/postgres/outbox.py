@@ -28,9 +28,9 @@ from ...clock import Clock
 from ...config import PostgresConfig
 from ...errors import StorageError
 from .. import LEASE_TTL
-from ..records import (DEAD, PENDING, SENDING, SENT, WAITING, BotState, Entry, Head, LeaseLost, OutgoingMessage,
-                       Stored, Takeover)
-from . import queue
+from ..records import (DEAD, PENDING, SENDING, SENT, WAITING, BotState, Card, CardChange, Entry, Head, LeaseLost,
+                       OutgoingMessage, Stored, Takeover)
+from . import cards, queue
 from .clock import DatabaseClock
 from .engine import Engine, lock_key
 from .schema import prepare
@@ -197,13 +197,26 @@ class PostgresOutbox:
         return self._run("record a dry run in", logged)
 
     def mark_sent(self, message_id: int, send_id: int, bot: str, owner: str, code: int | None, *,
-                  last: bool = True) -> bool:
+                  last: bool = True, card: CardChange | None = None) -> bool:
         def sent(conn: psycopg.Connection) -> bool:
             now = queue.read_time(conn, self._now())
             conn.execute("UPDATE bots SET backoff = 0 WHERE bot = %s AND owner = %s", (bot, owner))
-            return queue.settle(conn, message_id, send_id, bot, owner, now, state=SENT if last else PENDING,
+            ours = queue.settle(conn, message_id, send_id, bot, owner, now, state=SENT if last else PENDING,
                                 finished=now if last else None, reason="ok", code=code, detail=None, sent=True)
+            if ours and card is not None:
+                cards.change(conn, bot, card, now)
+            return ours
         return self._run("record a send in", sent)
+
+    # -- app bots ---------------------------------------------------------------------
+    def card(self, bot: str, group_key: str) -> Card | None:
+        return self._run("read a card in", lambda conn: cards.read(conn, bot, group_key))
+
+    def app_token(self, key: str) -> tuple[str, float] | None:
+        return self._run("read an app token in", lambda conn: cards.app_token(conn, key))
+
+    def keep_app_token(self, key: str, token: str, expires: float) -> None:
+        self._run("keep an app token in", lambda conn: cards.keep_app_token(conn, key, token, expires))
 
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
                    reason: str, code: int | None, detail: str) -> bool:
@@ -263,6 +276,8 @@ class PostgresOutbox:
                     with conn.transaction():
                         removed, more = queue.prune_batch(conn, before)
                     total += removed
+                with conn.transaction():
+                    cards.prune(conn, queue.read_time(conn, self._now()), queue.PRUNE_BATCH)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", (self._engine.namespace, PRUNE_LOCK))
         return total

@@ -27,7 +27,7 @@ import psycopg
 from ...errors import StorageError
 from .engine import lock_key
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATE_LOCK = lock_key("migrate")
 
 # Each version's statements, applied in order from the database's version + 1.
@@ -62,6 +62,17 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             id bigserial PRIMARY KEY, bot text NOT NULL, started double precision NOT NULL,
             finished double precision)""",
         "CREATE INDEX sends_bot ON sends (bot, id)",
+    ),
+    # App bots (cards.py): each group's card per bot and each app's access token. Only new
+    # tables, so a replica of the version before keeps working beside them.
+    2: (
+        """CREATE TABLE cards (
+            bot text NOT NULL, group_key text NOT NULL, parts text NOT NULL, firing text NOT NULL,
+            closed boolean NOT NULL, buzzed boolean NOT NULL, updated double precision NOT NULL,
+            PRIMARY KEY (bot, group_key))""",
+        "CREATE INDEX cards_updated ON cards (updated)",
+        """CREATE TABLE app_tokens (
+            key text PRIMARY KEY, token text NOT NULL, expires double precision NOT NULL)""",
     ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION
