@@ -30,6 +30,8 @@ def multiprocess() -> bool:
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
+        # Longer than a function should be, on purpose: every metric the bridge exports is
+        # declared here, one after the other, so that its names and labels are read in one place.
         # In multiprocess mode values go to files, and registering them with a registry
         # as well would report this process's share twice.
         self.registry = registry if registry is not None else CollectorRegistry()
