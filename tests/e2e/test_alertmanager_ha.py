@@ -48,12 +48,12 @@ def replicas(tmp_path, postgres_cluster) -> Iterator[Replicas]:
 
 def post_to_both(members: tuple[AlertmanagerProcess, ...], alerts: list[dict]) -> None:
     """Prometheus sends each batch to every Alertmanager it knows, concurrently."""
-    failures: list[BaseException] = []
+    failures: list[Exception] = []
 
     def post(member: AlertmanagerProcess) -> None:
         try:
             member.post_alerts(alerts)
-        except BaseException as exc:
+        except Exception as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=post, args=(m,)) for m in members]
