@@ -11,10 +11,12 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from support import free_port, require_tool, wait_http
 
@@ -49,10 +51,14 @@ class BridgeProcess(_Process):
 
     def __init__(self, config_path: Path, log_path: Path, *, workers: int = 2, threads: int = 4,
                  env: dict[str, str] | None = None, port: int | None = None):
-        self.port = port or free_port()   # a port of its own: a restart that others must find again
+        """`port`: a given one (a replica started again where it was, as a pod behind the
+        same Service); its log is then appended to, so one file tells the whole story."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._started_with = dict(config_path=config_path, log_path=log_path, workers=workers, threads=threads,
+                                  env=env)
+        self._log = open(log_path, "ab" if port else "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", "serve", "--config", str(config_path), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(workers), "--threads", str(threads)],
@@ -64,6 +70,12 @@ class BridgeProcess(_Process):
         except Exception:
             self.stop()
             raise
+
+    def again(self) -> BridgeProcess:
+        """The same server started anew on its port, once this one has exited; returns
+        when it is ready."""
+        assert self.proc.poll() is not None, "started again only once it has stopped"
+        return BridgeProcess(**self._started_with, port=self.port)
 
 
 
@@ -118,12 +130,34 @@ class DaemonProcess(_Process):
 
 
 
+@dataclass(frozen=True)
+class Gossip:
+    """An Alertmanager's place in an HA cluster: its own gossip port on loopback (TCP and
+    UDP, as memberlist uses both), its peers', and Alertmanager's cluster flags to pass."""
+
+    port: int
+    peers: tuple[int, ...]
+    flags: tuple[str, ...] = ()
+
+    def argv(self) -> list[str]:
+        address = f"127.0.0.1:{self.port}"
+        return [f"--cluster.listen-address={address}", f"--cluster.advertise-address={address}",
+                *(f"--cluster.peer=127.0.0.1:{peer}" for peer in self.peers), *self.flags]
+
+
+def gossip_pair(*flags: str) -> tuple[Gossip, Gossip]:
+    """The two members of an HA pair, each the other's peer."""
+    one, two = free_port(), free_port()
+    return Gossip(one, (two,), flags), Gossip(two, (one,), flags)
+
+
 class AlertmanagerProcess(DaemonProcess):
-    """The real Alertmanager, clustering off, its storage in workdir/data."""
+    """The real Alertmanager, its storage in workdir/data; clustering off unless `gossip`
+    places it in an HA cluster."""
 
     name = "alertmanager"
 
-    def __init__(self, config_yaml: str, workdir: Path, *, binary: str | None = None):
+    def __init__(self, config_yaml: str, workdir: Path, *, binary: str | None = None, gossip: Gossip | None = None):
         binary = binary or alertmanager_binary()
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "alertmanager.yml"
@@ -131,7 +165,7 @@ class AlertmanagerProcess(DaemonProcess):
         port = free_port()
         super().__init__([
             binary, f"--config.file={config}", f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+            f"--web.listen-address=127.0.0.1:{port}", *(gossip.argv() if gossip else ["--cluster.listen-address="]),
             f"--web.external-url=http://127.0.0.1:{port}", "--log.level=debug",
         ], workdir, port)
 
@@ -141,6 +175,20 @@ class AlertmanagerProcess(DaemonProcess):
                                proxies={"http": "", "https": ""})
         if answer.status_code != 200:
             raise AssertionError(f"alertmanager refused the alerts: HTTP {answer.status_code} {answer.text}")
+
+    def cluster(self) -> dict:
+        """GET /api/v2/status's `cluster`: {"status": "ready"|"settling"|"disabled", "peers": [...]}."""
+        return requests.get(f"{self.url}/api/v2/status", timeout=5, proxies={"http": "", "https": ""}).json()["cluster"]
+
+    def notifications(self, integration: str = "webhook") -> float:
+        """How many notifications it sent (alertmanager_notifications_total), failed ones included."""
+        text = requests.get(f"{self.url}/metrics", timeout=5, proxies={"http": "", "https": ""}).text
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "alertmanager_notifications_total" and sample.labels.get("integration") == integration:
+                    total += sample.value
+        return total
 
 
 class PrometheusProcess(DaemonProcess):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from procs import BridgeProcess
@@ -46,6 +47,35 @@ route:
       bots: [db]
 """
 
+# alertname -> labels, as a Prometheus rule would fire them; where each goes follows ROUTE.
+ALERTS = {
+    "DBReplicationLag": {"team": "db", "severity": "critical"},   # oncall (continue), then db
+    "DiskAlmostFull": {"team": "db", "severity": "warning"},      # db
+    "HighCPU": {"team": "infra", "severity": "critical"},         # oncall only: a child took it
+    "NodeDown": {"team": "infra", "severity": "warning"},         # no child: the root's ops
+}
+EXPECTED = {
+    "oncall": {"DBReplicationLag", "HighCPU"},
+    "db": {"DBReplicationLag", "DiskAlmostFull"},
+    "ops": {"NodeDown"},
+}
+
+
+def prometheus_alerts(started: datetime, ended: datetime | None = None) -> list[dict]:
+    """ALERTS as Prometheus posts them to Alertmanager's /api/v2/alerts: firing, or
+    resolved once `ended` is given."""
+    return [
+        {
+            "labels": {"alertname": name, "instance": f"{name.lower()}-1:9100", "job": "node", **labels},
+            "annotations": {"summary": f"{name} on {name.lower()}-1"},
+            "startsAt": started.isoformat(),
+            **({"endsAt": ended.isoformat()} if ended else {}),
+            "generatorURL": f"http://prometheus.test:9090/graph?g0.expr={name}",
+        }
+        for name, labels in ALERTS.items()
+    ]
+
+
 ALERTMANAGER_CONFIG = """\
 route:
   receiver: feishu-bridge
@@ -70,8 +100,8 @@ receivers:
 TITLE = re.compile(r"\[(FIRING|RESOLVED)(?::\d+)?\] (\S+)")
 
 
-def start_bridge(fake_feishu, tmp_path: Path) -> BridgeProcess:
-    """The bridge under gunicorn (2 workers), its bots registered on the fake Feishu."""
+def write_bridge_config(fake_feishu, tmp_path: Path, storage: dict | None = None) -> Path:
+    """The bridge's config, its bots registered on the fake Feishu; SQLite unless `storage` says otherwise."""
     lines = ["bots:"]
     for bot in BOTS:
         url_file = tmp_path / f"{bot.name}.url"
@@ -82,10 +112,19 @@ def start_bridge(fake_feishu, tmp_path: Path) -> BridgeProcess:
         if bot.keywords:
             lines.append(f"    keywords: {json.dumps(list(bot.keywords), ensure_ascii=False)}")
     config = tmp_path / "bridge.yaml"
-    config.write_text("\n".join(lines) + "\n" + ROUTE + "storage: {path: outbox.db}\n"
+    config.write_text("\n".join(lines) + "\n" + ROUTE + f"storage: {json.dumps(storage or {'path': 'outbox.db'})}\n"
                       "auth:\n  bearer_token: ${INBOUND_TOKEN}\n")
-    return BridgeProcess(config, tmp_path / "bridge.log", workers=2,
-                         env={"ONCALL_SECRET": ONCALL_SECRET, "INBOUND_TOKEN": AM_CREDENTIALS})
+    return config
+
+
+# What the config above reads from the environment.
+BRIDGE_ENV = {"ONCALL_SECRET": ONCALL_SECRET, "INBOUND_TOKEN": AM_CREDENTIALS}
+
+
+def start_bridge(fake_feishu, tmp_path: Path) -> BridgeProcess:
+    """The bridge under gunicorn (2 workers), its bots registered on the fake Feishu."""
+    return BridgeProcess(write_bridge_config(fake_feishu, tmp_path), tmp_path / "bridge.log", workers=2,
+                         env=BRIDGE_ENV)
 
 
 def alertmanager_config(bridge_url: str) -> str:

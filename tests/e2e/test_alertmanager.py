@@ -8,37 +8,13 @@ import pytest
 
 from procs import AlertmanagerProcess
 
-from .chain import BOTS, KEYWORD, alertmanager_config, cards, secrets, start_bridge
+from .chain import (ALERTS, BOTS, EXPECTED, KEYWORD, alertmanager_config, cards, prometheus_alerts, secrets,
+                    start_bridge)
 
 pytestmark = pytest.mark.e2e
 
-# alertname -> labels; where each goes follows chain.ROUTE.
-ALERTS = {
-    "DBReplicationLag": {"team": "db", "severity": "critical"},   # oncall (continue), then db
-    "DiskAlmostFull": {"team": "db", "severity": "warning"},      # db
-    "HighCPU": {"team": "infra", "severity": "critical"},         # oncall only: a child took it
-    "NodeDown": {"team": "infra", "severity": "warning"},         # no child: the root's ops
-}
-EXPECTED = {
-    "oncall": {"DBReplicationLag", "HighCPU"},
-    "db": {"DBReplicationLag", "DiskAlmostFull"},
-    "ops": {"NodeDown"},
-}
 FIRING_COLOUR = {"critical": "red", "warning": "orange"}
 WAIT = 20.0
-
-
-def _alerts(started: datetime, ended: datetime | None = None) -> list[dict]:
-    return [
-        {
-            "labels": {"alertname": name, "instance": f"{name.lower()}-1:9100", "job": "node", **labels},
-            "annotations": {"summary": f"{name} on {name.lower()}-1"},
-            "startsAt": started.isoformat(),
-            **({"endsAt": ended.isoformat()} if ended else {}),
-            "generatorURL": f"http://prometheus.test:9090/graph?g0.expr={name}",
-        }
-        for name, labels in ALERTS.items()
-    ]
 
 
 def test_alertmanager_firing_then_resolved_reach_the_routed_bots_signed_and_keyworded(
@@ -48,7 +24,7 @@ def test_alertmanager_firing_then_resolved_reach_the_routed_bots_signed_and_keyw
                                      binary=alertmanager_binary))
     started = datetime.now(timezone.utc) - timedelta(minutes=10)
 
-    am.post_alerts(_alerts(started))
+    am.post_alerts(prometheus_alerts(started))
     for bot in BOTS:
         fake_feishu.wait_for(bot.token, len(EXPECTED[bot.name]), timeout=WAIT)
     for bot in BOTS:
@@ -58,7 +34,7 @@ def test_alertmanager_firing_then_resolved_reach_the_routed_bots_signed_and_keyw
             assert card.state == "FIRING"
             assert card.colour == FIRING_COLOUR[ALERTS[card.alertname]["severity"]], card
 
-    am.post_alerts(_alerts(started, ended=datetime.now(timezone.utc) - timedelta(seconds=1)))
+    am.post_alerts(prometheus_alerts(started, ended=datetime.now(timezone.utc) - timedelta(seconds=1)))
     for bot in BOTS:
         fake_feishu.wait_for(bot.token, 2 * len(EXPECTED[bot.name]), timeout=WAIT)
     for bot in BOTS:
