@@ -131,15 +131,23 @@ class _Server(BaseApplication):
     def load(self):
         from .web import create_app
 
-        return create_app(load(self.config_path), logger=logging.getLogger("bridge"))
+        config = load(self.config_path)
+        # What the worker (serving.worker) reads requests with: as at start, like the app's limit.
+        self.server_settings = config.server
+        return create_app(config, logger=logging.getLogger("bridge"))
 
 
-def settings(host: str, port: int, workers: int, threads: int, log_level: str) -> dict:
+# gthread, with each request read whole in the worker's event loop before a thread takes it.
+WORKER_CLASS = "bridge.serving.worker.BufferingWorker"
+
+
+def settings(host: str, port: int, workers: int, threads: int, log_level: str,
+             worker_class: str = WORKER_CLASS) -> dict:
     return {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": worker_class,
         "timeout": 30,
         "graceful_timeout": 20,
         # Alertmanager reuses connections; Grafana does not. Keep idle ones briefly.
@@ -158,12 +166,12 @@ def settings(host: str, port: int, workers: int, threads: int, log_level: str) -
 
 
 def run(config_path: str | None, storage_path, *, host: str, port: int, workers: int, threads: int,
-        log_level: str) -> int:
+        log_level: str, worker_class: str = WORKER_CLASS) -> int:
     created = prepare_metrics_dir()
     master = os.getpid()
     limit_malloc_arenas()      # before any worker (or thread) exists
     try:
-        _Server(config_path, storage_path, settings(host, port, workers, threads, log_level)).run()
+        _Server(config_path, storage_path, settings(host, port, workers, threads, log_level, worker_class)).run()
     finally:
         # gunicorn forks its workers deep inside run(), and a worker leaves by raising
         # SystemExit up through this very frame: without the pid check every exiting

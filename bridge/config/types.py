@@ -19,6 +19,7 @@ from ..model import FIRING, Mention
 from ..secret import Secret, WebhookURL
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_READ_TIMEOUT = 10.0
 DEFAULT_STORAGE_PATH = "feishu-alert-bridge-outbox.db"
 # Between names in a label value, besides whitespace: ASCII and full-width commas and
 # semicolons, and the ideographic enumeration comma that Chinese lists use (张三、李四).
@@ -109,6 +110,10 @@ class Bot:
 @dataclass(frozen=True)
 class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # The most a client may take to send a whole request (head and body). Clients wait in
+    # the worker's event loop, never in a handler thread (bridge/serving/worker.py); this
+    # only bounds how long their bytes are kept. A webhook body arrives in milliseconds.
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
 
 @dataclass(frozen=True)
