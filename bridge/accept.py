@@ -51,13 +51,22 @@ def find_bot(config: Config, name: object) -> Bot:
 # here is decoded again at send time on another stack. A fixed limit far below both makes
 # every depth answer the same, wherever it is decoded.
 MAX_JSON_DEPTH = 64
+# Values (array items, object members, arrays and objects) per byte of a body, at most.
+# Decoded, each value is a Python object of 50 to 100 bytes however short its JSON, so a
+# body of "[[],[],..." took 21 times its size in memory; real bodies have one value per
+# 12 to 26 bytes (tests/fixtures, bench/benchlib.py). One per 6 bytes keeps what a body
+# can take decoded near 12 times its size, with twice the room any real one needs.
+MIN_BYTES_PER_VALUE = 6
+# Bodies this small are decoded without looking at their shape: they cannot take much.
+_SHAPE_FROM = 64 * 1024
 # Python refuses to convert an integer of more digits (sys.get_int_max_str_digits(),
 # CVE-2020-10735); json.loads then raises a plain ValueError.
 _MAX_INT_DIGITS = 4300
-# What the depth check keeps of a body: brackets, all made "[" and "]" (nesting does not
-# depend on their kind), and the quotes that say which brackets are inside strings.
+# What the shape check keeps of a body: brackets, all made "[" and "]" (nesting does not
+# depend on their kind), the separators of values, and the quotes that say which of
+# them are inside strings.
 _BRACKETS = bytes.maketrans(b"{}", b"[]")
-_NOT_STRUCTURE = bytes(range(256)).translate(None, b'[]{}"')
+_NOT_STRUCTURE = bytes(range(256)).translate(None, b'[]{}",:')
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _RUNS = re.compile(rb"\[+|\]+")
 _ROUNDS = 8
@@ -75,11 +84,9 @@ def decode_json(raw: bytes | str) -> object:
     """The JSON of a body as received (a webhook's, a preview request's, a payload file's);
     PayloadError saying what is wrong with it, and where."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    # Too few brackets to nest deeper: the common small body costs two counts.
-    few = data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH
-    if not few and json_depth(data) > MAX_JSON_DEPTH:
-        raise PayloadError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels (an Alertmanager or Grafana body "
-                           "has 4)")
+    # A small body with too few brackets to nest too deep costs two counts.
+    if len(data) > _SHAPE_FROM or data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH:
+        _check_shape(data)
     try:
         return json.loads(raw, parse_constant=_refuse_constant)
     except UnicodeDecodeError:
@@ -88,21 +95,33 @@ def decode_json(raw: bytes | str) -> object:
         raise PayloadError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except _NotJSON as exc:
         raise PayloadError(f"not JSON: {exc} (JSON has no NaN or Infinity)") from None
-    except RecursionError:  # json_depth let it through: cannot happen below MAX_JSON_DEPTH
+    except RecursionError:  # _check_shape let it through: cannot happen below MAX_JSON_DEPTH
         raise PayloadError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError:  # the only other one json.loads raises: an integer too long to convert
         raise PayloadError(f"a number with more than {_MAX_INT_DIGITS} digits") from None
 
 
-def json_depth(data: bytes) -> int:
-    """How deeply the arrays and objects of a JSON text nest (0 for a scalar), with bytes
-    methods and C-level iteration: nothing is decoded.
+def _check_shape(data: bytes) -> None:
+    depth, values = json_shape(data)
+    if depth > MAX_JSON_DEPTH:
+        raise PayloadError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels (an Alertmanager or Grafana body "
+                           "has 4)")
+    if len(data) > _SHAPE_FROM and values * MIN_BYTES_PER_VALUE > len(data):
+        raise PayloadError(f"too many JSON values for the body's size: {values} in {len(data)} bytes, more than one "
+                           f"per {MIN_BYTES_PER_VALUE} bytes (a webhook body has one per 12 or more)")
 
-    Strings are taken out first, since their brackets do not nest: escapes go (so the
-    only quotes left delimit strings), then everything but brackets and quotes, then the
-    quote pairs with nothing between them, then what lies between the quotes still left.
-    What remains is brackets; each round takes out the innermost pairs, one level. For
-    text that is not JSON the figure means little; json.loads says what is wrong.
+
+def json_shape(data: bytes) -> tuple[int, int]:
+    """How deeply the arrays and objects of a JSON text nest (0 for a scalar), and about how
+    many values it holds (its separators and brackets), with bytes methods and C-level
+    iteration: nothing is decoded.
+
+    Strings are taken out first, since what they hold is not structure: escapes go (so
+    the only quotes left delimit strings), then everything but brackets, separators and
+    quotes, then the quote pairs with nothing between them, then what lies between the
+    quotes still left. Of the brackets that remain, each round takes out the innermost
+    pairs, one level. For text that is not JSON the figures mean little; json.loads says
+    what is wrong.
     """
     # Only a backslash right before a quote can hide one (an escaped quote, or an escaped
     # backslash that ends a string): without one the escapes can stay.
@@ -110,6 +129,8 @@ def json_depth(data: bytes) -> int:
     marks = marks.translate(_BRACKETS, _NOT_STRUCTURE).replace(b'""', b"")
     if b'"' in marks:
         marks = b"".join(marks.split(b'"')[::2])
+    values = marks.count(b"[") + marks.count(b",") + marks.count(b":")
+    marks = marks.translate(None, b",:")
     depth = 0
     # Rounds are fastest for a real body (4 rounds over a few KB); a hostile one could
     # make each round cost its whole length, so after a few it is measured run by run.
@@ -118,7 +139,7 @@ def json_depth(data: bytes) -> int:
         if len(inner) == len(marks):
             break
         marks, depth = inner, depth + 1
-    return depth + _deepest_run_sum(marks)
+    return depth + _deepest_run_sum(marks), values
 
 
 def _deepest_run_sum(marks: bytes) -> int:

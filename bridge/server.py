@@ -8,7 +8,6 @@ to load it is not expected.
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 import logging
@@ -22,26 +21,9 @@ from gunicorn.arbiter import Arbiter
 from .config import load
 from .errors import ConfigError
 from .reload import generation_path, request_reload
+from .serving.memory import tune_malloc
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"   # the same name as bridge.metrics', not imported from there
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8                            # glibc malloc.h
-
-
-def limit_malloc_arenas() -> None:
-    """What MALLOC_ARENA_MAX=2 does, for the master and (through fork) every worker.
-
-    glibc gives threads that allocate at the same time arenas of their own, up to eight
-    per core, and a worker's handler and sender threads each left a partly used one
-    behind: a few MiB per worker for no speed we could measure. An explicit
-    MALLOC_ARENA_MAX in the environment wins; on other C libraries this does nothing.
-    """
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
-    except (OSError, AttributeError):
-        pass   # not glibc (musl has no mallopt): nothing to limit
 
 
 def _worker_exit(server, worker) -> None:
@@ -169,7 +151,7 @@ def run(config_path: str | None, storage_path, *, host: str, port: int, workers:
         log_level: str, worker_class: str = WORKER_CLASS) -> int:
     created = prepare_metrics_dir()
     master = os.getpid()
-    limit_malloc_arenas()      # before any worker (or thread) exists
+    tune_malloc()              # before any worker (or thread) exists
     try:
         _Server(config_path, storage_path, settings(host, port, workers, threads, log_level, worker_class)).run()
     finally:

@@ -18,7 +18,10 @@ from ..matchers import Matcher
 from ..model import FIRING, Mention
 from ..secret import Secret, WebhookURL
 
-DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+# The largest body a real sender needs is about 3 MiB (1000 alerts of one group with long
+# annotations; bench/big_bodies.py): 5 MiB leaves room, and every MiB of body costs the
+# worker several MiB to decode and, at send time, to render (README, "Memory").
+DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 DEFAULT_READ_TIMEOUT = 10.0
 DEFAULT_STORAGE_PATH = "feishu-alert-bridge-outbox.db"
 # Between names in a label value, besides whitespace: ASCII and full-width commas and

@@ -17,11 +17,16 @@ What a connection may cost while it is read:
 - memory: a head may take HEAD_LIMIT bytes, and a request ALLOWANCE bytes in all; a
   larger one first reserves what its body may take (its Content-Length, or up to
   server.max_body_bytes when chunked) in a budget of BUDGET_REQUESTS such requests per
-  worker, held until a thread takes the request. A request that does not fit waits,
-  unread (TCP pushes back on its client), its read_timeout clock stopped, until earlier
-  ones leave; it holds nothing of the budget meanwhile, so the budget cannot deadlock.
+  worker, held until the request is answered: so at most that many large bodies are in
+  a worker's memory at once, raw or decoded. A request that does not fit waits, unread
+  (TCP pushes back on its client), its read_timeout clock stopped, until earlier ones
+  leave; it holds nothing of the budget meanwhile, so the budget cannot deadlock. After a
+  large request the free memory goes back to the system (memory.trim).
 - closing: gthread closes a connection with a blocking drain of up to 2 s in its event
   loop (gunicorn.util.close_graceful); here the drain is another event in the loop.
+
+Requests for the operations endpoints and the preview run in small thread pools of their
+own (LANES), so that neither webhooks nor previews can keep /-/healthy from answering.
 
 With TLS, HTTP/2, the uwsgi protocol or the PROXY protocol configured through
 GUNICORN_CMD_ARGS, requests are not buffered (gthread's own behaviour), with a warning.
@@ -30,83 +35,52 @@ GUNICORN_CMD_ARGS, requests are not buffered (gthread's own behaviour), with a w
 from __future__ import annotations
 
 import errno
-import json
 import selectors
 import socket
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 
-from gunicorn.http.unreader import SocketUnreader
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import ThreadWorker
 
 from ..config import ServerConfig
+from . import memory
+from .connection import CONTINUE, Conn, Lingering, Prefilled, Reading, answer, send_quietly
 from .framing import HEAD_LIMIT, TRAILER_LIMIT, RequestScan, Verdict
 
 ALLOWANCE = 16 * 1024        # a small webhook, head and body: never waits for the budget
-BUDGET_REQUESTS = 2          # max-size requests a worker holds at once, buffered or waiting for a thread
+BUDGET_REQUESTS = 2          # max-size requests a worker holds at once, from first byte to answer
 READ_SIZE = 256 * 1024
-LINGER_SECONDS = 2.0         # how long a closing connection's unread bytes are drained (as gunicorn's)
 SWEEP_SECONDS = 0.25         # how often deadlines are checked
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_PHRASES = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large"}
-
-
-@dataclass
-class _Reading:
-    """A request being read in the loop."""
-
-    scan: RequestScan
-    buf: bytearray
-    deadline: float
-    reserved: int = 0            # bytes of the worker's budget this request holds
-    left: float | None = None    # while paused: what was left of the read_timeout
-
-
-class _Conn(TConn):
-    """gthread's connection, with the state of the request being read."""
-
-    reading: _Reading | None = None
-    registered = False
-    complete = True              # the request handed to a thread was all buffered
-    continued = False            # the loop sent "100 Continue" for the current request
-    reserved = 0                 # budget bytes to release when a thread takes the request
-
-    def __init__(self, worker: BufferingWorker, *args):
-        super().__init__(*args)
-        self.worker = worker
-
-    def close(self, graceful: bool = False) -> None:
-        if graceful and self.worker.buffering:
-            self.worker.linger(self.sock)   # called in the loop (gthread's finish_request)
-        else:
-            super().close(graceful)
-
-
-class _Prefilled(SocketUnreader):
-    """gunicorn's socket reader, serving first the bytes the loop has read, a piece at a time.
-
-    Not gunicorn's unread(): it keeps what it is given in one buffer that every read then
-    copies whole, which for a 10 MiB body sent in small chunks never finished.
-    """
-
-    def __init__(self, sock: socket.socket, data: bytearray):
-        super().__init__(sock)
-        self.data, self.offset = data, 0
-
-    def chunk(self, size_hint: int | None = None) -> bytes:
-        if self.offset >= len(self.data):
-            self.data = b""   # the request's buffer can go now
-            return super().chunk(size_hint)
-        size = max(self.mxchunk, min(size_hint or 0, self.max_body_chunk))
-        piece = bytes(self.data[self.offset:self.offset + size])
-        self.offset += len(piece)
-        return piece
+TRIM_FROM = 1024 * 1024      # after a request this large, free memory goes back to the system
+TRIM_SECONDS = 10.0          # and at most this often otherwise (the senders' renders)
+# Requests whose path starts with one of these run in threads of their own, never queued
+# behind webhooks nor holding their threads: the operations endpoints (a liveness probe
+# and /-/reload must answer under full load) and the template preview (a pasted template
+# renders in a child process for up to 10 s).
+LANES = ((b"/-/", 2), (b"/preview", 2))
 
 
 class BufferingWorker(ThreadWorker):
     """gthread, with requests read in the event loop before a thread takes them."""
 
     buffering = False
+
+    def init_process(self) -> None:
+        self.lanes = [(prefix, ThreadPoolExecutor(threads, thread_name_prefix=f"lane{prefix.decode()}"))
+                      for prefix, threads in LANES]
+        super().init_process()   # runs the worker, until it stops
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            for _, pool in self.lanes:
+                pool.shutdown(wait=False)
+
+    def handle_quit(self, sig, frame) -> None:
+        for _, pool in self.lanes:
+            pool.shutdown(wait=False)
+        super().handle_quit(sig, frame)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -117,10 +91,11 @@ class BufferingWorker(ThreadWorker):
         self.max_chunked = HEAD_LIMIT + settings.max_body_bytes + TRAILER_LIMIT + settings.max_body_bytes // 8
         self.budget = BUDGET_REQUESTS * self.max_chunked
         self.held = 0                                   # budget bytes reserved
-        self.reading: set[_Conn] = set()
-        self.paused: list[_Conn] = []
-        self.lingering: dict[socket.socket, float] = {}   # socket -> when to give up draining it
+        self.reading: set[Conn] = set()
+        self.paused: list[Conn] = []
+        self.lingering = Lingering(self.poller)
         self.next_sweep = 0.0
+        self.trim_due, self.next_trim = False, 0.0
         cfg = self.cfg
         self.buffering = (not cfg.is_ssl and getattr(cfg, "protocol", "http") == "http"
                           and getattr(cfg, "http2_cleartext", "off") == "off"
@@ -139,9 +114,9 @@ class BufferingWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        self.enqueue_req(_Conn(self, self.cfg, sock, client, listener.getsockname()))
+        self.enqueue_req(Conn(self, self.cfg, sock, client, listener.getsockname()))
 
-    def enqueue_req(self, conn: _Conn) -> None:
+    def enqueue_req(self, conn: Conn) -> None:
         """Every way a request reaches gthread's thread pool (a new connection, a kept-alive
         one that became readable, one whose next request is already buffered) comes here:
         the request is read in the loop first."""
@@ -149,7 +124,7 @@ class BufferingWorker(ThreadWorker):
             super().enqueue_req(conn)
             return
         already = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
-        conn.reading = _Reading(RequestScan(self.max_body), bytearray(already),
+        conn.reading = Reading(RequestScan(self.max_body), bytearray(already),
                                 time.monotonic() + self.read_timeout)
         conn.complete, conn.continued = True, False
         self.reading.add(conn)
@@ -159,14 +134,14 @@ class BufferingWorker(ThreadWorker):
         else:
             self._register(conn)
 
-    def _readable(self, conn: _Conn, _sock: socket.socket) -> None:
+    def _readable(self, conn: Conn, _sock: socket.socket) -> None:
         reading = conn.reading
         room = self._room(conn)
         if room is None:
             self._pause(conn)
             return
         if room <= 0:   # a chunked body whose framing alone goes past what it may take
-            self._drop(conn, answer=_answer(413, f"the chunked body is over {self.max_body} bytes "
+            self._drop(conn, reply=answer(413, f"the chunked body is over {self.max_body} bytes "
                                                  "(server.max_body_bytes) with its framing"))
             return
         try:
@@ -186,7 +161,7 @@ class BufferingWorker(ThreadWorker):
         reading.buf += data
         self._advance(conn)
 
-    def _room(self, conn: _Conn) -> int | None:
+    def _room(self, conn: Conn) -> int | None:
         """How many more bytes the request may buffer now; None when it must wait for the budget."""
         reading = conn.reading
         scan = reading.scan
@@ -204,36 +179,57 @@ class BufferingWorker(ThreadWorker):
             reading.reserved = need
         return max(total, ALLOWANCE) - len(reading.buf)
 
-    def _advance(self, conn: _Conn) -> None:
+    def _advance(self, conn: Conn) -> None:
         verdict: Verdict = conn.reading.scan.feed(conn.reading.buf)
         if verdict.action == "more":
             if conn.reading.scan.expects_continue and not conn.continued:
                 conn.continued = True
-                _send_quietly(conn.sock, _CONTINUE)
+                send_quietly(conn.sock, CONTINUE)
             self._register(conn)
         elif verdict.action == "ready":
             self._hand_off(conn, complete=verdict.complete)
         else:
-            self._drop(conn, answer=_answer(verdict.status, verdict.reason))
+            self._drop(conn, reply=answer(verdict.status, verdict.reason))
 
-    def _hand_off(self, conn: _Conn, *, complete: bool) -> None:
+    def _hand_off(self, conn: Conn, *, complete: bool) -> None:
         reading = self._stop_reading(conn)
         conn.complete, conn.reserved = complete, reading.reserved
         conn.sock.setblocking(True)
         conn.init()   # plain HTTP/1: creates the parser, no I/O
-        conn.parser.unreader = _Prefilled(conn.sock, reading.buf)
-        super().enqueue_req(conn)
+        conn.parser.unreader = Prefilled(conn.sock, reading.buf)
+        pool = self._lane(reading.buf)
+        if pool is None:
+            super().enqueue_req(conn)
+            return
+        done = pool.submit(self.handle, conn)   # as gthread's enqueue_req, in the lane's threads
+        done.add_done_callback(lambda future: self.method_queue.defer(self.finish_request, conn, future))
+
+    def _lane(self, buf: bytearray) -> ThreadPoolExecutor | None:
+        """The lane of the request at the start of buf, by its path; None for the main pool."""
+        line = bytes(buf[:buf.find(b"\r\n", 0, HEAD_LIMIT)]).strip()
+        parts = line.split(b" ")
+        target = parts[1] if len(parts) == 3 else b""
+        for prefix, pool in self.lanes:
+            if target.startswith(prefix):
+                return pool
+        return None
 
     # -- the threads -----------------------------------------------------------------------
 
-    def handle(self, conn: _Conn):
-        reserved = getattr(conn, "reserved", 0)
-        if reserved:
-            conn.reserved = 0
-            self.method_queue.defer(self._release, reserved)
-        return super().handle(conn)
+    def handle(self, conn: Conn):
+        reserved, conn.reserved = getattr(conn, "reserved", 0), 0
+        try:
+            return super().handle(conn)
+        finally:
+            if reserved:   # held until the answer: what the app made of the body is gone by then
+                self.method_queue.defer(self._answered, reserved)
 
-    def handle_request(self, req, conn: _Conn) -> bool:
+    def _answered(self, reserved: int) -> None:
+        self._release(reserved)
+        if reserved >= TRIM_FROM:
+            self.trim_due = True
+
+    def handle_request(self, req, conn: Conn) -> bool:
         if getattr(conn, "continued", False) and hasattr(req, "_expected_100_continue"):
             req._expected_100_continue = False   # the loop has sent it: once is enough
         keepalive = super().handle_request(req, conn)
@@ -257,7 +253,7 @@ class BufferingWorker(ThreadWorker):
             reading.deadline, reading.left = now + reading.left, None
             self._register(conn)
 
-    def _pause(self, conn: _Conn) -> None:
+    def _pause(self, conn: Conn) -> None:
         reading = conn.reading
         reading.left = max(0.0, reading.deadline - time.monotonic())
         reading.deadline = float("inf")
@@ -273,55 +269,28 @@ class BufferingWorker(ThreadWorker):
         for conn in [c for c in self.reading if c.reading.deadline <= now or not (self.alive or c.reading.buf)]:
             if conn.reading.buf:
                 seconds = f"{self.read_timeout:g}"
-                self._drop(conn, answer=_answer(408, f"the request did not arrive within {seconds} s "
+                self._drop(conn, reply=answer(408, f"the request did not arrive within {seconds} s "
                                                      "(server.read_timeout)"))
             else:
                 self._drop(conn)   # it asked nothing; a stopping worker closes idle ones at once
-        for sock in [s for s, deadline in self.lingering.items() if deadline <= now]:
-            self._close_lingering(sock)
+        self.lingering.expire(now)
+        if self.trim_due or now >= self.next_trim:
+            # Between requests, in the loop: malloc_trim holds the arenas' locks briefly.
+            self.trim_due, self.next_trim = False, now + TRIM_SECONDS
+            memory.trim()
 
-    def _drop(self, conn: _Conn, answer: bytes | None = None) -> None:
+    def _drop(self, conn: Conn, reply: bytes | None = None) -> None:
         """Close a connection that is being read: with an answer (then its unread bytes are
         drained first, so that the client sees the answer) or without."""
         self._release_reading(self._stop_reading(conn))
         self.nr_conns -= 1
-        if answer is None:
+        if reply is None:
             conn.sock.close()
             return
-        _send_quietly(conn.sock, answer)
-        self.linger(conn.sock)
+        send_quietly(conn.sock, reply)
+        self.lingering.add(conn.sock)
 
-    def linger(self, sock: socket.socket) -> None:
-        """Close after the peer has read what was sent (RFC 9112 section 9.6): half-close,
-        then drain what it still sends until it closes, for LINGER_SECONDS at most."""
-        try:
-            sock.setblocking(False)
-            sock.shutdown(socket.SHUT_WR)
-            self.poller.register(sock, selectors.EVENT_READ, self._drain)
-        except (OSError, ValueError, KeyError):
-            sock.close()
-            return
-        self.lingering[sock] = time.monotonic() + LINGER_SECONDS
-
-    def _drain(self, sock: socket.socket) -> None:
-        try:
-            if sock.recv(READ_SIZE):
-                return
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            pass
-        self._close_lingering(sock)
-
-    def _close_lingering(self, sock: socket.socket) -> None:
-        self.lingering.pop(sock, None)
-        try:
-            self.poller.unregister(sock)
-        except (KeyError, ValueError, OSError):
-            pass
-        sock.close()
-
-    def _stop_reading(self, conn: _Conn) -> _Reading:
+    def _stop_reading(self, conn: Conn) -> Reading:
         reading, conn.reading = conn.reading, None
         self.reading.discard(conn)
         if conn in self.paused:
@@ -329,31 +298,16 @@ class BufferingWorker(ThreadWorker):
         self._unregister(conn)
         return reading
 
-    def _release_reading(self, reading: _Reading) -> None:
+    def _release_reading(self, reading: Reading) -> None:
         if reading.reserved:
             self._release(reading.reserved)
 
-    def _register(self, conn: _Conn) -> None:
+    def _register(self, conn: Conn) -> None:
         if not conn.registered:
             self.poller.register(conn.sock, selectors.EVENT_READ, lambda sock, conn=conn: self._readable(conn, sock))
             conn.registered = True
 
-    def _unregister(self, conn: _Conn) -> None:
+    def _unregister(self, conn: Conn) -> None:
         if conn.registered:
             self.poller.unregister(conn.sock)
             conn.registered = False
-
-
-def _answer(status: int, reason: str) -> bytes:
-    body = json.dumps({"error": reason}).encode()
-    head = (f"HTTP/1.1 {status} {_PHRASES.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-    return head.encode("ascii") + body
-
-
-def _send_quietly(sock: socket.socket, data: bytes) -> None:
-    """Send what fits now (a short answer always does); a client that is gone gets nothing."""
-    try:
-        sock.send(data)
-    except OSError:
-        pass
