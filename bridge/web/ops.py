@@ -10,7 +10,7 @@ from .state import bridge, runtime
 
 blueprint = Blueprint("ops", __name__)
 # A reload not done by then is answered "still going on" (issue 17: /-/reload must answer within 2 s).
-RELOAD_ANSWER_SECONDS = 1.5
+RELOAD_ANSWER_SECONDS = 1.0
 
 
 @blueprint.before_request

@@ -9,8 +9,9 @@ broken client does to a connection:
     tls       a TLS ClientHello on the plain-HTTP port, then waits for the server's answer
     chunked   a chunked body cut off in its first chunk, the connection left open
 
-A connection the server closes is opened again at once (as slowloris does), so `count`
-stay open all along; how long each was held, and what the server answered, are recorded.
+A connection the server closes is opened again at the next tick (as slowloris does), so
+about `count` stay open all along; how long each was held, and what the server answered,
+are recorded.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class Held:
     """What happened to the slow connections so far."""
 
     opened: int = 0
+    refused: int = 0                                          # connections the server did not accept
     closed_by_server: int = 0
     held_seconds: list[float] = field(default_factory=list)   # open -> server closed, per closed one
     answers: Counter = field(default_factory=Counter)         # the status line the server sent, if any
@@ -82,6 +84,7 @@ class SlowClients:
         self.port, self.kind, self.count, self.interval, self.reconnect = port, kind, count, interval, reconnect
         self.held = Held()
         self._selector = selectors.DefaultSelector()
+        self._closed = 0          # connections to open again at the next tick
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"slow-{kind}", daemon=True)
@@ -111,8 +114,8 @@ class SlowClients:
 
     def snapshot(self) -> Held:
         with self._lock:
-            return Held(self.held.opened, self.held.closed_by_server, list(self.held.held_seconds),
-                        Counter(self.held.answers))
+            return Held(self.held.opened, self.held.refused, self.held.closed_by_server,
+                        list(self.held.held_seconds), Counter(self.held.answers))
 
     def _open(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -147,6 +150,13 @@ class SlowClients:
                 self._readable(key.fileobj, key.data)
             if time.monotonic() >= next_tick:
                 next_tick += self.interval
+                reopen, self._closed = self._closed, 0
+                for _ in range(reopen):
+                    try:
+                        self._open()
+                    except OSError:
+                        with self._lock:
+                            self.held.refused += 1
                 for key in list(self._selector.get_map().values()):
                     conn = key.data
                     byte = _trickle(self.kind, conn.sent)
@@ -171,8 +181,8 @@ class SlowClients:
             self.held.held_seconds.append(time.monotonic() - conn.opened)
             status = conn.answer.split(b"\r\n", 1)[0].decode("latin-1") if conn.answer else "(no answer)"
             self.held.answers[status] += 1
-        if self.reconnect and not self._stop.is_set():
-            self._open()
+        if self.reconnect:
+            self._closed += 1
 
 
 def timed_request(port: int, method: str, path: str, body: bytes | None = None, *,
