@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from bridge.config import ServerConfig, loads
+from bridge.errors import ConfigError
 from procs import BridgeProcess
 from support.hostile import exchange, request
 from support.slow import KINDS, SlowClients, timed_request
@@ -207,3 +209,11 @@ def test_previews_of_pasted_templates_do_not_hold_the_webhooks_threads(bridge):
     assert not problems, f"while 8 previews rendered: {problems}"
     # Rendered (200), stopped at the CPU limit (400), or no slot free in time (503).
     assert statuses <= {200, 400, 503}, statuses
+
+
+def test_read_timeout_is_a_duration_in_the_server_section():
+    base = "bots: [{name: ops}]\nroute: {bots: [ops]}\n"
+    assert loads(base).server == ServerConfig(read_timeout=10.0)
+    assert loads(base + "server: {read_timeout: 1m30s}").server.read_timeout == 90.0
+    with pytest.raises(ConfigError, match=r"server\.read_timeout: expected a positive duration"):
+        loads(base + "server: {read_timeout: soon}")

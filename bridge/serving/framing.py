@@ -87,7 +87,9 @@ class RequestScan:
             if buf[start] == _TLS_HANDSHAKE:
                 return refuse(400, "this port speaks plain HTTP, not TLS: use http://")
             return refuse(400, "not an HTTP request")
-        end = buf.find(b"\r\n\r\n")
+        if start == len(buf):
+            return MORE if len(buf) <= HEAD_LIMIT else refuse(431, f"the request head is over {HEAD_LIMIT} bytes")
+        end = buf.find(b"\r\n\r\n", start)
         if (end < 0 and len(buf) > HEAD_LIMIT) or end + 4 > HEAD_LIMIT:
             return refuse(431, f"the request head is over {HEAD_LIMIT} bytes")
         if end < 0:
