@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
+from itertools import accumulate, cycle
+from operator import mul
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from .config import Bot, Config, DeliveryConfig
@@ -43,15 +46,111 @@ def find_bot(config: Config, name: object) -> Bot:
     return bot
 
 
+# The deepest nesting a body may have. Alertmanager's and Grafana's bodies are 4 deep
+# (body, alerts, alert, labels); json.loads itself fails with RecursionError somewhere
+# below 1000 levels, at a depth that depends on the stack it runs on, and a payload stored
+# here is decoded again at send time on another stack. A fixed limit far below both makes
+# every depth answer the same, wherever it is decoded.
+MAX_JSON_DEPTH = 64
+# Values (array items, object members, arrays and objects) per byte of a body, at most.
+# Decoded, each value is a Python object of 50 to 100 bytes however short its JSON, so a
+# body of "[[],[],..." took 21 times its size in memory; real bodies have one value per
+# 12 to 26 bytes (tests/fixtures, bench/benchlib.py). One per 6 bytes keeps what a body
+# can take decoded near 12 times its size, with twice the room any real one needs.
+MIN_BYTES_PER_VALUE = 6
+# Bodies this small are decoded without looking at their shape: they cannot take much.
+_SHAPE_FROM = 64 * 1024
+# Python refuses to convert an integer of more digits (sys.get_int_max_str_digits(),
+# CVE-2020-10735); json.loads then raises a plain ValueError.
+_MAX_INT_DIGITS = 4300
+# What the shape check keeps of a body: brackets, all made "[" and "]" (nesting does not
+# depend on their kind), the separators of values, and the quotes that say which of
+# them are inside strings.
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_STRUCTURE = bytes(range(256)).translate(None, b'[]{}",:')
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_RUNS = re.compile(rb"\[+|\]+")
+_ROUNDS = 8
+
+
+class _NotJSON(ValueError):
+    """NaN, Infinity or -Infinity: json.loads takes them, JSON (RFC 8259) has none."""
+
+
+def _refuse_constant(name: str) -> object:
+    raise _NotJSON(name)
+
+
 def decode_json(raw: bytes | str) -> object:
     """The JSON of a body as received (a webhook's, a preview request's, a payload file's);
     PayloadError saying what is wrong with it, and where."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    # A small body with too few brackets to nest too deep costs two counts.
+    if len(data) > _SHAPE_FROM or data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH:
+        _check_shape(data)
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except UnicodeDecodeError:
         raise PayloadError("not UTF-8 encoded JSON") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except _NotJSON as exc:
+        raise PayloadError(f"not JSON: {exc} (JSON has no NaN or Infinity)") from None
+    except RecursionError:  # _check_shape let it through: cannot happen below MAX_JSON_DEPTH
+        raise PayloadError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError:  # the only other one json.loads raises: an integer too long to convert
+        raise PayloadError(f"a number with more than {_MAX_INT_DIGITS} digits") from None
+
+
+def _check_shape(data: bytes) -> None:
+    depth, values = json_shape(data)
+    if depth > MAX_JSON_DEPTH:
+        raise PayloadError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels (an Alertmanager or Grafana body "
+                           "has 4)")
+    if len(data) > _SHAPE_FROM and values * MIN_BYTES_PER_VALUE > len(data):
+        raise PayloadError(f"too many JSON values for the body's size: {values} in {len(data)} bytes, more than one "
+                           f"per {MIN_BYTES_PER_VALUE} bytes (a webhook body has one per 12 or more)")
+
+
+def json_shape(data: bytes) -> tuple[int, int]:
+    """How deeply the arrays and objects of a JSON text nest (0 for a scalar), and about how
+    many values it holds (its separators and brackets), with bytes methods and C-level
+    iteration: nothing is decoded.
+
+    Strings are taken out first, since what they hold is not structure: escapes go (so
+    the only quotes left delimit strings), then everything but brackets, separators and
+    quotes, then the quote pairs with nothing between them, then what lies between the
+    quotes still left. Of the brackets that remain, each round takes out the innermost
+    pairs, one level. For text that is not JSON the figures mean little; json.loads says
+    what is wrong.
+    """
+    # Only a backslash right before a quote can hide one (an escaped quote, or an escaped
+    # backslash that ends a string): without one the escapes can stay.
+    marks = _ESCAPE.sub(b"", data) if b'\\"' in data else data
+    marks = marks.translate(_BRACKETS, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in marks:
+        marks = b"".join(marks.split(b'"')[::2])
+    values = marks.count(b"[") + marks.count(b",") + marks.count(b":")
+    marks = marks.translate(None, b",:")
+    depth = 0
+    # Rounds are fastest for a real body (4 rounds over a few KB); a hostile one could
+    # make each round cost its whole length, so after a few it is measured run by run.
+    while marks and depth < _ROUNDS:
+        inner = marks.replace(b"[]", b"")
+        if len(inner) == len(marks):
+            break
+        marks, depth = inner, depth + 1
+    return depth + _deepest_run_sum(marks), values
+
+
+def _deepest_run_sum(marks: bytes) -> int:
+    """The highest level a string of "[" and "]" reaches: runs of each kind alternate, so
+    the levels are a running sum of run lengths with alternating signs (C-level calls only)."""
+    runs = _RUNS.findall(marks)
+    if not runs:
+        return 0
+    signs = cycle((1, -1) if runs[0][:1] == b"[" else (-1, 1))
+    return max(0, max(accumulate(map(mul, map(len, runs), signs))))
 
 
 def notification_identity(notification: Notification, alerts: list[Alert] | tuple[Alert, ...]) -> str:

@@ -8,7 +8,6 @@ to load it is not expected.
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 import logging
@@ -22,26 +21,9 @@ from gunicorn.arbiter import Arbiter
 from .config import load
 from .errors import ConfigError
 from .reload import RELOAD_FILE_ENV, generation_path, request_reload
+from .serving.memory import tune_malloc
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"   # the same name as bridge.metrics', not imported from there
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8                            # glibc malloc.h
-
-
-def limit_malloc_arenas() -> None:
-    """What MALLOC_ARENA_MAX=2 does, for the master and (through fork) every worker.
-
-    glibc gives threads that allocate at the same time arenas of their own, up to eight
-    per core, and a worker's handler and sender threads each left a partly used one
-    behind: a few MiB per worker for no speed we could measure. An explicit
-    MALLOC_ARENA_MAX in the environment wins; on other C libraries this does nothing.
-    """
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
-    except (OSError, AttributeError):
-        pass   # not glibc (musl has no mallopt): nothing to limit
 
 
 def _worker_exit(server, worker) -> None:
@@ -131,15 +113,23 @@ class _Server(BaseApplication):
     def load(self):
         from .web import create_app
 
-        return create_app(load(self.config_path), logger=logging.getLogger("bridge"))
+        config = load(self.config_path)
+        # What the worker (serving.worker) reads requests with: as at start, like the app's limit.
+        self.server_settings = config.server
+        return create_app(config, logger=logging.getLogger("bridge"))
 
 
-def settings(host: str, port: int, workers: int, threads: int, log_level: str) -> dict:
+# gthread, with each request read whole in the worker's event loop before a thread takes it.
+WORKER_CLASS = "bridge.serving.worker.BufferingWorker"
+
+
+def settings(host: str, port: int, workers: int, threads: int, log_level: str,
+             worker_class: str = WORKER_CLASS) -> dict:
     return {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": worker_class,
         "timeout": 30,
         "graceful_timeout": 20,
         # Alertmanager reuses connections; Grafana does not. Keep idle ones briefly.
@@ -170,13 +160,13 @@ def prepare_reload_file(storage_path) -> str | None:
 
 
 def run(config_path: str | None, storage_path, *, host: str, port: int, workers: int, threads: int,
-        log_level: str) -> int:
+        log_level: str, worker_class: str = WORKER_CLASS) -> int:
     created = prepare_metrics_dir()
     reload_dir = prepare_reload_file(storage_path)
     master = os.getpid()
-    limit_malloc_arenas()      # before any worker (or thread) exists
+    tune_malloc()              # before any worker (or thread) exists
     try:
-        _Server(config_path, storage_path, settings(host, port, workers, threads, log_level)).run()
+        _Server(config_path, storage_path, settings(host, port, workers, threads, log_level, worker_class)).run()
     finally:
         # gunicorn forks its workers deep inside run(), and a worker leaves by raising
         # SystemExit up through this very frame: without the pid check every exiting

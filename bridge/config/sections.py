@@ -9,10 +9,10 @@ from typing import Any, Mapping
 from ..secret import Secret
 from ..template_files import template_names
 from .reader import Reader
-from .types import (DEFAULT_MAX_BODY_BYTES, AuthConfig, Bot, DeliveryConfig, GrafanaHMAC, LogConfig, PreviewConfig,
+from .types import (AuthConfig, Bot, DeliveryConfig, GrafanaHMAC, LogConfig, PreviewConfig,
                     RelayConfig, ReloadConfig, ServerConfig)
 
-_SERVER_KEYS = {"max_body_bytes"}
+_SERVER_KEYS = {"max_body_bytes", "read_timeout"}
 _DELIVERY_KEYS = {"max_age", "dedupe_window", "coalesce", "backoff_base", "backoff_cap", "shutdown_grace"}
 _AUTH_KEYS = {"bearer_token", "bearer_token_file", "basic", "grafana_hmac", "protect_operations"}
 _BASIC_KEYS = {"username", "password", "password_file"}
@@ -151,7 +151,8 @@ def read_log(r: Reader, raw: Any) -> LogConfig:
 
 
 def read_server(r: Reader, raw: Any) -> ServerConfig:
-    section = r.mapping(raw, "server", _SERVER_KEYS)
+    section, default = r.mapping(raw, "server", _SERVER_KEYS), ServerConfig()
     return ServerConfig(
-        max_body_bytes=r.size(section.get("max_body_bytes"), "server.max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+        max_body_bytes=r.size(section.get("max_body_bytes"), "server.max_body_bytes", default.max_body_bytes),
+        read_timeout=r.duration(section.get("read_timeout"), "server.read_timeout", default.read_timeout),
     )

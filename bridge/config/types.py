@@ -18,7 +18,11 @@ from ..matchers import Matcher
 from ..model import FIRING, Mention
 from ..secret import DSN, Secret, WebhookURL
 
-DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+# The largest body a real sender needs is about 3 MiB (1000 alerts of one group with long
+# annotations; bench/big_bodies.py): 5 MiB leaves room, and every MiB of body costs the
+# worker several MiB to decode and, at send time, to render (README, "Memory").
+DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+DEFAULT_READ_TIMEOUT = 10.0
 DEFAULT_STORAGE_PATH = "feishu-alert-bridge-outbox.db"
 DEFAULT_PG_SCHEMA = "feishu_bridge"
 DEFAULT_PG_POOL = 4
@@ -161,6 +165,10 @@ class Bot:
 @dataclass(frozen=True)
 class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # The most a client may take to send a whole request (head and body). Clients wait in
+    # the worker's event loop, never in a handler thread (bridge/serving/worker.py); this
+    # only bounds how long their bytes are kept. A webhook body arrives in milliseconds.
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from ..errors import ConfigError
-from ..reload import generation_path, request_reload
 from . import auth
 from .state import bridge, runtime
 
 blueprint = Blueprint("ops", __name__)
+# A reload not done by then is answered "still going on" (issue 17: /-/reload must answer within 2 s).
+RELOAD_ANSWER_SECONDS = 1.0
 
 
 @blueprint.before_request
@@ -44,14 +45,20 @@ def reload() -> tuple[Response, int] | Response:
     """Reload config and templates here, then ask the other workers to do the same.
 
     500 with every problem on failure (Prometheus answers a failed reload with 500
-    too); the running configuration stays.
+    too); the running configuration stays. A reload still going on after
+    RELOAD_ANSWER_SECONDS (a machine busy with webhooks, a very large file) is answered
+    202 at once and goes on; its outcome is logged and shown by
+    feishu_bridge_config_last_reload_successful.
     """
+    outcome = bridge().reload_in_background()
     try:
-        config = bridge().reload()
+        config = outcome.result(timeout=RELOAD_ANSWER_SECONDS)
+    except TimeoutError:
+        return jsonify(status="reloading", message=(
+            f"the reload is still going on after {RELOAD_ANSWER_SECONDS:g} s; its outcome will be logged "
+            "(event reloaded or reload_failed) and shown by feishu_bridge_config_last_reload_successful")), 202
     except ConfigError as exc:  # already logged by reload()
         return jsonify(error="reload failed; the running configuration stays", problems=exc.problems), 500
-    request_reload(generation_path(config.storage.path))
-    bridge().watcher.acknowledge(config.file_signature)
     return jsonify(status="reloaded", bots=list(config.bots))
 
 

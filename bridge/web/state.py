@@ -8,6 +8,7 @@ request still sees the configuration it started with, whole.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 from flask import current_app, g
@@ -16,7 +17,7 @@ from ..bootstrap import Runtime, Services
 from ..config import Config, load
 from ..errors import ConfigError
 from ..metrics import Metrics
-from ..reload import Watcher, generation_path
+from ..reload import Watcher, generation_path, request_reload
 
 
 class Bridge:
@@ -66,6 +67,27 @@ class Bridge:
         self.log.info("configuration reloaded", extra={"event": "reloaded", "config": config.source,
                                                         "bots": list(config.bots)})
         return config
+
+    def reload_and_spread(self) -> Config:
+        """reload(), then ask the other workers to follow (what POST /-/reload does)."""
+        config = self.reload()
+        request_reload(generation_path(config.storage.path))
+        self.watcher.acknowledge(config.file_signature)
+        return config
+
+    def reload_in_background(self) -> Future:
+        """reload_and_spread() in a thread of its own: its outcome, whenever it comes."""
+        outcome: Future = Future()
+
+        def run() -> None:
+            outcome.set_running_or_notify_cancel()
+            try:
+                outcome.set_result(self.reload_and_spread())
+            except BaseException as exc:   # the caller's to judge, as result() raises it
+                outcome.set_exception(exc)
+
+        threading.Thread(target=run, name="bridge-reload-request", daemon=True).start()
+        return outcome
 
     def reload_or_keep(self) -> None:
         """reload() for callers with no one to answer (the watcher, SIGHUP in --dev): it has logged why."""

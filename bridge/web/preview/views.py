@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from ... import samples, sources
 from ...accept import UnknownBot, decode_json, find_bot
@@ -34,6 +34,7 @@ from ...mentions import MentionResolver
 from ...render import count_components
 from ...template_files import TEMPLATE_SUFFIX, shipped_templates_dir, template_names
 from .. import auth
+from ..body import body_limit, read_body
 from ..state import bridge, runtime
 from . import sandbox
 from .sandbox import PASTED, Job
@@ -149,16 +150,21 @@ def _limits(config: Config, app: bool = False) -> dict[str, Any]:
                                else (BODY_LIMIT_BYTES, BUDGET_BYTES, SIGNATURE_OVERHEAD))
     return {"body_bytes": body, "budget_bytes": budget, "signature_bytes": signature,
             "components": MAX_COMPONENTS, "template_bytes": TEMPLATE_MAX_BYTES,
-            "request_bytes": min(REQUEST_MAX_BYTES, config.server.max_body_bytes), "app_bot": app}
+            "request_bytes": min(REQUEST_MAX_BYTES, body_limit()), "app_bot": app}
 
 
 def _request_json(config: Config) -> Any:
     if not request.is_json:
         raise Refused(415, "request", f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
-    limit = min(REQUEST_MAX_BYTES, config.server.max_body_bytes)
-    raw = request.stream.read(limit + 1)
-    if len(raw) > limit:
-        raise Refused(413, "request", f"the request is over {limit} bytes, the most a preview takes")
+    limit = min(REQUEST_MAX_BYTES, body_limit())
+    try:
+        raw = read_body(limit)
+    except RequestEntityTooLarge:
+        raise Refused(413, "request", f"the request is over {limit} bytes, the most a preview takes") from None
+    except HTTPException as exc:
+        raise Refused(exc.code or 400, "request", exc.description or exc.name) from None
+    except PayloadError as exc:
+        raise Refused(400, "request", str(exc)) from None
     return _decode(raw, "request")
 
 
