@@ -219,7 +219,11 @@ class BufferingWorker(ThreadWorker):
     def handle(self, conn: Conn):
         reserved, conn.reserved = getattr(conn, "reserved", 0), 0
         try:
-            return super().handle(conn)
+            keepalive = super().handle(conn)
+            reader = getattr(conn.parser, "unreader", None)
+            if keepalive and isinstance(reader, Prefilled):
+                reader.keep_rest()
+            return keepalive
         finally:
             if reserved:   # held until the answer: what the app made of the body is gone by then
                 self.method_queue.defer(self._answered, reserved)
