@@ -140,7 +140,7 @@ class BufferingWorker(ThreadWorker):
         if room is None:
             self._pause(conn)
             return
-        if room <= 0:   # a chunked body whose framing alone goes past what it may take
+        if room <= 0:   # only a chunked body whose framing alone goes past what it may take
             self._drop(conn, reply=answer(413, f"the chunked body is over {self.max_body} bytes "
                                                  "(server.max_body_bytes) with its framing"))
             return
