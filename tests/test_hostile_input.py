@@ -206,3 +206,11 @@ def test_broken_chunk_framing_is_a_400(bridge, framing):
     answer = exchange(bridge.port, head + framing)
     assert answer.status == 400, answer
     assert "chunk" in answer.body.decode("utf-8", "replace").lower()
+
+
+def test_a_body_in_chunks_of_a_byte_is_refused_for_its_framing(bridge):
+    # Chunk sizes and CRLFs take 5 bytes of every 6 here: the buffer would be 6 times the
+    # body. Up to an eighth of max_body_bytes of framing is taken (real chunks add far less).
+    body = b'{"pad": "' + b"x" * (MAX_BODY * 2 // 3) + b'"}'
+    answer = exchange(bridge.port, request("/alertmanager", body, chunks=[1]))
+    assert answer.status == 413 and "with its framing" in error_of(answer), answer

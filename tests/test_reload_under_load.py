@@ -24,10 +24,10 @@ CLIENTS = 16
 ANSWER_WITHIN = 2.0
 
 
-def slow_config(tmp_path):
+def slow_config(tmp_path, users: int = USERS):
     lines = ["bots:", "  - name: ops", "    dry_run: true", "route:", "  bots: [ops]", "storage:", "  path: outbox.db",
              "log:", "  level: info", "users:"]
-    lines += [f"  person{i}: ou_{i:030x}" for i in range(USERS)]
+    lines += [f"  person{i}: ou_{i:030x}" for i in range(users)]
     path = tmp_path / "config.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -76,3 +76,30 @@ def test_reload_answers_within_2_s_under_full_load_saying_it_goes_on(tmp_path):
 
 def _events(bridge: BridgeProcess) -> list[dict]:
     return [json.loads(line) for line in bridge.log().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_a_burst_of_reload_requests_makes_two_reloads_not_one_each(tmp_path, caplog):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bridge.config import load
+    from bridge.web import create_app
+
+    config = slow_config(tmp_path, users=20_000)
+    app = create_app(load(config), start_delivery=False)
+    barrier = threading.Barrier(12)
+
+    def reload() -> int:
+        barrier.wait()
+        return app.test_client().post("/-/reload").status_code
+
+    try:
+        with caplog.at_level("INFO", logger="bridge"), ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(lambda _: reload(), range(12)))
+            bridge = app.extensions["bridge"]
+            eventually(lambda: not bridge._queued and not bridge._turn.locked(), 30, "every reload done")
+        reloads = [r for r in caplog.records if getattr(r, "event", None) == "reloaded"]
+    finally:
+        app.extensions["bridge"].stop(timeout=5)
+    assert set(statuses) <= {200, 202}, statuses
+    assert 1 <= len(reloads) <= 2, f"{len(reloads)} reloads for 12 requests at once"

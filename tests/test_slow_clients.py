@@ -122,8 +122,9 @@ def test_a_connection_that_never_speaks_is_closed_without_an_answer(bridge):
     assert answer == b""
 
 
-def test_keep_alive_and_pipelined_requests_are_each_answered(bridge):
-    one, two = webhook("Piped-001"), webhook("Piped-002")
+@pytest.mark.parametrize("alerts", [1, 120])   # 120: the second request is read with the first
+def test_keep_alive_and_pipelined_requests_are_each_answered(bridge, alerts):
+    one, two = webhook(f"Piped{alerts}-001"), webhook(f"Piped{alerts}-002", alerts)
     head = (b"POST /alertmanager HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n")
     with socket.create_connection(("127.0.0.1", bridge.port), timeout=PROBE_TIMEOUT) as sock:
@@ -133,7 +134,7 @@ def test_keep_alive_and_pipelined_requests_are_each_answered(bridge):
         sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: bridge\r\nConnection: close\r\n\r\n")
         answers += _read_answers(sock, 1)
     assert [status for status, _ in answers] == [200, 200, 200], answers
-    assert [body.get("alerts") for _, body in answers[:2]] == [1, 1]
+    assert [body.get("alerts") for _, body in answers[:2]] == [1, alerts]
 
 
 def _read_answers(sock: socket.socket, count: int) -> list[tuple[int, dict]]:

@@ -69,6 +69,14 @@ class Prefilled(SocketUnreader):
         super().__init__(sock)
         self.data, self.offset = data, 0
 
+    def keep_rest(self) -> None:
+        """After a request: what is left unserved (the start of a pipelined next request) joins
+        gunicorn's own buffer, behind what was read back into it, where gthread looks for it."""
+        if self.data:
+            self.buf.seek(0, 2)
+            self.buf.write(self.data[self.offset:])
+            self.data, self.offset = b"", 0
+
     def chunk(self, size_hint: int | None = None) -> bytes:
         if not self.data:
             return super().chunk(size_hint)

@@ -1,11 +1,14 @@
 """Freed memory back to the system (glibc's malloc), so that a worker's size after a large
 request is what it still holds, not the most it ever needed.
 
-Measured with bench/big_bodies.py: after a body near the limit a worker kept most of its
-peak. Two things held it: glibc raises its mmap threshold to the size of each large
-block freed (up to 32 MiB), so the next body-sized buffers come from the heap, where a
-small block still in use above them keeps the whole span; and free pages inside the heap
-are not returned until malloc_trim asks. On other C libraries (musl) all this does nothing.
+Measured with bench/big_bodies.py and tests/test_memory_bound.py: after a 5 MiB body a
+worker kept 17 to 24 MiB of it. glibc returns free pages inside its heaps only when
+malloc_trim asks; with a trim after each large request the worker kept 5 MiB when the
+request had been handled in glibc's main arena, and 14 MiB when in a second one, which
+malloc_trim shrinks less. So a worker has one arena: its threads allocate under the GIL
+anyway, and bench/accept.py showed no rate lost. Fixing glibc's mmap threshold instead
+(large blocks always their own mappings) returned no more and cost a quarter of the accept
+rate (1 180 against 1 610 req/s). On other C libraries (musl) all this does nothing.
 """
 
 from __future__ import annotations
@@ -13,12 +16,8 @@ from __future__ import annotations
 import ctypes
 import os
 
-MALLOC_ARENAS = 2
-# glibc's initial threshold, fixed: a block this large or larger always gets its own
-# mapping, which free() unmaps at once.
-MMAP_THRESHOLD = 128 * 1024
-_M_MMAP_THRESHOLD = -3        # glibc malloc.h
-_M_ARENA_MAX = -8
+MALLOC_ARENAS = 1
+_M_ARENA_MAX = -8             # glibc malloc.h
 
 
 def _libc():
@@ -30,21 +29,18 @@ def _libc():
 
 
 def tune_malloc() -> None:
-    """For the master and (through fork) every worker: at most MALLOC_ARENAS arenas, and a
-    fixed mmap threshold. An explicit MALLOC_ARENA_MAX or MALLOC_MMAP_THRESHOLD_ in the
-    environment wins.
+    """What MALLOC_ARENA_MAX=1 does, for the master and (through fork) every worker; an
+    explicit MALLOC_ARENA_MAX in the environment wins.
 
     glibc gives threads that allocate at the same time arenas of their own, up to eight
-    per core, and a worker's handler and sender threads each left a partly used one
-    behind: a few MiB per worker for no speed we could measure.
+    per core: a worker's handler and sender threads each left a partly used one behind
+    (a few MiB per worker), and a second arena is one malloc_trim returns less of (above).
     """
     libc = _libc()
     if libc is None:
         return   # not glibc: nothing to tune
     if "MALLOC_ARENA_MAX" not in os.environ:
         libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def trim() -> None:

@@ -140,7 +140,7 @@ class BufferingWorker(ThreadWorker):
         if room is None:
             self._pause(conn)
             return
-        if room <= 0:   # a chunked body whose framing alone goes past what it may take
+        if room <= 0:   # only a chunked body whose framing alone goes past what it may take
             self._drop(conn, reply=answer(413, f"the chunked body is over {self.max_body} bytes "
                                                  "(server.max_body_bytes) with its framing"))
             return
@@ -219,7 +219,11 @@ class BufferingWorker(ThreadWorker):
     def handle(self, conn: Conn):
         reserved, conn.reserved = getattr(conn, "reserved", 0), 0
         try:
-            return super().handle(conn)
+            keepalive = super().handle(conn)
+            reader = getattr(conn.parser, "unreader", None)
+            if keepalive and isinstance(reader, Prefilled):
+                reader.keep_rest()
+            return keepalive
         finally:
             if reserved:   # held until the answer: what the app made of the body is gone by then
                 self.method_queue.defer(self._answered, reserved)

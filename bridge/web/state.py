@@ -28,6 +28,9 @@ class Bridge:
         self.log = services.log
         self.metrics: Metrics = services.metrics   # never None here: create_app always counts
         self._lock = threading.Lock()
+        self._turn = threading.Lock()          # one /-/reload at a time ...
+        self._queue_lock = threading.Lock()    # ... and at most one waiting for its turn
+        self._queued: Future | None = None
         config = services.runtime.config
         self.watcher = Watcher(self.reload_or_keep, generation_path(config.storage.path), _config_file(config),
                                config.file_signature, self._watch_settings)
@@ -76,18 +79,28 @@ class Bridge:
         return config
 
     def reload_in_background(self) -> Future:
-        """reload_and_spread() in a thread of its own: its outcome, whenever it comes."""
-        outcome: Future = Future()
+        """reload_and_spread() in a thread of its own: its outcome, whenever it comes.
 
-        def run() -> None:
+        Requests that come while a reload runs share the one queued after it (which reads
+        the file after they came), so a burst of /-/reload makes two threads, not one each.
+        """
+        with self._queue_lock:
+            if self._queued is not None:
+                return self._queued
+            outcome = self._queued = Future()
+        threading.Thread(target=self._reload_queued, args=(outcome,), name="bridge-reload-request",
+                         daemon=True).start()
+        return outcome
+
+    def _reload_queued(self, outcome: Future) -> None:
+        with self._turn:
+            with self._queue_lock:
+                self._queued = None   # begun: a request from now on needs a reload of its own
             outcome.set_running_or_notify_cancel()
             try:
                 outcome.set_result(self.reload_and_spread())
             except BaseException as exc:   # the caller's to judge, as result() raises it
                 outcome.set_exception(exc)
-
-        threading.Thread(target=run, name="bridge-reload-request", daemon=True).start()
-        return outcome
 
     def reload_or_keep(self) -> None:
         """reload() for callers with no one to answer (the watcher, SIGHUP in --dev): it has logged why."""
