@@ -235,13 +235,21 @@ def outgoing(notification: Notification, payload: bytes, shares: Mapping[str, Sh
 
 
 def store_messages(outbox: Outbox, messages: Iterable[OutgoingMessage], settings: DeliveryConfig,
-                   log: logging.Logger, metrics: Metrics | None = None) -> Stored:
+                   log: logging.Logger, metrics: Metrics | None = None, health: WriteHealth | None = None) -> Stored:
     """Store the messages (all or none); raises StorageError when they could not be.
-    Logs and counts what deduplication and coalescing dropped."""
+    Logs and counts what deduplication and coalescing dropped; tells `health` (for
+    /-/ready) whether the store went through."""
     messages = list(messages)
     if not messages:
         return Stored()
-    stored = outbox.store(messages, dedupe_window=settings.dedupe_window, coalesce=settings.coalesce)
+    try:
+        stored = outbox.store(messages, dedupe_window=settings.dedupe_window, coalesce=settings.coalesce)
+    except StorageError as exc:
+        if health is not None:
+            health.failed(str(exc))
+        raise
+    if health is not None:
+        health.stored()
     for m in stored.duplicates:
         log.info("duplicate notification dropped (already stored within delivery.dedupe_window)",
                  extra={"event": "duplicate", "bot": m.bot, "group_key": m.group_key})
@@ -280,15 +288,8 @@ class Accept:
         """Route and store (no rendering: that happens at send time, once per message);
         raises StorageError when the messages could not be stored."""
         shares = route_shares(self.config, notification, only_bot)
-        try:
-            stored = store_messages(self.outbox, outgoing(notification, payload, shares), self.config.delivery,
-                                    self.log, self.metrics)
-        except StorageError as exc:
-            if self.health is not None:
-                self.health.failed(str(exc))
-            raise
-        if self.health is not None:
-            self.health.stored()
+        stored = store_messages(self.outbox, outgoing(notification, payload, shares), self.config.delivery,
+                                self.log, self.metrics, self.health)
         if stored.ids:
             self.wake()
         routed = {bot: len(share.alerts) for bot, share in shares.items()}

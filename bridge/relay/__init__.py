@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..accept import UnknownBot, find_bot, store_messages
 from ..config import Bot, Config
-from ..errors import PayloadError, StorageError, TemplateError
+from ..errors import PayloadError, TemplateError
 from ..mentions import ALL
 from ..model import Mention
 from ..render import Renderer
@@ -187,14 +187,7 @@ class Relay:
         # Its own group: a relayed message never supersedes another (delivery.coalesce).
         message = OutgoingMessage(bot=bot.name, group_key=f"{SOURCE}:{uuid.uuid4().hex[:16]}", source=SOURCE,
                                   identity=_identity(prepared.dedupe_key), bodies=prepared.bodies)
-        try:
-            stored = store_messages(self.outbox, [message], self.config.delivery, self.log, self.metrics)
-        except StorageError as exc:
-            if self.health is not None:
-                self.health.failed(str(exc))
-            raise
-        if self.health is not None:
-            self.health.stored()
+        stored = store_messages(self.outbox, [message], self.config.delivery, self.log, self.metrics, self.health)
         if stored.ids:
             self.wake()
         duplicate = bool(stored.duplicates)
