@@ -45,9 +45,9 @@ def mask_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<invalid url>"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    # The authority without its credentials; as written when the port is out of range
+    # (`.port` raises), so the message about it shows what is wrong.
+    host = parts.netloc.rpartition("@")[2]
     head, _, token = parts.path.rpartition("/")
     shown = f"{head}/{token[:4]}…" if token else parts.path
     return urlunsplit((parts.scheme, host, shown, "", ""))

@@ -151,6 +151,11 @@ def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> 
     ("bots: [{name: a}]\nroute: {bots: [a]}\nserver: {max_body_bytes: lots}", "server.max_body_bytes: expected a size"),
     ("bots: [{name: a}\nroute: {bots: [a]}", "invalid YAML"),
     ("bots: [{name: a, keywords: [a,b,c,d,e,f,g,h,i,j,k]}]\nroute: {bots: [a]}", "at most 10 keywords"),
+    # A port no request could use: named at start-up, not a traceback when first masked or sent to.
+    ("bots: [{name: a, webhook_url: 'https://open.feishu.cn:99999/open-apis/bot/v2/hook/tok-x'}]\n"
+     "route: {bots: [a]}", "bots[0].webhook_url: expected an http(s) URL with a host, got 'https://open.feishu.cn:99999/open-apis/bot/v2/hook/tok-…'"),
+    ("bots: [{name: a, webhook_url: 'https://open.feishu.cn:0/open-apis/bot/v2/hook/tok-x'}]\nroute: {bots: [a]}",
+     "bots[0].webhook_url: expected an http(s) URL"),
 ])
 def test_single_mistakes(text: str, expected: str) -> None:
     assert expected in "\n".join(problems(text))

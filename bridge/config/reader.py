@@ -147,7 +147,8 @@ class Reader:
     def http_url(self, value: str, path: str, *, show: Callable[[str], str]) -> bool:
         try:
             parts = urlsplit(value)
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+            # .port raises for a port outside 0-65535: a URL no request could be sent to.
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
         except ValueError:
             ok = False
         if not ok:
