@@ -161,6 +161,14 @@ def test_single_mistakes(text: str, expected: str) -> None:
     assert expected in "\n".join(problems(text))
 
 
+def test_a_bot_with_an_invalid_name_still_has_its_other_problems_named() -> None:
+    found = "\n".join(problems("bots: [{name: 'a b', read_timeout: soon, rate_limit: {per_second: 0}}]\n"
+                               "route: {bots: [c]}"))
+    assert "bots[0].name: 'a b' is not a valid bot name" in found
+    assert "bots[0].read_timeout: expected a positive duration" in found
+    assert "bots[0].rate_limit.per_second" in found
+
+
 def test_durations_and_sizes() -> None:
     config = cfg.loads("""
 bots: [{name: a, connect_timeout: 500ms, read_timeout: 1m30s}]

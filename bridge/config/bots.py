@@ -94,9 +94,10 @@ def read_bot(r: Reader, raw: Any, path: str, users: Users, apps: Mapping[str, Ap
     presentation = _presentation(r, section, path)
     mentions = mention_settings(r, section, path, inherited=Bot(name=""), users=users,   # the defaults
                                 app_bot=app_bot)
+    sending = _sending(r, section, path, app_bot)
     if name is None:
         return None
-    return Bot(name=name, **endpoint, **presentation, **_sending(r, section, path, app_bot), **mentions, **app)
+    return Bot(name=name, **endpoint, **presentation, **sending, **mentions, **app)
 
 
 def _name(r: Reader, section: dict[str, Any], path: str) -> str | None:
