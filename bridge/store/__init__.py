@@ -22,15 +22,16 @@ transaction at a time for all processes (each is named again where it applies):
 - prune never deletes what a kept row still refers to (`prune`);
 - a send and what it changed about its group's card are written together (`mark_sent`).
 
-App bots (issue 13) need three things more, each as small as it could be: each group's
-card (`card`, written by `mark_sent`), and the app's access token shared by every
-process (`app_token`, `keep_app_token`). A second backend implements them as below and
+App bots (issue 13) need a few things more, each as small as it could be: each group's
+card (`card`, written by `mark_sent`), the app's access token shared by every process
+(`app_token`, `keep_app_token`), and the open_ids its contact API gave for emails, shared
+the same way (`app_users`, `keep_app_users`). A second backend implements them as below and
 applies a CardChange with `CardChange.applied`, so that the backends agree.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol, runtime_checkable
+from typing import Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import StorageConfig
@@ -206,6 +207,18 @@ class Outbox(Protocol):
         never listed, logged or shown by `outbox list`."""
         ...
 
+    def app_users(self, key: str, emails: Sequence[str]) -> dict[str, tuple[str | None, float]]:
+        """What is kept for those of `emails` the app (`key`, as for tokens) looked up:
+        email -> (open_id, or None for "not found", until when), expired ones included
+        until prune (the caller compares with its clock). Any process, no lease."""
+        ...
+
+    def keep_app_users(self, key: str, users: Mapping[str, tuple[str | None, float]]) -> None:
+        """Keep each email's (open_id or None, until when) for the app, replacing what was
+        kept; one transaction. Two processes keeping the same email at once: either wins
+        (both asked Feishu the same question)."""
+        ...
+
     # -- operating (the CLI's `outbox list` and `outbox retry`, metrics, the watcher) ---
     def list(self, dead: bool | None = None) -> list[Entry]:
         """Messages still in the store, in send order: dead letters (dead=True), waiting
@@ -232,8 +245,8 @@ class Outbox(Protocol):
 
     def prune(self, before: float) -> int:
         """Forget sent and superseded messages that ended before `before` (dead letters
-        stay), payloads no message needs any more, cards unchanged for CARDS_KEPT and
-        expired app tokens; how many messages went.
+        stay), payloads no message needs any more, cards unchanged for CARDS_KEPT, and
+        expired app tokens and looked-up users; how many messages went.
 
         It must never delete what a kept row refers to: a pending, in-flight or dead
         message keeps its payload (a retried dead letter is rendered from it), and a row
