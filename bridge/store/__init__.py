@@ -35,7 +35,6 @@ from typing import Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import StorageConfig
-from ..limits import APP_UPDATE_WINDOW
 from .records import BotState, Card, CardChange, Entry, Head, OutgoingMessage, Stored, Takeover
 
 # A dead process's lease lapses after this; renewed every LEASE_RENEW seconds while alive.
@@ -43,8 +42,11 @@ LEASE_TTL = 5.0
 LEASE_RENEW = 1.0
 # Send records needed: Feishu's longest window (60 s) plus slack.
 SENDS_KEPT = 65.0
-# A card unchanged this long can no longer be updated (Feishu: 14 days): prune forgets it.
-CARDS_KEPT = APP_UPDATE_WINDOW
+# A card unchanged this long is forgotten by prune. Feishu updates a card for 14 days
+# (APP_UPDATE_WINDOW); a card past that is still worth knowing for a while: the group's
+# next message then replaces it with a new card and points the old one's thread to it,
+# and does not buzz again for the same firing, instead of starting over as a new group.
+CARDS_KEPT = 30 * 86400.0
 
 
 @runtime_checkable

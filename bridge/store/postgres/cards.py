@@ -62,7 +62,7 @@ def keep_app_users(conn: psycopg.Connection, key: str, users: Mapping[str, tuple
 
 
 def prune(conn: psycopg.Connection, now: float, batch: int) -> None:
-    """Cards unchanged for CARDS_KEPT (Feishu updates a message for 14 days), expired tokens
+    """Cards unchanged for CARDS_KEPT (30 days: bridge.store says why), expired tokens
     and looked-up users."""
     conn.execute("DELETE FROM cards WHERE ctid IN (SELECT ctid FROM cards WHERE updated < %s LIMIT %s)",
                  (now - CARDS_KEPT, batch))

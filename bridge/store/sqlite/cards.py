@@ -66,7 +66,7 @@ def keep_app_users(engine: Engine, key: str, users: Mapping[str, tuple[str | Non
 
 
 def prune(engine: Engine, now: float, batch: int) -> None:
-    """Cards unchanged for CARDS_KEPT (Feishu updates a message for 14 days), expired tokens
+    """Cards unchanged for CARDS_KEPT (30 days: bridge.store says why), expired tokens
     and looked-up users."""
     with engine.write("prune cards in") as conn:
         conn.execute("DELETE FROM cards WHERE rowid IN (SELECT rowid FROM cards WHERE updated < ? LIMIT ?)",

@@ -21,7 +21,7 @@ Four tables:
               only the last minute is kept.
     cards     app bots (schema 3): each alert group's card per bot, its Feishu message
               ids (`parts`, JSON [[message_id, sent], ...]) and what it shows
-              (`firing` fingerprints, `closed`, `buzzed`); forgotten 14 days unchanged.
+              (`firing` fingerprints, `closed`, `buzzed`); forgotten 30 days unchanged.
     app_tokens  app bots (schema 3): each app's access token, shared by every process.
               A secret, like the webhook URLs in the config: the file needs the same care.
     app_users app bots (schema 5): the open_id each app's contact API gave for an email
