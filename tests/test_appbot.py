@@ -133,6 +133,8 @@ def test_a_wrong_app_secret_is_one_dead_letter_and_never_shown(service, fake_ope
     fake.wait_for(lambda: settled(fake, app), what="the message given up on")
     (dead,) = app.extensions["bridge"].services.store.list(dead=True)
     assert dead.reason == "bad_credentials" and len(fake.attempts("token")) == 1
+    lines = [r for r in caplog.records if getattr(r, "event", "") == "dead_letter"]
+    assert len(lines) == 1 and "app_secret" in lines[0].getMessage(), "one line, with advice"
     assert "appbot-S3cret-4Kq" not in caplog.text + repr(dead)
 
 

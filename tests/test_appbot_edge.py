@@ -10,20 +10,17 @@ it is widened here (pacing is tested elsewhere)."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
 
-from bridge import sources
-from bridge.bootstrap import build_services
-from bridge.config import loads
 from bridge.delivery.appbot import moved
 from fake_open_api import FakeOpenAPI
 from fake_open_api import answers as a
-from support.appbot import CHAT, alert, buzzes, config_yaml, payload, setup_fake, thread_texts, titles
+from support.appbot import (CHAT, SteppedBridge, alert, buzzes, config_yaml, payload, setup_fake, thread_texts,
+                            titles)
 from support.clock import FakeClock
-from support.delivery import Stepped, events
+from support.delivery import events
 
 pytestmark = pytest.mark.usefixtures("no_proxy_env")
 DAY = 86400
@@ -44,38 +41,25 @@ def fake(clock):
 
 @pytest.fixture
 def bridge(fake, clock, tmp_path, caplog):
-    """post(body): accept an Alertmanager webhook and step the bot's sender until it is idle."""
     caplog.set_level(logging.INFO)
-    config = loads(config_yaml(fake.base_url, storage=tmp_path / "outbox.db"), env={})
-    services = build_services(config, clock=clock, logger=logging.getLogger("bridge.test-appbot-edge"))
-    sender = Stepped(services.delivery, clock, "sre")
-
-    def post(body: bytes) -> None:
-        services.runtime.accept(sources.parse("alertmanager", json.loads(body)), body)
-        sender.run()
-
-    post.services = services
-    yield post
-    services.store.close()
-
-
-def card_ids(post) -> list[str]:
-    card = post.services.store.card("sre", '{}:{cluster="prod"}')
-    return [p.message_id for p in card.parts]
+    bridge = SteppedBridge(config_yaml(fake.base_url, storage=tmp_path / "outbox.db"), clock,
+                           logging.getLogger("bridge.test-appbot-edge"))
+    yield bridge
+    bridge.close()
 
 
 def test_a_card_past_14_days_is_replaced_and_its_thread_points_to_the_new_one(bridge, fake, clock, caplog):
-    post = bridge
+    post = bridge.post
     post(payload(alert("DiskFull")))
     (old,) = [m.message_id for m in fake.chat(CHAT)]
     clock.advance(14 * DAY + 60)
-    post.services.store.prune(clock.now())   # the watcher's: a card past 14 days is still known
+    bridge.store.prune(clock.now())   # the watcher's: a card past 14 days is still known
     post(payload(alert("DiskFull"), alert("HighLoad")))
     assert titles(fake) == [("[FIRING:1]", "red"), ("[FIRING:2]", "red")], "the old card stays as it was"
     new = fake.chat(CHAT)[1].message_id
     assert fake.attempts("patch") == [], "its age is known: no request Feishu would refuse"
     assert thread_texts(fake, old) == [MOVED]
-    assert card_ids(post) == [new], "the store forgot the old card"
+    assert bridge.card_ids() == [new], "the store forgot the old card"
     (line,) = events(caplog, "card_gone")
     assert "14 days" in line.getMessage() and "points to the new one" in line.getMessage()
     assert (line.old_message_id, line.message_id) == (old, new)
@@ -85,11 +69,11 @@ def test_a_card_past_14_days_is_replaced_and_its_thread_points_to_the_new_one(br
     assert thread_texts(fake, old) == [MOVED], "pointed to once"
     assert fake.message(new).updates == 1 and len(events(caplog, "card_gone")) == 1
     assert len(buzzes(fake)) == 1, "the same firing: not buzzed again"
-    assert post.services.store.list() == []
+    assert bridge.store.list() == []
 
 
 def test_a_card_just_within_the_window_is_still_updated(bridge, fake, clock):
-    post = bridge
+    post = bridge.post
     post(payload(alert("DiskFull")))
     clock.advance(12 * DAY)
     post(payload(alert("DiskFull"), alert("HighLoad")))
@@ -98,7 +82,7 @@ def test_a_card_just_within_the_window_is_still_updated(bridge, fake, clock):
 
 @pytest.mark.parametrize("remove", ["delete", "recall"])
 def test_a_deleted_or_recalled_card_is_replaced_without_a_reply_to_it(bridge, fake, caplog, remove):
-    post = bridge
+    post = bridge.post
     post(payload(alert("DiskFull")))
     (old,) = [m.message_id for m in fake.chat(CHAT)]
     getattr(fake, remove)(old)
@@ -107,16 +91,16 @@ def test_a_deleted_or_recalled_card_is_replaced_without_a_reply_to_it(bridge, fa
     assert new != old and titles(fake) == [("[FIRING:2]", "red")]
     assert [t.code for t in fake.attempts("patch")] == [a.DELETED if remove == "delete" else a.RECALLED]
     assert fake.thread(old) == [] and thread_texts(fake, new) == ["🔴 1 more firing: HighLoad"]
-    assert card_ids(post) == [new]
+    assert bridge.card_ids() == [new]
     (line,) = events(caplog, "card_gone")
     assert "points" not in line.getMessage() and line.old_message_id == old
     post(payload(alert("DiskFull", "resolved"), alert("HighLoad", "resolved")))
     assert [t.code for t in fake.attempts("patch")][1:] == [0], "the new card is the one updated"
-    assert len(fake.attempts("patch")) == 2 and post.services.store.list(dead=True) == []
+    assert len(fake.attempts("patch")) == 2 and bridge.store.list(dead=True) == []
 
 
 def test_feishu_saying_too_old_first_is_replaced_and_pointed_to_once(bridge, fake, caplog):
-    post = bridge
+    post = bridge.post
     post(payload(alert("DiskFull")))
     (old,) = [m.message_id for m in fake.chat(CHAT)]
     fake.advance(14 * DAY + 60)   # Feishu's clock only: the bridge learns the age from the answer
@@ -127,15 +111,15 @@ def test_feishu_saying_too_old_first_is_replaced_and_pointed_to_once(bridge, fak
 
 
 def test_a_pointer_feishu_refuses_is_logged_and_not_tried_again(bridge, fake, clock, caplog):
-    post = bridge
+    post = bridge.post
     fake.world.chats[CHAT].threads = False
     post(payload(alert("DiskFull")))
     (old,) = [m.message_id for m in fake.chat(CHAT)]
     clock.advance(14 * DAY + 60)
     post(payload(alert("DiskFull"), alert("HighLoad")))
-    assert len(fake.chat(CHAT)) == 2 and card_ids(post) != [old]
+    assert len(fake.chat(CHAT)) == 2 and bridge.card_ids() != [old]
     assert [t.code for t in fake.attempts("reply")] == [a.NO_THREADS, a.NO_THREADS], \
         "one try for the pointer, one for the step's own reply"
     (line,) = events(caplog, "card_gone")
     assert "could not point" in line.getMessage()
-    assert post.services.store.list(dead=True) == [] and post.services.store.list() == []
+    assert bridge.store.list(dead=True) == [] and bridge.store.list() == []
