@@ -29,6 +29,7 @@ from .model import GroupFacts
 from .notify import ByKind, Channel
 from .notify.feishu import FeishuClient
 from .notify.feishu_app import AppClient
+from .notify.feishu_app.people import UserStore
 from .notify.feishu_app.tokens import TokenStore
 from .mentions import MentionResolver
 from .metrics import Metrics
@@ -56,12 +57,12 @@ def build_store(config: Config, *, clock: Clock | None = None) -> Outbox:
 
 
 def build_channel(log: logging.Logger | None = None, clock: Clock = SYSTEM_CLOCK, *, tokens: TokenStore | None = None,
-                  metrics: Metrics | None = None) -> ByKind:
+                  users: UserStore | None = None, metrics: Metrics | None = None) -> ByKind:
     """What sends a rendered message to a bot and says what happened: custom bots through
-    their webhooks, app bots through the Open API with their tokens kept in `tokens` (the
-    outbox, shared by every process)."""
+    their webhooks, app bots through the Open API with their tokens kept in `tokens` and
+    the emails they looked up in `users` (the outbox, shared by every process)."""
     return ByKind(FeishuClient(clock=clock, logger=log.getChild("feishu") if log is not None else None),
-                  AppClient(tokens, clock=clock, logger=log.getChild("feishu_app") if log is not None else None,
+                  AppClient(tokens, users=users, clock=clock, logger=log.getChild("feishu_app") if log is not None else None,
                             metrics=metrics))
 
 
@@ -136,6 +137,6 @@ def build_services(config: Config, *, channel: Channel | None = None, logger: lo
     """The senders pace on the store's clock: the times they compare "now" with (the
     last requests' ends, a retry's pause) are the store's."""
     store = build_store(config, clock=clock)
-    channel = channel or build_channel(logger, clock or SYSTEM_CLOCK, tokens=store, metrics=metrics)
+    channel = channel or build_channel(logger, clock or SYSTEM_CLOCK, tokens=store, users=store, metrics=metrics)
     return Services(config, store=store, channel=channel, log=logger or logging.getLogger("bridge"), metrics=metrics,
                     clock=store.clock)

@@ -282,8 +282,8 @@ def _send_test(args: argparse.Namespace) -> int:
               file=sys.stderr)
 
     store = bootstrap.build_store(config)
-    result, by_service = send_once(store, bootstrap.build_channel(tokens=store), bot, card, clock=store.clock,
-                                   on_wait=waiting)
+    channel = bootstrap.build_channel(tokens=store, users=store)
+    result, by_service = send_once(store, channel, bot, card, clock=store.clock, on_wait=waiting)
     where = f"bot {bot.name} ({bot.webhook_url or f'app {bot.app.name}, chat {bot.chat_id}'})"
     if result.outcome is Outcome.SENT:
         print(f"{where}: sent; Feishu accepted the test card")

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from bridge.config import loads
+from bridge.delivery.appbot import moved
 from bridge.web import create_app
 from fake_open_api import answers as a
 from support.appbot import (ALICE, APP_ID, BOB, CHAT, alert, buzzes, config_yaml, payload, setup_fake,
@@ -88,7 +89,8 @@ def test_a_deleted_card_is_replaced_by_a_new_one(service, fake_open_api, caplog)
     post(payload(alert("DiskFull", "resolved")))
     fake.wait_for(lambda: titles(fake) == [("[RESOLVED]", "green")], what="a new card")
     assert [t.code for t in fake.attempts("patch")] == [a.DELETED]
-    assert any(getattr(r, "event", "") == "card_gone" for r in caplog.records)
+    # Logged once the new card is out (the line names it): after the fake shows it.
+    fake.wait_for(lambda: any(getattr(r, "event", "") == "card_gone" for r in caplog.records), what="card_gone")
 
 
 def test_a_card_older_than_feishu_updates_is_replaced(service, fake_open_api):
@@ -104,6 +106,10 @@ def test_a_card_older_than_feishu_updates_is_replaced(service, fake_open_api):
     # before the card is, and it learns the card's age from Feishu's answer.
     assert [t.code for t in fake.attempts("patch")] == [a.TOKEN_INVALID, a.TOO_OLD]
     assert titles(fake) == [("[FIRING:1]", "red"), ("[FIRING:2]", "red")]
+    old = fake.chat(CHAT)[0].message_id
+    fake.wait_for(lambda: thread_texts(fake, old), what="the old card's pointer")
+    fake.wait_for(lambda: settled(fake, app), what="the outbox empty")
+    assert thread_texts(fake, old) == [moved()["content"]["text"]]
 
 
 def test_a_chat_the_bot_is_not_in_is_one_dead_letter_with_advice(service, fake_open_api, caplog):
@@ -127,6 +133,8 @@ def test_a_wrong_app_secret_is_one_dead_letter_and_never_shown(service, fake_ope
     fake.wait_for(lambda: settled(fake, app), what="the message given up on")
     (dead,) = app.extensions["bridge"].services.store.list(dead=True)
     assert dead.reason == "bad_credentials" and len(fake.attempts("token")) == 1
+    lines = [r for r in caplog.records if getattr(r, "event", "") == "dead_letter"]
+    assert len(lines) == 1 and "app_secret" in lines[0].getMessage(), "one line, with advice"
     assert "appbot-S3cret-4Kq" not in caplog.text + repr(dead)
 
 

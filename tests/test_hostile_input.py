@@ -214,3 +214,32 @@ def test_a_body_in_chunks_of_a_byte_is_refused_for_its_framing(bridge):
     body = b'{"pad": "' + b"x" * (MAX_BODY * 2 // 3) + b'"}'
     answer = exchange(bridge.port, request("/alertmanager", body, chunks=[1]))
     assert answer.status == 413 and "with its framing" in error_of(answer), answer
+
+
+# -- a malformed request head: gunicorn's parser refuses it, the answer is the app's shape -----
+GOOD_HEAD = b"Host: b\r\nConnection: close\r\n"
+
+
+@pytest.mark.parametrize("raw, status, words", [
+    (b"GET /\r\n" + GOOD_HEAD + b"\r\n", 400, "the request line is malformed"),
+    (b"G(T / HTTP/1.1\r\n" + GOOD_HEAD + b"\r\n", 400, "the request method is invalid: Invalid HTTP method: 'G(T'"),
+    (b"GET / HTTP/1.1 extra\r\n" + GOOD_HEAD + b"\r\n", 400, "the HTTP version is not 1.0 or 1.1"),
+    (b"GET / HTTP/7.1\r\n" + GOOD_HEAD + b"\r\n", 400, "the HTTP version is not 1.0 or 1.1"),
+    (b"GET / HTTP/1.1\r\n" + GOOD_HEAD + b"Bad Name: x\r\n\r\n", 400, "header field name is invalid"),
+    (b"GET / HTTP/1.1\r\n" + GOOD_HEAD + b"X-Ctl: a\x01b\r\n\r\n", 400, "header field is invalid"),
+    (b"GET / HTTP/1.1\r\n" + GOOD_HEAD + b"X-Fold: a\r\n  b\r\n\r\n", 400, "folded over several lines"),
+    (b"POST / HTTP/1.1\r\n" + GOOD_HEAD + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\n", 400,
+     "invalid or repeated: Invalid HTTP Header: 'CONTENT-LENGTH'"),
+    (b"POST / HTTP/1.1\r\n" + GOOD_HEAD + b"Transfer-Encoding: gzip\r\n\r\n", 400, "TRANSFER-ENCODING"),
+    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n" + GOOD_HEAD + b"\r\n", 414, "request line is too long"),
+    (b"GET / HTTP/1.1\r\n" + GOOD_HEAD + b"X-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, "too many or too large"),
+    (b"GET / HTTP/1.1\r\n" + GOOD_HEAD + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431,
+     "too many or too large"),
+], ids=["request line", "method", "version text", "version", "header name", "header value", "folding",
+        "two lengths", "transfer coding", "long request line", "long header", "many headers"])
+def test_a_malformed_head_is_answered_in_json_with_a_reason(bridge, raw, status, words):
+    # Before: gunicorn's HTML page ("<h1><p>Bad Request</p></h1>"), the same statuses.
+    answer = exchange(bridge.port, raw)
+    assert answer.status == status, answer
+    assert words in error_of(answer), answer
+    assert len(error_of(answer)) <= 300

@@ -9,9 +9,12 @@ group's card as the store knows it; `AppSteps.run` carries out one request when 
     card    part i of the group's card: updated in place (PATCH) when the group has a
             card with that part that Feishu still updates (14 days, a card, not gone),
             else posted anew (uuid: a retry after a lost answer posts nothing more).
-            An update answered "gone" (recalled, deleted, too old) posts a new card in
-            the same step. A new firing after a resolved card, or `update_in_place:
-            false`, posts new cards.
+            A card too old to update (by its age, or Feishu's answer), or deleted or
+            recalled, is replaced by a new card in the same step: the store forgets the
+            old message id with the send, one log line says so (`card_gone`), and a
+            too-old card, still in the chat, gets one reply in its thread pointing at the
+            new one. A new firing after a resolved card, or `update_in_place: false`,
+            posts new cards.
     stub    a part the group no longer needs (it fits in fewer now) becomes a grey
             note pointing at the card above: the chat never shows two live cards.
     reply   a short line in the card's thread when the state changed in a way the bot's
@@ -37,6 +40,7 @@ from ..config import Bot
 from ..limits import APP_UPDATE_MARGIN, APP_UPDATE_WINDOW
 from ..model import GroupFacts, Mention
 from ..notify import AppMessages
+from ..notify.feishu_app.answers import TOO_OLD
 from ..notify.outcome import MESSAGE_GONE, OK, URGENT_QUOTA, Outcome, SendResult
 from ..render.filters import format_duration
 from ..store.records import Card, CardChange, CardPart, Head
@@ -105,12 +109,19 @@ def stub(first: dict, part: int, parts: int) -> dict:
     return {"msg_type": "interactive", "card": card}
 
 
-def uuid_for(bot: str, head: Head, index: int) -> str:
+def moved() -> dict:
+    """The reply in the thread of a card Feishu no longer updates (14 days): where the group went."""
+    return {"msg_type": "text", "content": {"text": "⤵️ This card is no longer updated (Feishu updates a card for "
+                                                    "14 days): the alert group continues in a new card below."}}
+
+
+def uuid_for(bot: str, head: Head, index: int, what: str = "") -> str:
     """The idempotency key of a message's request: the same for every retry of it (and
     after a restart), different for any other request, at most 50 characters. The row's
-    creation time joins its id, so a row id reused after a prune is not the same message."""
-    key = f"{bot}\n{head.group_key}\n{head.id}\n{head.created!r}\n{index}".encode("utf-8", "surrogatepass")
-    return "fab-" + hashlib.sha256(key).hexdigest()[:40]
+    creation time joins its id, so a row id reused after a prune is not the same message.
+    `what` tells apart a second request of the same step (the reply of a card replaced)."""
+    key = f"{bot}\n{head.group_key}\n{head.id}\n{head.created!r}\n{index}" + (f"\n{what}" if what else "")
+    return "fab-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 # -- carrying a request out -------------------------------------------------------------------
@@ -150,24 +161,44 @@ class AppSteps:
     def _card(self, bot: Bot, head: Head, step: dict, card: Card | None, uuid: str, fields: dict) -> SendResult:
         part, message = step["part"], step["message"]
         kept = None if step.get("fresh") or card is None or part >= len(card.parts) else card.parts[part]
-        if kept is not None and self._updatable(kept, message):
-            found = self.channel.update(bot, kept.message_id, message)
-            self.counts.app_card(bot.name, "updated", found)
-            if found.reason != MESSAGE_GONE:
-                return found
-            self.log.info("the card of group %s can no longer be updated (%s): posting a new one", head.group_key,
-                          found.detail, extra={"event": "card_gone", "bot": bot.name, "group_key": head.group_key,
-                                               "code": found.code, "part": part + 1})
+        replaced: tuple[CardPart, bool, str] | None = None   # the part given up on: (it, still in the chat, why)
+        if kept is not None and message.get("msg_type") == "interactive":
+            age = self.clock.now() - kept.sent
+            if age >= APP_UPDATE_WINDOW - APP_UPDATE_MARGIN:
+                replaced = (kept, True, f"sent {age / 86400:.1f} days ago; Feishu updates a card for 14 days")
+            else:
+                found = self.channel.update(bot, kept.message_id, message)
+                self.counts.app_card(bot.name, "updated", found)
+                if found.reason != MESSAGE_GONE:
+                    return found
+                replaced = (kept, found.code == TOO_OLD, f"{found.detail} ({found.code})")
         found = self.channel.post(bot, message, uuid=uuid)
         self.counts.app_card(bot.name, "posted", found)
         if found.outcome is Outcome.SENT and found.message_id:
             fields.update(part=part, message_id=found.message_id, fresh=bool(step.get("fresh")),
                           reopen=bool(step.get("reopen")))
+            if replaced is not None:
+                self._replaced(bot, head, part, replaced, found.message_id, uuid)
         return found
 
-    def _updatable(self, kept: CardPart, message: dict) -> bool:
-        age = self.clock.now() - kept.sent
-        return message.get("msg_type") == "interactive" and age < APP_UPDATE_WINDOW - APP_UPDATE_MARGIN
+    def _replaced(self, bot: Bot, head: Head, part: int, replaced: tuple[CardPart, bool, str], new: str,
+                  uuid: str) -> None:
+        """The card (part) `old` could not be updated and `new` was posted instead; the store
+        forgets `old` with this send. One log line; and when `old` is still in the chat (too
+        old, not deleted or recalled) and is the card's first part, one reply in its thread
+        pointing at the new card, so that a reader of the stale card knows where the group
+        went. The reply is worth one try: its failure is logged, never retried."""
+        old, in_chat, why = replaced
+        pointed = ""
+        if in_chat and part == 0:
+            answer = self.channel.reply(bot, old.message_id, moved(), uuid=uuid_for(bot.name, head, head.sent, "moved"))
+            self.counts.thread_reply(bot.name, answer.reason)
+            pointed = "; its thread points to the new one" if answer.outcome is Outcome.SENT else \
+                f"; its thread could not point to the new one: {answer.advice} ({answer.detail})"
+        self.log.info("the card of group %s (part %d, %s) can no longer be updated: %s; posted a new one (%s)%s",
+                      head.group_key, part + 1, old.message_id, why, new, pointed,
+                      extra={"event": "card_gone", "bot": bot.name, "group_key": head.group_key, "part": part + 1,
+                             "old_message_id": old.message_id, "message_id": new})
 
     def _stub(self, bot: Bot, step: dict, card: Card | None) -> SendResult:
         if card is None or step["part"] >= len(card.parts):

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 LINGER_SECONDS = 2.0         # how long a closing connection's unread bytes are drained (as gunicorn's)
 DRAIN_SIZE = 256 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_PHRASES = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
-            431: "Request Header Fields Too Large"}
+_PHRASES = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 413: "Content Too Large",
+            414: "URI Too Long", 417: "Expectation Failed", 431: "Request Header Fields Too Large",
+            501: "Not Implemented"}
 
 
 @dataclass

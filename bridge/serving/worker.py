@@ -28,6 +28,10 @@ What a connection may cost while it is read:
 Requests for the operations endpoints and the preview run in small thread pools of their
 own (LANES), so that neither webhooks nor previews can keep /-/healthy from answering.
 
+A head gunicorn's parser refuses (a malformed request line or header field, a field past
+gunicorn's limits) is answered with gunicorn's status and a JSON reason, as the app
+answers bad input, not with gunicorn's HTML page (refusals.py).
+
 With TLS, HTTP/2, the uwsgi protocol or the PROXY protocol configured through
 GUNICORN_CMD_ARGS, requests are not buffered (gthread's own behaviour), with a warning.
 """
@@ -46,6 +50,7 @@ from ..config import ServerConfig
 from . import memory
 from .connection import CONTINUE, Conn, Lingering, Prefilled, Reading, answer, send_quietly
 from .framing import HEAD_LIMIT, TRAILER_LIMIT, RequestScan, Verdict
+from .refusals import refusal
 
 ALLOWANCE = 16 * 1024        # a small webhook, head and body: never waits for the budget
 BUDGET_REQUESTS = 2          # max-size requests a worker holds at once, from first byte to answer
@@ -240,6 +245,17 @@ class BufferingWorker(ThreadWorker):
         # A body the loop did not buffer was not read by the app either (a 413, or a client
         # gone): where the next request would start is unknown, so the connection closes.
         return keepalive and getattr(conn, "complete", True)
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        """A request gunicorn refused: its status, with a JSON reason (refusals.py); any
+        other error as gunicorn handles it (logged with its traceback, a 500)."""
+        refused = refusal(exc)
+        if refused is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        status, reason = refused
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        send_quietly(client, answer(status, reason))
 
     # -- budget, deadlines, closing ----------------------------------------------------------
 

@@ -22,19 +22,19 @@ transaction at a time for all processes (each is named again where it applies):
 - prune never deletes what a kept row still refers to (`prune`);
 - a send and what it changed about its group's card are written together (`mark_sent`).
 
-App bots (issue 13) need three things more, each as small as it could be: each group's
-card (`card`, written by `mark_sent`), and the app's access token shared by every
-process (`app_token`, `keep_app_token`). A second backend implements them as below and
+App bots (issue 13) need a few things more, each as small as it could be: each group's
+card (`card`, written by `mark_sent`), the app's access token shared by every process
+(`app_token`, `keep_app_token`), and the open_ids its contact API gave for emails, shared
+the same way (`app_users`, `keep_app_users`). A second backend implements them as below and
 applies a CardChange with `CardChange.applied`, so that the backends agree.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol, runtime_checkable
+from typing import Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import StorageConfig
-from ..limits import APP_UPDATE_WINDOW
 from .records import BotState, Card, CardChange, Entry, Head, OutgoingMessage, Stored, Takeover
 
 # A dead process's lease lapses after this; renewed every LEASE_RENEW seconds while alive.
@@ -42,8 +42,11 @@ LEASE_TTL = 5.0
 LEASE_RENEW = 1.0
 # Send records needed: Feishu's longest window (60 s) plus slack.
 SENDS_KEPT = 65.0
-# A card unchanged this long can no longer be updated (Feishu: 14 days): prune forgets it.
-CARDS_KEPT = APP_UPDATE_WINDOW
+# A card unchanged this long is forgotten by prune. Feishu updates a card for 14 days
+# (APP_UPDATE_WINDOW); a card past that is still worth knowing for a while: the group's
+# next message then replaces it with a new card and points the old one's thread to it,
+# and does not buzz again for the same firing, instead of starting over as a new group.
+CARDS_KEPT = 30 * 86400.0
 
 
 @runtime_checkable
@@ -206,6 +209,18 @@ class Outbox(Protocol):
         never listed, logged or shown by `outbox list`."""
         ...
 
+    def app_users(self, key: str, emails: Sequence[str]) -> dict[str, tuple[str | None, float]]:
+        """What is kept for those of `emails` the app (`key`, as for tokens) looked up:
+        email -> (open_id, or None for "not found", until when), expired ones included
+        until prune (the caller compares with its clock). Any process, no lease."""
+        ...
+
+    def keep_app_users(self, key: str, users: Mapping[str, tuple[str | None, float]]) -> None:
+        """Keep each email's (open_id or None, until when) for the app, replacing what was
+        kept; one transaction. Two processes keeping the same email at once: either wins
+        (both asked Feishu the same question)."""
+        ...
+
     # -- operating (the CLI's `outbox list` and `outbox retry`, metrics, the watcher) ---
     def list(self, dead: bool | None = None) -> list[Entry]:
         """Messages still in the store, in send order: dead letters (dead=True), waiting
@@ -232,8 +247,8 @@ class Outbox(Protocol):
 
     def prune(self, before: float) -> int:
         """Forget sent and superseded messages that ended before `before` (dead letters
-        stay), payloads no message needs any more, cards unchanged for CARDS_KEPT and
-        expired app tokens; how many messages went.
+        stay), payloads no message needs any more, cards unchanged for CARDS_KEPT, and
+        expired app tokens and looked-up users; how many messages went.
 
         It must never delete what a kept row refers to: a pending, in-flight or dead
         message keeps its payload (a retried dead letter is rendered from it), and a row

@@ -121,7 +121,7 @@ class Card:
     firing: tuple[str, ...] = ()
     closed: bool = False
     buzzed: bool = False
-    updated: float = 0.0      # when it last changed: prune forgets it 14 days on
+    updated: float = 0.0      # when it last changed: prune forgets it CARDS_KEPT on
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,35 @@ def test_tokens_are_not_listed(outbox):
     outbox.keep_app_token("k", "t-secret-token", 1e12)
     outbox.store([msg(1)])
     assert "t-secret-token" not in repr(outbox.list()) + repr(outbox.depths())
+
+
+# -- emails looked up through an app's contact API ---------------------------------------------
+FEISHU, LARK = "https://open.feishu.cn|cli_1", "https://open.larksuite.com|cli_1"
+
+
+def test_looked_up_users_are_shared_by_every_process_per_app(outbox, connect, clock):
+    assert outbox.app_users(FEISHU, ["a@example.com"]) == {}
+    outbox.keep_app_users(FEISHU, {"a@example.com": ("ou_a", clock.now() + 100), "typo@example.com": (None, 50.0)})
+    other = connect()
+    assert other.app_users(FEISHU, ["a@example.com", "typo@example.com", "b@example.com", "a@example.com"]) == {
+        "a@example.com": ("ou_a", clock.now() + 100), "typo@example.com": (None, 50.0)}
+    assert other.app_users(LARK, ["a@example.com"]) == {}, "open_ids are per app"
+    other.keep_app_users(FEISHU, {"typo@example.com": ("ou_t", 70.0)})
+    assert outbox.app_users(FEISHU, ["typo@example.com"]) == {"typo@example.com": ("ou_t", 70.0)}
+    outbox.keep_app_users(FEISHU, {})
+
+
+def test_expired_users_are_returned_until_pruned(outbox, clock):
+    outbox.keep_app_users(FEISHU, {"a@example.com": ("ou_a", clock.now() + 10),
+                                   "b@example.com": (None, clock.now() + 1000)})
+    clock.step(11)
+    assert outbox.app_users(FEISHU, ["a@example.com"]) == {"a@example.com": ("ou_a", clock.now() - 1)}
+    outbox.prune(clock.now())
+    assert outbox.app_users(FEISHU, ["a@example.com", "b@example.com"]) == {
+        "b@example.com": (None, clock.now() + 989)}
+
+
+def test_many_emails_at_once(outbox):
+    emails = [f"user{i}@example.com" for i in range(1200)]
+    outbox.keep_app_users(FEISHU, {e: (f"ou_{i}", 1e12) for i, e in enumerate(emails)})
+    assert len(outbox.app_users(FEISHU, emails)) == 1200

@@ -13,6 +13,7 @@ import pytest
 from bridge.errors import StorageError
 from bridge.store.records import DEAD, PENDING
 from bridge.store.sqlite import SqliteOutbox
+from bridge.store.sqlite.schema import SCHEMA_VERSION
 from outbox_messages import SteppedClock, msg, payload_message
 
 
@@ -138,7 +139,7 @@ def test_a_newer_schema_is_refused_with_the_reason(tmp_path):
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(StorageError, match=r"written by a newer version \(schema 99 > 3\)"):
+    with pytest.raises(StorageError, match=rf"written by a newer version \(schema 99 > {SCHEMA_VERSION}\)"):
         SqliteOutbox(path).open()
 
 
@@ -150,12 +151,30 @@ def test_an_outbox_of_schema_2_gets_the_app_bot_tables_and_keeps_everything(tmp_
     with sqlite3.connect(path) as conn:   # as schema 2 left it: no cards, no app_tokens
         conn.execute("DROP TABLE cards")
         conn.execute("DROP TABLE app_tokens")
+        conn.execute("DROP TABLE app_users")
         conn.execute("PRAGMA user_version = 2")
     conn.close()
     after = SqliteOutbox(path, clock=SteppedClock())
     assert [e.id for e in after.list()] == ids and after.card("ops", "g1") is None
     after.keep_app_token("k", "t-1", 5e6)
-    assert after.app_token("k") == ("t-1", 5e6) and rows(path, "PRAGMA user_version") == [(3,)]
+    assert after.app_token("k") == ("t-1", 5e6) and rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    after.close()
+
+
+def test_an_outbox_of_schema_3_gets_the_looked_up_users_table(tmp_path):
+    path = tmp_path / "outbox.db"
+    before = SqliteOutbox(path, clock=SteppedClock())
+    before.keep_app_token("k", "t-1", 5e6)
+    before.close()
+    with sqlite3.connect(path) as conn:   # as schema 3 left it: no app_users
+        conn.execute("DROP TABLE app_users")
+        conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    after = SqliteOutbox(path, clock=SteppedClock())
+    assert after.app_token("k") == ("t-1", 5e6) and after.app_users("k", ["a@example.com"]) == {}
+    after.keep_app_users("k", {"a@example.com": ("ou_a", 5e6)})
+    assert after.app_users("k", ["a@example.com"]) == {"a@example.com": ("ou_a", 5e6)}
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     after.close()
 
 
@@ -191,7 +210,7 @@ def test_an_outbox_of_the_previous_version_keeps_what_waits_after_an_upgrade(tmp
     assert outbox.retry(4) == 1 and outbox.head("ops").id == 2
     assert [e.id for e in outbox.list(dead=False)] == [2, 3, 4]
     assert rows(path, "SELECT bodies FROM messages WHERE id = 4") == [('[{"text": "m4"}]',)]
-    assert broken_references(path) == [] and rows(path, "PRAGMA user_version") == [(3,)]
+    assert broken_references(path) == [] and rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     outbox.close()
 
 

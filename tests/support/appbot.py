@@ -73,3 +73,31 @@ def thread_texts(fake, message_id: str) -> list[str]:
 def buzzes(fake, chat: str = CHAT) -> list[tuple[str, tuple[str, ...]]]:
     """Every urgent of every card of the chat, in order."""
     return [u for m in fake.chat(chat) for u in m.urgent]
+
+
+class SteppedBridge:
+    """The bridge's services on `clock` with the bot `sre`'s sender stepped by hand: `post(body)`
+    accepts an Alertmanager webhook and steps the sender until it is idle."""
+
+    def __init__(self, config_text: str, clock, logger, metrics=None):
+        from bridge.bootstrap import build_services
+        from bridge.config import loads
+
+        from .delivery import Stepped
+
+        self.services = build_services(loads(config_text, env={}), clock=clock, logger=logger, metrics=metrics)
+        self.store = self.services.store
+        self.sender = Stepped(self.services.delivery, clock, "sre")
+
+    def post(self, body: bytes) -> None:
+        from bridge import sources
+
+        self.services.runtime.accept(sources.parse("alertmanager", json.loads(body)), body)
+        self.sender.run()
+
+    def card_ids(self, group: str = "prod") -> list[str]:
+        card = self.store.card("sre", f'{{}}:{{cluster="{group}"}}')
+        return [p.message_id for p in card.parts] if card is not None else []
+
+    def close(self) -> None:
+        self.store.close()

@@ -25,6 +25,9 @@ from ..outcome import (
 )
 
 RETRY, PERMANENT = Outcome.RETRY, Outcome.PERMANENT
+# "Message can only be modified within 14 days after sending" (§3.3): unlike a recalled or
+# deleted card, it is still in the chat, and can be replied to (§4 names no age limit).
+TOO_OLD = 230031
 
 # code -> (outcome, reason): §10, each group with its source section.
 CODES: dict[int, tuple[Outcome, str]] = {
@@ -37,7 +40,7 @@ CODES: dict[int, tuple[Outcome, str]] = {
     # the token endpoint's credential refusals (§1.4; which one it returns is UNCONFIRMED)
     **dict.fromkeys((10013, 10014, 10015), (PERMANENT, BAD_CREDENTIALS)),
     # the card is gone or frozen (§3.3): send a new one instead
-    **dict.fromkeys((230011, 230031, 230110), (PERMANENT, MESSAGE_GONE)),
+    **dict.fromkeys((230011, TOO_OLD, 230110), (PERMANENT, MESSAGE_GONE)),
     # configuration (§1.4, §2.5, §2.6)
     99991672: (PERMANENT, MISSING_SCOPE),
     10023: (PERMANENT, MISSING_SCOPE),

@@ -9,7 +9,7 @@ credentials) leaves in a result or a log line.
 Requests (../shared/feishu-app-protocol.md): the token §1.1; send §2.1 with `uuid` so a
 retry after a lost answer is de-duplicated by Feishu within the hour; PATCH §3.1 (the
 whole card); reply §4 (reply_in_thread); urgent §5.1 (at most 200 users a call, open_ids;
-people known by email are looked up first, §8.1, and remembered).
+people known by email are looked up first, §8.1, and remembered in the store: people.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ...limits import URGENT_MAX_USERS, app_content, encode_body
 from ..outcome import (BAD_REQUEST, BAD_URL, CONNECTION_ERROR, OK, TIMEOUT, UNEXPECTED_ANSWER, UNKNOWN_USERS,
                        USERS_NOT_IN_CHAT, Outcome, SendResult, UrgentResult)
 from .answers import classify, refreshes, result
-from .people import People
+from .people import MemoryUsers, People, UserStore
 from .scrub import scrubbed, secrets_of
 from .tokens import Fetched, MemoryTokens, TokenRefused, Tokens, TokenStore
 
@@ -40,16 +40,18 @@ TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 
 class AppClient:
     """One process's client for every app bot; `store` shares the apps' tokens between
-    processes (bridge.store.Outbox); without one they are kept in memory."""
+    processes and `users` the emails looked up (both bridge.store.Outbox); without them
+    they are kept in memory."""
 
-    def __init__(self, store: TokenStore | None = None, *, session: requests.Session | None = None,
-                 clock: Clock = SYSTEM_CLOCK, logger: logging.Logger | None = None, metrics: Any = None):
+    def __init__(self, store: TokenStore | None = None, *, users: UserStore | None = None,
+                 session: requests.Session | None = None, clock: Clock = SYSTEM_CLOCK,
+                 logger: logging.Logger | None = None, metrics: Any = None):
         self._session = session if session is not None else requests.Session()
         self._clock = clock
         self._log = logger if logger is not None else logging.getLogger("bridge.notify.feishu_app")
         self._metrics = metrics
         self.tokens = Tokens(store if store is not None else MemoryTokens(), clock)
-        self.people = People(clock)
+        self.people = People(users if users is not None else MemoryUsers(), clock)
 
     # -- what a channel does ---------------------------------------------------------------
     def send(self, bot: Bot, body: dict) -> SendResult:
@@ -102,7 +104,7 @@ class AppClient:
     def _open_ids(self, bot: Bot, people: Sequence[Mention]) -> tuple[list[str], list[str], SendResult | None]:
         ids = [m.user_id for m in people if m.user_id.startswith("ou_")]
         emails = [m.email for m in people if not m.user_id and m.email]
-        found, unknown, failed = self.people.open_ids(_app(bot), emails, lambda wanted: self._lookup(bot, wanted))
+        found, unknown, failed = self.people.open_ids(_key(_app(bot)), emails, lambda wanted: self._lookup(bot, wanted))
         return list(dict.fromkeys(ids + found)), unknown, failed
 
     def _lookup(self, bot: Bot, emails: list[str]) -> tuple[SendResult, dict]:
@@ -115,7 +117,7 @@ class AppClient:
     def _call_data(self, bot: Bot, call: str, method: str, path: str, request: dict) -> tuple[SendResult, dict]:
         """The call's classified answer and its `data`; with a refused token, refreshed once."""
         app = _app(bot)
-        key = f"{app.base_url}|{app.app_id}"
+        key = _key(app)
         used: list[str] = []
         try:
             token = self.tokens.token(key, lambda: self._fetch(bot))
@@ -184,6 +186,12 @@ def _app(bot: Bot) -> App:
     if bot.app is None:
         raise ValueError(f"bot {bot.name!r} is not an app bot (it has no app:)")
     return bot.app
+
+
+def _key(app: App) -> str:
+    """What the app's token and looked-up users are kept under: an app_id is unique only
+    within its Open API (Feishu or Lark)."""
+    return f"{app.base_url}|{app.app_id}"
 
 
 def _chat(bot: Bot) -> str:

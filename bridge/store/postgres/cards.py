@@ -1,10 +1,12 @@
 """App bots' rows in PostgreSQL: each group's card (written by mark_sent, in its
-transaction) and each app's access token. The same rules as the SQLite backend's
-(bridge/store/sqlite/cards.py); the tables are schema version 2 (schema.py)."""
+transaction), each app's access token and the open_ids its contact API gave for emails.
+The same rules as the SQLite backend's
+(bridge/store/sqlite/cards.py); the tables are schema versions 2 and 4 (schema.py)."""
 
 from __future__ import annotations
 
 import json
+from typing import Mapping, Sequence
 
 import psycopg
 
@@ -43,11 +45,29 @@ def keep_app_token(conn: psycopg.Connection, key: str, token: str, expires: floa
                  " DO UPDATE SET token = excluded.token, expires = excluded.expires", (key, token, expires))
 
 
+def app_users(conn: psycopg.Connection, key: str, emails: Sequence[str]) -> dict[str, tuple[str | None, float]]:
+    rows = conn.execute("SELECT email, open_id, expires FROM app_users WHERE key = %s AND email = ANY(%s)",
+                        (key, list(dict.fromkeys(emails)))).fetchall()
+    return {email: (open_id, expires) for email, open_id, expires in rows}
+
+
+def keep_app_users(conn: psycopg.Connection, key: str, users: Mapping[str, tuple[str | None, float]]) -> None:
+    # In the order of the key: two replicas keeping overlapping emails at once lock the rows
+    # in one order and cannot deadlock.
+    with conn.cursor() as cursor:
+        cursor.executemany("INSERT INTO app_users (key, email, open_id, expires) VALUES (%s, %s, %s, %s)"
+                           " ON CONFLICT (key, email) DO UPDATE SET open_id = excluded.open_id,"
+                           " expires = excluded.expires",
+                           [(key, email, *users[email]) for email in sorted(users)])
+
+
 def prune(conn: psycopg.Connection, now: float, batch: int) -> None:
-    """Cards unchanged for CARDS_KEPT (Feishu updates a message for 14 days), expired tokens."""
+    """Cards unchanged for CARDS_KEPT (30 days: bridge.store says why), expired tokens
+    and looked-up users."""
     conn.execute("DELETE FROM cards WHERE ctid IN (SELECT ctid FROM cards WHERE updated < %s LIMIT %s)",
                  (now - CARDS_KEPT, batch))
     conn.execute("DELETE FROM app_tokens WHERE expires < %s", (now,))
+    conn.execute("DELETE FROM app_users WHERE expires < %s", (now,))
 
 
 def _card(row: tuple) -> Card:

@@ -20,7 +20,7 @@ for both instead.
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 import psycopg
 
@@ -217,6 +217,12 @@ class PostgresOutbox:
 
     def keep_app_token(self, key: str, token: str, expires: float) -> None:
         self._run("keep an app token in", lambda conn: cards.keep_app_token(conn, key, token, expires))
+
+    def app_users(self, key: str, emails: Sequence[str]) -> dict[str, tuple[str | None, float]]:
+        return self._run("read looked-up users in", lambda conn: cards.app_users(conn, key, emails))
+
+    def keep_app_users(self, key: str, users: Mapping[str, tuple[str | None, float]]) -> None:
+        self._run("keep looked-up users in", lambda conn: cards.keep_app_users(conn, key, users))
 
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
                    reason: str, code: int | None, detail: str) -> bool:

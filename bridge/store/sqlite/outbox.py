@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 from ...clock import SYSTEM_CLOCK, Clock
 from ...errors import StorageError
@@ -195,6 +195,12 @@ class SqliteOutbox:
 
     def keep_app_token(self, key: str, token: str, expires: float) -> None:
         cards.keep_app_token(self._engine, key, token, expires)
+
+    def app_users(self, key: str, emails: Sequence[str]) -> dict[str, tuple[str | None, float]]:
+        return cards.app_users(self._engine, key, emails)
+
+    def keep_app_users(self, key: str, users: Mapping[str, tuple[str | None, float]]) -> None:
+        cards.keep_app_users(self._engine, key, users)
 
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
                    reason: str, code: int | None, detail: str) -> bool:

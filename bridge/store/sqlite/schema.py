@@ -21,9 +21,12 @@ Four tables:
               only the last minute is kept.
     cards     app bots (schema 3): each alert group's card per bot, its Feishu message
               ids (`parts`, JSON [[message_id, sent], ...]) and what it shows
-              (`firing` fingerprints, `closed`, `buzzed`); forgotten 14 days unchanged.
+              (`firing` fingerprints, `closed`, `buzzed`); forgotten 30 days unchanged.
     app_tokens  app bots (schema 3): each app's access token, shared by every process.
               A secret, like the webhook URLs in the config: the file needs the same care.
+    app_users app bots (schema 5): the open_id each app's contact API gave for an email
+              (NULL: not found), until `expires`; shared by every process, so an email
+              costs one lookup per app, not one per worker (bridge.notify.feishu_app.people).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import sqlite3
 
 from .engine import patiently
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS payloads (
@@ -70,6 +73,12 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS cards_updated ON cards (updated)",
     """CREATE TABLE IF NOT EXISTS app_tokens (
         key TEXT PRIMARY KEY, token TEXT NOT NULL, expires REAL NOT NULL)""",
+    # Schema 5: only a new table (and its index), so it applies to a file of any version
+    # before; a bridge of an earlier schema refuses the file afterwards.
+    """CREATE TABLE IF NOT EXISTS app_users (
+        key TEXT NOT NULL, email TEXT NOT NULL, open_id TEXT, expires REAL NOT NULL,
+        PRIMARY KEY (key, email))""",
+    "CREATE INDEX IF NOT EXISTS app_users_expires ON app_users (expires)",
 )
 
 
