@@ -150,8 +150,10 @@ class Outbox(Protocol):
         ...
 
     def recent_ends(self, bot: str, count: int) -> list[float]:
-        """End times of the bot's latest `count` requests (at least the last SENDS_KEPT
-        seconds of them), newest first; a request still open counts from its start."""
+        """End times of the bot's `count` latest-ending requests (among at least the last
+        SENDS_KEPT seconds of them), latest first; a request still open counts from its
+        start. An end may lie in the future: a request whose outcome is unknown
+        (`reschedule`'s in_flight)."""
         ...
 
     def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL) -> int | None:
@@ -176,16 +178,20 @@ class Outbox(Protocol):
         ...
 
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
-                   reason: str, code: int | None, detail: str) -> bool:
+                   reason: str, code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         """Back to pending; the whole bot pauses until `when` (later messages keep their
         place) and remembers `delay` for the next backoff. False (and nothing changed) if
-        `owner` no longer holds the message."""
+        `owner` no longer holds the message.
+
+        The send record ends `in_flight` seconds from now (on the store's clock), not now:
+        a request whose outcome is unknown may still be in flight at Feishu, and counts in
+        the rate windows (`recent_ends`) until then."""
         ...
 
     def dead_letter(self, message_id: int, send_id: int, bot: str, owner: str, *, reason: str,
-                    code: int | None, detail: str) -> bool:
+                    code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         """A dead letter, kept (with what it needs to be rendered again) until retried.
-        False if `owner` no longer holds the message."""
+        False if `owner` no longer holds the message. `in_flight` as for `reschedule`."""
         ...
 
     # -- app bots ---------------------------------------------------------------------

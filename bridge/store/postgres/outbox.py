@@ -161,9 +161,9 @@ class PostgresOutbox:
         return self._run("store a rendered message in", keep)
 
     def recent_ends(self, bot: str, count: int) -> list[float]:
-        rows = self._engine.read("SELECT COALESCE(finished, started) FROM sends WHERE bot = %s ORDER BY id DESC"
-                                 " LIMIT %s", (bot, count))
-        return sorted((r[0] for r in rows), reverse=True)
+        rows = self._engine.read("SELECT COALESCE(finished, started) AS ended FROM sends WHERE bot = %s"
+                                 " ORDER BY ended DESC LIMIT %s", (bot, count))
+        return [r[0] for r in rows]
 
     def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL) -> int | None:
         def claim(conn: psycopg.Connection) -> int | None:
@@ -219,7 +219,7 @@ class PostgresOutbox:
         self._run("keep an app token in", lambda conn: cards.keep_app_token(conn, key, token, expires))
 
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
-                   reason: str, code: int | None, detail: str) -> bool:
+                   reason: str, code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         def later(conn: psycopg.Connection) -> bool:
             now = queue.read_time(conn, self._now())
             conn.execute("UPDATE bots SET paused_until = %s, backoff = %s WHERE bot = %s AND owner = %s",
@@ -227,15 +227,15 @@ class PostgresOutbox:
             conn.execute("UPDATE messages SET next_attempt = %s WHERE id = %s AND owner = %s AND state = %s",
                          (when, message_id, owner, SENDING))
             return queue.settle(conn, message_id, send_id, bot, owner, now, state=PENDING, finished=None,
-                                reason=reason, code=code, detail=detail)
+                                reason=reason, code=code, detail=detail, in_flight=in_flight)
         return self._run("record a retry in", later)
 
     def dead_letter(self, message_id: int, send_id: int, bot: str, owner: str, *, reason: str,
-                    code: int | None, detail: str) -> bool:
+                    code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         def dead(conn: psycopg.Connection) -> bool:
             now = queue.read_time(conn, self._now())
             return queue.settle(conn, message_id, send_id, bot, owner, now, state=DEAD, finished=now,
-                                reason=reason, code=code, detail=detail)
+                                reason=reason, code=code, detail=detail, in_flight=in_flight)
         return self._run("record a dead letter in", dead)
 
     # -- operating --------------------------------------------------------------------

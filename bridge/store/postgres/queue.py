@@ -136,9 +136,9 @@ def extend_lease(conn: psycopg.Connection, bot: str, owner: str, now: float, ttl
 
 def settle(conn: psycopg.Connection, message_id: int, send_id: int, bot: str, owner: str, now: float, *,
            state: str, finished: float | None, reason: str, code: int | None, detail: str | None,
-           sent: bool = False) -> bool:
-    """Record a send's end and the message's new state; False if a new lease holder has
-    taken the message back meanwhile. A sent message lets go of its payload; a dead
+           sent: bool = False, in_flight: float = 0.0) -> bool:
+    """Record a send's end (`in_flight` seconds from now: see Outbox.reschedule) and the
+    message's new state; False if a new lease holder has taken the message back meanwhile. A sent message lets go of its payload; a dead
     letter keeps it (`outbox retry` renders it again).
 
     The message first, then the send record: a takeover (outbox.acquire) locks them in
@@ -149,7 +149,7 @@ def settle(conn: psycopg.Connection, message_id: int, send_id: int, bot: str, ow
         " WHERE id = %s AND owner = %s AND state = %s",
         (state, finished, reason, code, detail, int(sent), state == SENT, message_id, owner, SENDING)).rowcount == 1
     if send_id:
-        conn.execute("UPDATE sends SET finished = %s WHERE id = %s", (now, send_id))
+        conn.execute("UPDATE sends SET finished = %s WHERE id = %s", (now + in_flight, send_id))
         forget_old_sends(conn, bot, now)
     return ours
 

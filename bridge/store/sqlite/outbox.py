@@ -132,10 +132,10 @@ class SqliteOutbox:
                                 (text, message_id, PENDING)).rowcount == 1
 
     def recent_ends(self, bot: str, count: int) -> list[float]:
-        """End times of the bot's latest `count` requests, newest first."""
-        rows = self._engine.read("SELECT IFNULL(finished, started) FROM sends WHERE bot = ? ORDER BY id DESC LIMIT ?",
-                                 (bot, count))
-        return sorted((r[0] for r in rows), reverse=True)
+        """End times of the bot's `count` latest-ending requests, latest first."""
+        rows = self._engine.read("SELECT IFNULL(finished, started) AS ended FROM sends WHERE bot = ?"
+                                 " ORDER BY ended DESC LIMIT ?", (bot, count))
+        return [r[0] for r in rows]
 
     def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL) -> int | None:
         """Mark the message in flight (and open a send record when `record`), checking the
@@ -197,7 +197,7 @@ class SqliteOutbox:
         cards.keep_app_token(self._engine, key, token, expires)
 
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
-                   reason: str, code: int | None, detail: str) -> bool:
+                   reason: str, code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         """Back to pending; the whole bot pauses until `when` (later messages keep their place)."""
         with self._engine.write("record a retry in") as conn:
             now = self.clock.now()
@@ -206,14 +206,14 @@ class SqliteOutbox:
             conn.execute("UPDATE messages SET next_attempt = ? WHERE id = ? AND owner = ? AND state = ?",
                          (when, message_id, owner, SENDING))
             return _settle(conn, message_id, send_id, bot, owner, now, state=PENDING, finished=None,
-                           reason=reason, code=code, detail=detail)
+                           reason=reason, code=code, detail=detail, in_flight=in_flight)
 
     def dead_letter(self, message_id: int, send_id: int, bot: str, owner: str, *, reason: str,
-                    code: int | None, detail: str) -> bool:
+                    code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         with self._engine.write("record a dead letter in") as conn:
             now = self.clock.now()
             return _settle(conn, message_id, send_id, bot, owner, now, state=DEAD, finished=now,
-                           reason=reason, code=code, detail=detail)
+                           reason=reason, code=code, detail=detail, in_flight=in_flight)
 
     def writable_problem(self) -> str | None:
         """None when a write transaction can start now (for /-/ready), else why not."""
@@ -340,13 +340,14 @@ def _forget_old_sends(conn: sqlite3.Connection, bot: str, now: float) -> None:
 
 
 def _settle(conn: sqlite3.Connection, message_id: int, send_id: int, bot: str, owner: str, now: float, *,
-            state: str, finished: float | None, reason: str, code: int | None, detail: str | None) -> bool:
-    """Record a send's end and the message's new state; False if a new lease holder has
-    taken the message back meanwhile (then it is theirs, and may be sent again).
-    A sent message lets go of its payload; a dead letter keeps it (`outbox retry`
-    renders it again)."""
+            state: str, finished: float | None, reason: str, code: int | None, detail: str | None,
+            in_flight: float = 0.0) -> bool:
+    """Record a send's end (`in_flight` seconds from now: see Outbox.reschedule) and the
+    message's new state; False if a new lease holder has taken the message back meanwhile
+    (then it is theirs, and may be sent again). A sent message lets go of its payload; a
+    dead letter keeps it (`outbox retry` renders it again)."""
     if send_id:
-        conn.execute("UPDATE sends SET finished = ? WHERE id = ?", (now, send_id))
+        conn.execute("UPDATE sends SET finished = ? WHERE id = ?", (now + in_flight, send_id))
         _forget_old_sends(conn, bot, now)
     return conn.execute(
         "UPDATE messages SET state = ?, owner = NULL, finished = ?, reason = ?, code = ?, detail = ?,"
