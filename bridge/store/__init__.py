@@ -23,19 +23,20 @@ transaction at a time for all processes (each is named again where it applies):
 - a send and what it changed about its group's card are written together (`mark_sent`).
 
 App bots (issue 13) need three things more, each as small as it could be: each group's
-card (`card`, written by `mark_sent`), and the app's access token shared by every
-process (`app_token`, `keep_app_token`). A second backend implements them as below and
+card (`card`, written by `mark_sent`), the app's access token shared by every
+process (`app_token`, `keep_app_token`), and rate windows shared by several bots
+(`claim`'s windows: an app's, a chat's), checked and filled as one decision. A second backend implements them as below and
 applies a CardChange with `CardChange.applied`, so that the backends agree.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol, runtime_checkable
+from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import StorageConfig
 from ..limits import APP_UPDATE_WINDOW
-from .records import BotState, Card, CardChange, Entry, Head, OutgoingMessage, Stored, Takeover
+from .records import BotState, Card, CardChange, Entry, Head, OutgoingMessage, Stored, Takeover, Window
 
 # A dead process's lease lapses after this; renewed every LEASE_RENEW seconds while alive.
 LEASE_TTL = 5.0
@@ -156,10 +157,19 @@ class Outbox(Protocol):
         (`reschedule`'s in_flight)."""
         ...
 
-    def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL) -> int | None:
+    def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL,
+              windows: Sequence[Window] = ()) -> int | None:
         """Mark the message in flight (and open a send record when `record`), checking and
         extending the lease in the same transaction. Returns the send record's id (0 when
-        not recorded), None when the message is no longer pending; raises LeaseLost."""
+        not recorded), None when the message is no longer pending; raises LeaseLost.
+
+        `windows`: rate windows shared with other bots, in any process (an app's, a
+        chat's: bridge.delivery.pacing). The request counts in each of them, from now
+        until `seconds` after its send record ends (while open, as ending after all
+        others). If one more request does not fit in one of them now, nothing changes and
+        WindowFull says until when. Checking and counting are one decision across every
+        process: two claims racing for a window's last place cannot both get it (a backend
+        with concurrent writers serialises the claims of a window)."""
         ...
 
     def mark_logged(self, message_id: int, bot: str, owner: str, *, last: bool, record: bool,

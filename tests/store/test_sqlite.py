@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import StorageError
-from bridge.store.records import DEAD, PENDING
+from bridge.store.records import DEAD, PENDING, Window
 from bridge.store.sqlite import SqliteOutbox
 from outbox_messages import SteppedClock, msg, payload_message
 
@@ -138,7 +138,7 @@ def test_a_newer_schema_is_refused_with_the_reason(tmp_path):
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(StorageError, match=r"written by a newer version \(schema 99 > 3\)"):
+    with pytest.raises(StorageError, match=r"written by a newer version \(schema 99 > 4\)"):
         SqliteOutbox(path).open()
 
 
@@ -150,12 +150,31 @@ def test_an_outbox_of_schema_2_gets_the_app_bot_tables_and_keeps_everything(tmp_
     with sqlite3.connect(path) as conn:   # as schema 2 left it: no cards, no app_tokens
         conn.execute("DROP TABLE cards")
         conn.execute("DROP TABLE app_tokens")
+        conn.execute("DROP TABLE send_windows")
         conn.execute("PRAGMA user_version = 2")
     conn.close()
     after = SqliteOutbox(path, clock=SteppedClock())
     assert [e.id for e in after.list()] == ids and after.card("ops", "g1") is None
     after.keep_app_token("k", "t-1", 5e6)
-    assert after.app_token("k") == ("t-1", 5e6) and rows(path, "PRAGMA user_version") == [(3,)]
+    assert after.app_token("k") == ("t-1", 5e6) and rows(path, "PRAGMA user_version") == [(4,)]
+    after.close()
+
+
+def test_an_outbox_of_schema_3_gets_the_shared_windows_and_keeps_everything(tmp_path):
+    path = tmp_path / "outbox.db"
+    before = SqliteOutbox(path, clock=SteppedClock())
+    ids = before.store([msg(1), msg(2, group="g2")]).ids
+    before.close()
+    with sqlite3.connect(path) as conn:   # as schema 3 left it: no send_windows
+        conn.execute("DROP TABLE send_windows")
+        conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    after = SqliteOutbox(path, clock=SteppedClock())
+    assert [e.id for e in after.list()] == ids
+    after.acquire("ops", "me")
+    assert after.claim(ids[0], "ops", "me", record=True, windows=[Window("chat:oc_1", 5, 1.0)])
+    assert rows(path, "SELECT key FROM send_windows") == [("chat:oc_1",)]
+    assert rows(path, "PRAGMA user_version") == [(4,)]
     after.close()
 
 
@@ -191,7 +210,7 @@ def test_an_outbox_of_the_previous_version_keeps_what_waits_after_an_upgrade(tmp
     assert outbox.retry(4) == 1 and outbox.head("ops").id == 2
     assert [e.id for e in outbox.list(dead=False)] == [2, 3, 4]
     assert rows(path, "SELECT bodies FROM messages WHERE id = 4") == [('[{"text": "m4"}]',)]
-    assert broken_references(path) == [] and rows(path, "PRAGMA user_version") == [(3,)]
+    assert broken_references(path) == [] and rows(path, "PRAGMA user_version") == [(4,)]
     outbox.close()
 
 
@@ -203,3 +222,20 @@ def test_wait_for_change_sees_another_thread_of_the_same_process(outbox):
     writer.join()
     assert outbox.wait_for_change(5) is True
     assert outbox.wait_for_change(0) is False
+
+
+def test_window_records_are_forgotten_with_their_send_records(tmp_path):
+    clock = SteppedClock()
+    outbox = SqliteOutbox(tmp_path / "outbox.db", clock=clock)
+    path = tmp_path / "outbox.db"
+    ids = outbox.store([msg(1), msg(2)]).ids
+    outbox.acquire("ops", "me", 1000.0)
+    window = Window("chat:oc_1", 5, 1.0)
+    outbox.mark_sent(ids[0], outbox.claim(ids[0], "ops", "me", record=True, ttl=1000.0, windows=[window]), "ops",
+                     "me", 0)
+    clock.step(100)
+    outbox.mark_sent(ids[1], outbox.claim(ids[1], "ops", "me", record=True, ttl=1000.0, windows=[window]), "ops",
+                     "me", 0)
+    assert rows(path, "SELECT COUNT(*) FROM send_windows") == [(1,)]
+    assert rows(path, "SELECT COUNT(*) FROM send_windows WHERE send_id NOT IN (SELECT id FROM sends)") == [(0,)]
+    outbox.close()

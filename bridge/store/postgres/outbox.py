@@ -20,7 +20,7 @@ for both instead.
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import psycopg
 
@@ -29,7 +29,7 @@ from ...config import PostgresConfig
 from ...errors import StorageError
 from .. import LEASE_TTL
 from ..records import (DEAD, PENDING, SENDING, SENT, WAITING, BotState, Card, CardChange, Entry, Head, LeaseLost,
-                       OutgoingMessage, Stored, Takeover)
+                       OutgoingMessage, Stored, Takeover, Window)
 from . import cards, queue
 from .clock import DatabaseClock
 from .engine import Engine, lock_key
@@ -165,8 +165,10 @@ class PostgresOutbox:
                                  " ORDER BY ended DESC LIMIT %s", (bot, count))
         return [r[0] for r in rows]
 
-    def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL) -> int | None:
+    def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL,
+              windows: Sequence[Window] = ()) -> int | None:
         def claim(conn: psycopg.Connection) -> int | None:
+            queue.lock_windows(conn, self._engine.namespace, windows)
             now = queue.read_time(conn, self._now())
             if not queue.extend_lease(conn, bot, owner, now, ttl):
                 raise LeaseLost(bot)
@@ -174,10 +176,14 @@ class PostgresOutbox:
                                   " WHERE id = %s AND state = %s", (SENDING, owner, message_id, PENDING)).rowcount
             if not marked:
                 return None
+            queue.check_windows(conn, windows, now)    # WindowFull rolls all of it back
             if not record:
                 return 0
-            return conn.execute("INSERT INTO sends (bot, started) VALUES (%s, %s) RETURNING id",
-                                (bot, now)).fetchone()[0]
+            send_id = conn.execute("INSERT INTO sends (bot, started) VALUES (%s, %s) RETURNING id",
+                                   (bot, now)).fetchone()[0]
+            for key in dict.fromkeys(w.key for w in windows):
+                conn.execute("INSERT INTO send_windows (key, send_id) VALUES (%s, %s)", (key, send_id))
+            return send_id
         return self._run("mark a message in flight in", claim)
 
     def mark_logged(self, message_id: int, bot: str, owner: str, *, last: bool, record: bool,

@@ -24,6 +24,10 @@ Four tables:
               (`firing` fingerprints, `closed`, `buzzed`); forgotten 14 days unchanged.
     app_tokens  app bots (schema 3): each app's access token, shared by every process.
               A secret, like the webhook URLs in the config: the file needs the same care.
+    send_windows  app bots (schema 4): the windows shared by several bots that each send
+              record also counts in (`key`: an app's, a chat's), so that every process
+              keeps to Feishu's per-app and per-chat limits (Outbox.claim's windows).
+              Forgotten with their send record.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import sqlite3
 
 from .engine import patiently
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS payloads (
@@ -70,6 +74,9 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS cards_updated ON cards (updated)",
     """CREATE TABLE IF NOT EXISTS app_tokens (
         key TEXT PRIMARY KEY, token TEXT NOT NULL, expires REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS send_windows (
+        key TEXT NOT NULL, send_id INTEGER NOT NULL, PRIMARY KEY (key, send_id)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS send_windows_send ON send_windows (send_id)",
 )
 
 
@@ -90,6 +97,7 @@ def create(conn: sqlite3.Connection, deadline: float) -> None:
             _forget_done_payloads(conn)
         # 2 -> 3 adds the app bots' tables (cards, app_tokens) and changes nothing else:
         # _SCHEMA below creates them. A bridge of schema 2 refuses the file afterwards.
+        # 3 -> 4 adds send_windows (the shared rate windows), likewise.
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
