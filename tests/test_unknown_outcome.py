@@ -29,9 +29,10 @@ from bridge.notify.feishu import FeishuClient
 from bridge.notify.outcome import Outcome, SendResult, may_have_arrived
 from procs import BridgeProcess
 from support.clock import FakeClock
-from support.delivery import enqueue, make_bot, make_config, msg, stepped_workers
+from support.delivery import StubClient, enqueue, make_bot, make_config, msg, stepped_workers
 from test_delivery_service import bot, events, names, notification, post
 from test_sender import head
+from test_shared_windows import app_bot
 
 TIMED_OUT = SendResult(Outcome.RETRY, "timeout", detail="ReadTimeout", unknown=True)
 REFUSED = SendResult(Outcome.RETRY, "connection_error", detail="Connection refused")
@@ -150,6 +151,21 @@ def test_a_minute_of_hanging_feishu_costs_one_extra_copy_and_no_rate_limit_answe
     # Feishu never carried out more than 5 in a second, counting the one it held.
     times = sorted(t for t, _ in feishu.carried)
     assert all(sum(0 <= u - t < 1 for u in times) <= 5 for t in times)
+
+
+def test_an_app_bot_retries_quickly_after_no_answer_but_the_request_keeps_its_place_in_the_windows(tmp_path):
+    clock = FakeClock()
+    client = StubClient(TIMED_OUT, clock=clock)
+    config = make_config(tmp_path, app_bot("sre", "oc_1"), backoff_base=1.0, backoff_cap=2.0, backoff_unknown=60.0)
+    with stepped_workers(clock) as stepped:
+        delivery, sender = stepped(config, client, bot="sre")
+        start = clock.now()
+        enqueue(delivery, [msg("card", bot="sre")])
+        sender.run()
+        ends = delivery.outbox.recent_ends("sre", 5)
+    assert client.texts() == ["card", "card"]
+    assert client.times()[1] - start <= 2.0, "the uuid makes a quick retry safe"
+    assert ends[0] == pytest.approx(start + 60.0), "the unanswered request counts for backoff_unknown"
 
 
 # -- the service under gunicorn, against the strict fake hanging for a minute ------------------
