@@ -9,7 +9,9 @@ cannot see. A request arrives after it started and before its answer came back, 
 spacing the start of a request one window after the *end* of the request `limit`
 places back keeps the arrivals spaced by at least the window, whatever the network
 delay was. Sends of one bot are sequential (one sender at a time), so this costs one
-round trip per window at most.
+round trip per window at most. A request that got no answer may arrive (or be carried
+out) later still: its end is recorded delivery.backoff_unknown after the bridge gave up
+(bridge.delivery.outcomes), so it keeps its place until Feishu is assumed done with it.
 """
 
 from __future__ import annotations
