@@ -55,12 +55,14 @@ APP_ENVELOPE_BYTES = len('{"receive_id":"","msg_type":"interactive","content":""
 APP_BUDGET_BYTES = APP_BODY_LIMIT_BYTES - APP_ENVELOPE_BYTES
 # "向同一群组发送消息的限频为群内机器人共享 5 QPS" (5 QPS per group, shared by its bots): D-send,
 # §2.4 (CONFIRMED). No per-minute limit per group is documented, so an app bot's minute
-# allows what its second does.
+# allows what its second does. Every request of the bridge's app bots in a chat (sends,
+# replies, updates, urgent: which of them Feishu counts there is not documented) is
+# counted against it, whichever bot made it (bridge.delivery.pacing).
 APP_RATE_PER_SECOND = 5
 APP_RATE_PER_MINUTE = APP_RATE_PER_SECOND * 60
-# "1000 次/分钟、50 次/秒" per API and app (D-send, D-patch, D-reply; §2.4, CONFIRMED): the
-# bridge keeps the sum of an app's bots' limits within these, so that no mix of its
-# requests can reach them.
+# "1000 次/分钟、50 次/秒" per API and app (D-send, D-patch, D-reply; §2.4, CONFIRMED): every
+# request of an app's bots is counted against these (all its APIs together, which is
+# stricter than Feishu), in the outbox, by every process (bridge.delivery.pacing).
 APP_PER_SECOND = 50
 APP_PER_MINUTE = 1000
 # "仅支持更新 14 天内发送的消息" (only messages sent within 14 days can be updated): D-patch,

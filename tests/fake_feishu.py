@@ -36,6 +36,13 @@ injection); scripted requests skip the checks, except after a hang or for a lost
     ("lost_answer",)                      check (and maybe accept) as usual, then reset
                                           instead of answering: delivered, but the sender
                                           cannot know
+
+`hang(token, seconds)` makes Feishu hang for a while (issue 17 item 7): every request for
+the bot that arrives in the next `seconds` is held until they have passed, then checked,
+counted in the rate windows, delivered and answered, as a backend that stalled and
+recovers would (whether the client is still waiting or not). A request held by a hang is
+counted when it is carried out, not when it arrived: what matters to a sender is that
+a request it gave up on can still take its place in the windows later.
 """
 
 from __future__ import annotations
@@ -141,6 +148,7 @@ class _Bot:
     rate_per_minute: int
     lark: bool
     minute: float = 60.0      # the "minute" window's length: shorter only in a test that says so
+    hang_until: float = 0.0   # monotonic: requests arriving before then are held until then
     arrivals: deque = field(default_factory=deque)
     received: list = field(default_factory=list)
     script: deque = field(default_factory=deque)
@@ -239,6 +247,11 @@ class FakeFeishu:
         """Requests refused by the rate limit (not scripted refusals)."""
         return [a for a in self.attempts(token) if a.throttled]
 
+    def hang(self, token: str, seconds: float) -> None:
+        """Hold every request for the bot arriving in the next `seconds` until then."""
+        with self._cond:
+            self._bots[token].hang_until = time.monotonic() + seconds
+
     def script(self, token: str, *steps: tuple) -> None:
         for step in steps:
             if not step or step[0] not in SCRIPT_KINDS:
@@ -271,6 +284,10 @@ class FakeFeishu:
         with self._cond:
             bot = self._bots.get(request.token)
             step = bot.script.popleft() if bot is not None and bot.script else ("",)
+            held = bot.hang_until - request.arrived if bot is not None else 0.0
+        if held > 0 and self._stopping.wait(held):
+            self._record(request.attempt(None, None, "hang, ended by stop()"))
+            return _drop(handler, reset=True)
         if step[0] in ("http", "code", "reset", "close"):
             return self._scripted(handler, request, step)
         if step[0] == "hang" and self._stopping.wait(float(step[1])):

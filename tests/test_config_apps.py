@@ -11,7 +11,7 @@ import pytest
 
 from bridge import config as cfg
 from bridge.errors import ConfigError
-from bridge.limits import APP_PER_MINUTE, APP_PER_SECOND
+from bridge.limits import APP_RATE_PER_MINUTE, APP_RATE_PER_SECOND
 
 # The issue's example, as written there.
 ISSUE_EXAMPLE = """
@@ -144,35 +144,44 @@ def test_a_wrong_app_secret_is_never_shown():
     assert "hush-123" not in "\n".join(found)
 
 
-def test_two_app_bots_of_one_app_in_one_chat_are_refused():
-    found = problems("""
+def test_two_app_bots_of_one_app_may_share_a_chat():
+    """The chat's 5/s is kept where requests are counted (the outbox's shared windows),
+    so two bots (say, two teams' templates) need not be merged into one any more."""
+    config = load("""
         apps: [{name: a, app_id: cli_1, app_secret: s}]
         bots: [{name: b, app: a, chat_id: oc_1}, {name: c, app: a, chat_id: oc_1}]
         route: {bots: [b, c]}
     """)
-    assert any(p.startswith("bots[1].chat_id: bot 'b' already sends to this chat as app 'a'") for p in found)
+    assert config.bots["b"].chat_id == config.bots["c"].chat_id == "oc_1"
 
 
-def test_an_apps_bots_share_its_limits():
+def test_an_apps_bots_are_not_throttled_to_a_share_of_its_limits():
+    """Before, 20 bots of one app got 2/s and 50/min each, however quiet the others were;
+    the app's 50/s and 1000/min are now counted over all of them at send time."""
     chats = [f"{{name: b{i}, app: a, chat_id: oc_{i}}}" for i in range(20)]
     config = load(f"""
         apps: [{{name: a, app_id: cli_1, app_secret: s}}]
         bots: [{', '.join(chats)}]
         route: {{bots: [b0]}}
     """)
-    limits = [b.rate_limit for b in config.bots.values()]
-    assert {(x.per_second, x.per_minute) for x in limits} == {(2, 50)}
-    assert sum(x.per_second for x in limits) <= APP_PER_SECOND and sum(x.per_minute for x in limits) <= APP_PER_MINUTE
+    assert {(b.rate_limit.per_second, b.rate_limit.per_minute) for b in config.bots.values()} == {
+        (APP_RATE_PER_SECOND, APP_RATE_PER_MINUTE)}
 
 
-def test_explicit_limits_over_the_apps_are_refused():
-    chats = [f"{{name: b{i}, app: a, chat_id: oc_{i}, rate_limit: {{per_second: 5}}}}" for i in range(11)]
-    found = problems(f"""
-        apps: [{{name: a, app_id: cli_1, app_secret: s}}]
-        bots: [{', '.join(chats)}]
-        route: {{bots: [b0]}}
+def test_an_app_bots_own_rate_limit_still_applies_and_is_checked_against_the_chats():
+    config = load("""
+        apps: [{name: a, app_id: cli_1, app_secret: s}]
+        bots: [{name: b, app: a, chat_id: oc_1, rate_limit: {per_second: 2}}]
+        route: {bots: [b]}
     """)
-    assert any(p.startswith("apps[0]: its 11 bots may send 55/s and 990/min together, over Feishu's 50/s") for p in found)
+    assert (config.bots["b"].rate_limit.per_second, config.bots["b"].rate_limit.per_minute) == (2, 300)
+    found = problems("""
+        apps: [{name: a, app_id: cli_1, app_secret: s}]
+        bots: [{name: b, app: a, chat_id: oc_1, rate_limit: {per_second: 6}}]
+        route: {bots: [b]}
+    """)
+    assert any(p.startswith("bots[0].rate_limit.per_second: Feishu allows at most 5 per second per chat")
+               for p in found), found
 
 
 def test_users_may_be_emails_for_app_bots():

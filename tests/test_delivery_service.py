@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHORT_MINUTE = Path(__file__).parent / "support" / "short_minute"
 
 NO_PROXY = {"http": "", "https": ""}
-FAST_BACKOFF = {"backoff_base": "200ms", "backoff_cap": "1s"}
+FAST_BACKOFF = {"backoff_base": "200ms", "backoff_cap": "1s", "backoff_unknown": "1s"}
 READ_TIMEOUT = "1s"
 # The fake's "wait, then answer as usual" step, with no wait: lets a script put successes
 # between faults, so that each fault lands on a message of its own.

@@ -26,7 +26,7 @@ import yaml
 
 from ..errors import ConfigError
 from .bots import _BOT_KEYS as _BOT_KEYS
-from .apps import check_app_bots, read_apps
+from .apps import read_apps
 from .bots import read_bots, read_users
 from .reader import Reader
 from .routes import read_route
@@ -110,10 +110,10 @@ def _config(r: Reader, raw: Any, source: str) -> Config | None:
     if not top and raw is not None and not isinstance(raw, dict):
         return None
     users = read_users(r, top.get("users"))
-    apps, app_positions = read_apps(r, top.get("apps"))
-    explicit: dict[str, set[str]] = {}
-    bots, positions = read_bots(r, top.get("bots"), users, apps, explicit)
-    check_app_bots(r, bots, positions, app_positions, explicit)
+    apps, _ = read_apps(r, top.get("apps"))
+    # An app's and a chat's limits are kept where the requests are counted, across every
+    # bot, process and replica (bridge.delivery.pacing.shared_windows), not shared out here.
+    bots, positions = read_bots(r, top.get("bots"), users, apps)
     route = read_route(r, top.get("route"), "route", parent=Route(), known=set(bots), users=users, root=True)
     templates_dir = read_templates_dir(r, top.get("templates_dir"))
     check_templates(r, bots, positions, templates_dir)

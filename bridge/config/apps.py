@@ -1,5 +1,10 @@
 """`apps:` (Feishu self-built apps) and what makes a bot an app bot: `app`, `chat_id`,
-`update_in_place`, `thread_replies`, `urgent`; then the checks across bots and apps.
+`update_in_place`, `thread_replies`, `urgent`.
+
+Feishu's limits per app (50/s, 1000/min) and per chat (5/s, shared by every bot in it)
+are not shared out among the bots here: every app bot's requests are counted under its
+app and its chat in the outbox, by every process (bridge.delivery.pacing.shared_windows),
+so a busy bot may use what quiet ones leave, and two bots of one app may share a chat.
 
 The protocol facts behind each check are in ../shared/feishu-app-protocol.md (cited by
 section); the numbers are in bridge.limits.
@@ -8,14 +13,13 @@ section); the numbers are in bridge.limits.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from typing import Any, Callable, Mapping
 
-from ..limits import APP_PER_MINUTE, APP_PER_SECOND, APP_RATE_PER_MINUTE, APP_RATE_PER_SECOND, MAX_CHAT_ID_CHARS
+from ..limits import MAX_CHAT_ID_CHARS
 from ..model import Mention
 from ..secret import Secret
 from .reader import Reader, closest, join, kind
-from .types import APP_DOMAINS, THREAD_REPLIES, URGENT_KINDS, App, Bot, RateLimit, Urgent
+from .types import APP_DOMAINS, THREAD_REPLIES, URGENT_KINDS, App, Urgent
 
 APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Every app id Feishu issues starts "cli_" (§1.1, §2.2 examples); anything else is a
@@ -170,43 +174,3 @@ def _urgent(r: Reader, raw: Any, path: str, user: UserLookup) -> Urgent | None:
         r.problem(path, "names nobody to buzz: give users or mention_labels")
     return Urgent(kind=urgent_kind, users=tuple(dict.fromkeys(u for u in users if u is not None)),
                   mention_labels=labels, matchers=r.matchers(section.get("matchers"), f"{path}.matchers"))
-
-
-# --- across bots and apps --------------------------------------------------------------
-
-def check_app_bots(r: Reader, bots: dict[str, Bot], positions: Mapping[str, int],
-                   app_positions: Mapping[str, int], explicit: Mapping[str, set[str]]) -> None:
-    """One app bot per chat and app, and each app's bots within the app's limits.
-
-    Feishu's 5 messages a second per group are shared by every bot in it (§2.4), and one
-    sender per bot keeps to a bot's limit: two bots of one app in one chat could not
-    know of each other's requests. An app's limits (50/s, 1000/min per API) are kept by
-    sharing them out: a bot that does not set rate_limit gets its share, and the sum of
-    what its bots may send must stay within them. `explicit` names the rate_limit keys
-    each bot set itself. Rewrites `bots` with the shares."""
-    by_app: dict[str, list[Bot]] = {}
-    chats: dict[tuple[str, str], str] = {}
-    for bot in bots.values():
-        if bot.app is None or bot.chat_id is None:
-            continue
-        where = (bot.app.app_id, bot.chat_id)
-        if where in chats:
-            r.problem(f"bots[{positions[bot.name]}].chat_id",
-                      f"bot {chats[where]!r} already sends to this chat as app {bot.app.name!r}: one app bot "
-                      "per chat (Feishu's 5 messages a second per chat are shared; route both to one bot)")
-        chats[where] = bot.name
-        by_app.setdefault(bot.app.name, []).append(bot)
-    for app, members in by_app.items():
-        shared = RateLimit(max(1, min(APP_RATE_PER_SECOND, APP_PER_SECOND // len(members))),
-                           max(1, min(APP_RATE_PER_MINUTE, APP_PER_MINUTE // len(members))))
-        for bot in members:
-            own = explicit.get(bot.name, set())
-            bots[bot.name] = replace(bot, rate_limit=RateLimit(
-                bot.rate_limit.per_second if "per_second" in own else shared.per_second,
-                bot.rate_limit.per_minute if "per_minute" in own else shared.per_minute))
-        limits = [bots[b.name].rate_limit for b in members]
-        second, minute = sum(x.per_second for x in limits), sum(x.per_minute for x in limits)
-        if second > APP_PER_SECOND or minute > APP_PER_MINUTE:
-            r.problem(f"apps[{app_positions[app]}]",
-                      f"its {len(members)} bots may send {second}/s and {minute}/min together, over Feishu's "
-                      f"{APP_PER_SECOND}/s and {APP_PER_MINUTE}/min per app: lower their rate_limit")

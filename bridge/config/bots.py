@@ -52,11 +52,10 @@ class Users:
 
 # --- bots ---------------------------------------------------------------------------
 
-def read_bots(r: Reader, raw: Any, users: Users, apps: Mapping[str, App] | None = None,
-              explicit: dict[str, set[str]] | None = None) -> tuple[dict[str, Bot], dict[str, int]]:
+def read_bots(r: Reader, raw: Any, users: Users,
+              apps: Mapping[str, App] | None = None) -> tuple[dict[str, Bot], dict[str, int]]:
     """The bots by name, and each name's position in the list (later checks name a bot
-    by its position in the file). `explicit` is filled with the rate_limit keys each bot
-    sets itself (an app bot's defaults are its share of its app's: config.apps)."""
+    by its position in the file)."""
     if raw is None:
         r.problem("bots", "at least one bot is required")
         return {}, {}
@@ -67,9 +66,6 @@ def read_bots(r: Reader, raw: Any, users: Users, apps: Mapping[str, App] | None 
     first_seen: dict[str, int] = {}
     for i, item in enumerate(raw):
         bot = read_bot(r, item, f"bots[{i}]", users, apps or {})
-        if bot is not None and explicit is not None and isinstance(item, dict):
-            limit = item.get("rate_limit")
-            explicit[bot.name] = set(limit) & _RATE_KEYS if isinstance(limit, dict) else set()
         if bot is None:
             continue
         if bot.name in first_seen:

@@ -13,7 +13,8 @@ from .types import (AuthConfig, Bot, DeliveryConfig, GrafanaHMAC, LogConfig, Pre
                     RelayConfig, ReloadConfig, ServerConfig)
 
 _SERVER_KEYS = {"max_body_bytes", "read_timeout"}
-_DELIVERY_KEYS = {"max_age", "dedupe_window", "coalesce", "backoff_base", "backoff_cap", "shutdown_grace"}
+_DELIVERY_KEYS = {"max_age", "dedupe_window", "coalesce", "backoff_base", "backoff_cap", "backoff_unknown",
+                  "shutdown_grace"}
 _AUTH_KEYS = {"bearer_token", "bearer_token_file", "basic", "grafana_hmac", "protect_operations"}
 _BASIC_KEYS = {"username", "password", "password_file"}
 _HMAC_KEYS = {"secret", "secret_file", "header", "timestamp_header", "max_skew"}
@@ -79,6 +80,7 @@ def read_delivery(r: Reader, raw: Any) -> DeliveryConfig:
         coalesce=r.boolean(s.get("coalesce"), "delivery.coalesce", d.coalesce),
         backoff_base=r.duration(s.get("backoff_base"), "delivery.backoff_base", d.backoff_base),
         backoff_cap=r.duration(s.get("backoff_cap"), "delivery.backoff_cap", d.backoff_cap),
+        backoff_unknown=r.duration(s.get("backoff_unknown"), "delivery.backoff_unknown", d.backoff_unknown),
         shutdown_grace=r.duration(s.get("shutdown_grace"), "delivery.shutdown_grace", d.shutdown_grace),
     )
     if config.backoff_cap < config.backoff_base:

@@ -201,6 +201,11 @@ class DeliveryConfig:
     coalesce: bool = True            # a newer message for a group supersedes a waiting older one
     backoff_base: float = 1.0        # first retry delay; doubles with jitter ...
     backoff_cap: float = 60.0        # ... up to this
+    # After a request whose outcome is unknown (no answer: Feishu may have taken it, and may
+    # still be working on it), the bridge assumes Feishu is done with it this much later: it
+    # counts in the rate windows until then, and a custom bot (no idempotency key) sends it
+    # again no sooner (bridge.delivery.outcomes).
+    backoff_unknown: float = 60.0
     shutdown_grace: float = 10.0     # on SIGTERM, in-flight sends get this long
 
 

@@ -11,7 +11,9 @@ Sending, per process (each gunicorn worker runs one Delivery):
   all processes exactly one sends for a bot: messages leave in the order they were
   committed, and one sliding window limiter suffices. Its send times live in the
   outbox, so a process taking the bot over keeps to the same windows (pacing.py: never
-  a burst over the limit).
+  a burst over the limit). The windows an app bot shares with other bots (its app's,
+  its chat's) are checked and filled by the claim itself, in the outbox, as one
+  decision across every process (pacing.shared_windows, Outbox.claim).
 - one watcher thread (watcher.py): it wakes the senders when another process has
   committed, renews this process's leases and prunes old rows.
 

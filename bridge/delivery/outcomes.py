@@ -5,6 +5,9 @@ policy is here. `decide` is that policy and nothing else: pure, so every branch 
 checked with numbers. SENT is done. RETRY pauses the bot with jittered exponential
 backoff (honouring Retry-After); later messages wait behind it, and after
 delivery.max_age the message becomes a dead letter. PERMANENT is a dead letter at once.
+A custom bot's request with no answer (its outcome unknown) is retried only after
+delivery.backoff_unknown (`retry_unknown`); an app bot's, whose repeats Feishu drops,
+as any other.
 
 `Outcomes` applies a decision to the outbox, then logs and counts it. Rendering can fail
 before any send, in two ways that are told apart: a payload this version cannot read
@@ -40,6 +43,8 @@ RENDER_ERROR = "render_error"     # rendering failed for another reason: a bug
 # What "a payload this version cannot read" looks like; anything else raised while
 # rendering is a bug in the bridge (or in what it was given at start-up), not the message.
 UNREADABLE = (PayloadError, json.JSONDecodeError, UnicodeDecodeError)
+# The retry delays after unknown outcomes grow up to this many times delivery.backoff_unknown.
+UNKNOWN_GROWTH = 4
 RENDER_ADVICE = ("rendering failed in the bridge itself, not because of the message: the log has the "
                  "traceback (event delivery_bug, where render); once fixed, `outbox retry` sends it")
 
@@ -65,15 +70,18 @@ Decision = Union[Sent, Retry, Dead]
 
 
 def decide(result: SendResult, head: Head, settings: DeliveryConfig, now: float, *,
-           last_delay: float, rng: random.Random) -> Decision:
+           last_delay: float, rng: random.Random, idempotent: bool = False) -> Decision:
     """What becomes of `head` after an attempt that ended with `result` at `now`.
 
     `last_delay` is the bot's previous retry delay and `rng` the jitter's source, so
-    the answer depends on the arguments alone."""
+    the answer depends on the arguments alone. `idempotent`: whether Feishu itself drops
+    a repeat of the request (an app bot's: a uuid, or an update to the same content)."""
     if result.outcome is Outcome.SENT:
         return Sent()
     if result.outcome is Outcome.PERMANENT:
         return Dead(result.detail)
+    if result.unknown and not idempotent:
+        return retry_unknown(head, settings, now, result.detail, result.retry_after, last_delay=last_delay, rng=rng)
     return retry_or_give_up(head, settings, now, result.detail, result.retry_after, last_delay=last_delay, rng=rng)
 
 
@@ -88,6 +96,22 @@ def retry_or_give_up(head: Head, settings: DeliveryConfig, now: float, detail: s
     if retry_after is not None:
         when = max(when, now + retry_after)
     return Retry(when, delay)
+
+
+def retry_unknown(head: Head, settings: DeliveryConfig, now: float, detail: str, retry_after: float | None, *,
+                  last_delay: float, rng: random.Random) -> Retry | Dead:
+    """After a custom bot's request whose outcome is unknown: a custom bot has no
+    idempotency key, so the bridge must choose between a possible duplicate (send again)
+    and a possible loss (give up). It sends again, but only once Feishu is assumed done
+    with the first request (delivery.backoff_unknown after it gave up, growing with
+    jitter up to UNKNOWN_GROWTH times that), so that a hang of Feishu shorter than that
+    costs at most one extra copy. Not pulled forward to max_age, which would break that."""
+    age = now - head.created
+    if age >= settings.max_age:
+        return Dead(f"gave up after {head.attempts + 1} attempts in {age:.0f}s (delivery.max_age); {detail}")
+    cap = max(settings.backoff_cap, settings.backoff_unknown * UNKNOWN_GROWTH)
+    delay = backoff(last_delay, settings.backoff_unknown, cap, rng)
+    return Retry(now + max(delay, retry_after or 0.0), delay)
 
 
 # -- a send and its outcome ----------------------------------------------------------------
@@ -123,7 +147,10 @@ class Outcomes:
         head, result = sent.head, sent.result
         fields = {**sent.fields, "outcome": result.outcome.value, "reason": result.reason, "code": result.code}
         now = self.clock.now()
-        decision = decide(result, head, settings, now, last_delay=sent.last_delay, rng=rng)
+        decision = decide(result, head, settings, now, last_delay=sent.last_delay, rng=rng, idempotent=bot.is_app)
+        # A request with no answer may still be in flight at Feishu, and counts in the rate
+        # windows until Feishu is assumed done with it (see retry_unknown).
+        in_flight = settings.backoff_unknown if result.unknown else 0.0
         if isinstance(decision, Sent):
             ours = self.outbox.mark_sent(head.id, sent.send_id, bot.name, self.owner, result.code,
                                          last=head.part >= head.parts, card=sent.card)
@@ -132,23 +159,23 @@ class Outcomes:
         elif isinstance(decision, Retry):
             ours = self.outbox.reschedule(head.id, sent.send_id, bot.name, self.owner, when=decision.when,
                                           delay=decision.delay, reason=result.reason, code=result.code,
-                                          detail=result.detail)
+                                          detail=result.detail, in_flight=in_flight)
             self.log.warning("not delivered yet, retrying in %.1fs: %s (%s)", decision.when - now, result.advice,
                              result.detail, extra={"event": "retry", "retry_in": round(decision.when - now, 3),
                                                    **fields})
             self.counts.retry(bot.name)
         else:
             ours = self._dead(bot, head, sent.send_id, result.reason, result.code, result.advice, decision.detail,
-                              fields)
+                              fields, in_flight)
         self.counts.answer(bot.name, result)
         if not ours:
             self.log.warning("the lease of bot %s lapsed during a send; the new holder may send it again",
                              bot.name, extra={"event": "lease_lost", **fields})
 
     def _dead(self, bot: Bot, head: Head, send_id: int, reason: str, code: int | None, advice: str, detail: str,
-              fields: dict) -> bool:
+              fields: dict, in_flight: float = 0.0) -> bool:
         ours = self.outbox.dead_letter(head.id, send_id, bot.name, self.owner, reason=reason, code=code,
-                                       detail=detail)
+                                       detail=detail, in_flight=in_flight)
         self.log.error("not delivered, kept as dead letter %d: %s (%s)", head.id, advice, detail,
                        extra={"event": "dead_letter", **fields})
         self.counts.dead_letter(bot.name, reason)

@@ -1,4 +1,5 @@
-"""Per-bot send pacing: Feishu's sliding windows, and the backoff between retries.
+"""Send pacing: Feishu's sliding windows (a bot's own, and an app's and a chat's that
+several bots share), and the backoff between retries.
 
 Pure functions over numbers; the outbox keeps the state (send times, the last delay)
 so that every process, and a process that takes over a bot, sees the same.
@@ -8,7 +9,9 @@ cannot see. A request arrives after it started and before its answer came back, 
 spacing the start of a request one window after the *end* of the request `limit`
 places back keeps the arrivals spaced by at least the window, whatever the network
 delay was. Sends of one bot are sequential (one sender at a time), so this costs one
-round trip per window at most.
+round trip per window at most. A request that got no answer may arrive (or be carried
+out) later still: its end is recorded delivery.backoff_unknown after the bridge gave up
+(bridge.delivery.outcomes), so it keeps its place until Feishu is assumed done with it.
 """
 
 from __future__ import annotations
@@ -16,10 +19,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..config import RateLimit
+from ..config import Bot, RateLimit
+from ..limits import APP_PER_MINUTE, APP_PER_SECOND, APP_RATE_PER_SECOND
+from ..store.records import Window
 
 SECOND = 1.0
 MINUTE = 60.0
+# A shared window can be full of requests still open (other bots', in other processes),
+# which end within their read_timeout but no one knows when: look again this often.
+OPEN_POLL = 0.05
 # Feishu's window edges are not documented and its clock is not ours; a hair of slack
 # keeps an arrival that lands exactly on the edge from counting in both windows.
 EDGE_SLACK = 0.01
@@ -51,6 +59,22 @@ def next_allowed(recent_ends: list[float], limit: RateLimit, now: float,
             # the oldest of them has left it.
             allowed = max(allowed, recent_ends[count - 1] + window + EDGE_SLACK)
     return allowed
+
+
+def shared_windows(bot: Bot, windows: Windows = FEISHU_WINDOWS) -> tuple[Window, ...]:
+    """The windows an app bot's requests count in besides its own (Outbox.claim checks and
+    fills them as one decision, across every process and replica): its app's, 50/s and
+    1000/min for all its bots and APIs together, and its chat's, 5/s for every bot of
+    the bridge posting into it (Feishu's per-group limit is shared by the group's bots).
+    Keyed by the Open API's address too: an app or chat id means nothing across
+    deployments. A custom bot has none: its limits are its own."""
+    if bot.app is None or bot.chat_id is None:
+        return ()
+    where = bot.app.base_url
+    app, chat = f"app:{where}|{bot.app.app_id}", f"chat:{where}|{bot.chat_id}"
+    second, minute = windows.second + EDGE_SLACK, windows.minute + EDGE_SLACK
+    return (Window(app, APP_PER_SECOND, second), Window(app, APP_PER_MINUTE, minute),
+            Window(chat, APP_RATE_PER_SECOND, second))
 
 
 def backoff(previous: float, base: float, cap: float, rng: random.Random) -> float:

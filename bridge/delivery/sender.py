@@ -3,7 +3,9 @@
 A step, in order: take the bot's lease if this process does not hold it; while a send's
 outcome is unrecorded, only retry recording it; find the head of the bot's queue; wait
 for the bot's retry pause and Feishu's windows; render the head if it is not yet; then
-either log it (a dry-run bot) or mark it in flight, send it and settle the outcome.
+either log it (a dry-run bot) or mark it in flight, send it and settle the outcome. An
+app bot's claim also takes a place in its app's and its chat's windows, shared with
+other bots in any process; when one is full, the step waits until it frees.
 
 An app bot's message is rendered into a plan of requests (appbot.py: its card updated in
 place or posted, stubs, a thread reply, urgent), one request a step, each counted like a
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
@@ -28,10 +31,10 @@ from ..model import GroupFacts
 from ..notify import AppMessages, Channel
 from ..notify.outcome import UNEXPECTED_ANSWER, Outcome, SendResult
 from ..store import LEASE_RENEW, LEASE_TTL
-from ..store.records import CardChange, Head, LeaseLost
+from ..store.records import CardChange, Head, LeaseLost, WindowFull
 from .appbot import AppSteps, plan
 from .outcomes import UNREADABLE, Counts, Outcomes, Unrecorded
-from .pacing import FEISHU_WINDOWS, Windows, backoff, next_allowed
+from .pacing import FEISHU_WINDOWS, OPEN_POLL, Windows, backoff, next_allowed, shared_windows
 
 if TYPE_CHECKING:
     from ..store import Outbox
@@ -121,7 +124,12 @@ class Sender:
             if not bot.sends:
                 self._dry_run(bot, head)
                 return Next(0.0, True)
-            send_id = self.outbox.claim(head.id, bot.name, self.owner, record=True)
+            send_id = self.outbox.claim(head.id, bot.name, self.owner, record=True,
+                                        windows=shared_windows(bot, self.windows))
+        except WindowFull as full:
+            # Another bot of the app or the chat, in any process, took the place first.
+            wait = OPEN_POLL if full.until == math.inf else full.until - self.clock.now()
+            return Next(max(wait, 0.001), True)
         except LeaseLost:
             self.log.warning("lost the lease of bot %s; another process sends for it", bot.name,
                              extra={"event": "lease_lost", "bot": bot.name})

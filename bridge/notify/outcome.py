@@ -11,6 +11,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import requests
+from urllib3.exceptions import NewConnectionError
+
 
 class Outcome(enum.Enum):
     SENT = "sent"
@@ -108,6 +111,11 @@ class SendResult:
     message_id: str | None = None
     # One sentence saying what to fix, in the channel's words; ADVICE[reason] when empty.
     advice: str = ""
+    # The request went out and no answer came back (a read timeout, the connection dropped
+    # after the request was written): the far end may have taken it, and may still be
+    # working on it. Delivery counts such a request in the rate windows for longer and,
+    # for a channel with no idempotency key, waits longer before sending it again.
+    unknown: bool = False
 
     def __post_init__(self) -> None:
         if self.reason not in REASONS:
@@ -123,3 +131,18 @@ class UrgentResult:
     result: SendResult
     buzzed: tuple[str, ...] = ()       # the people buzzed (open_ids)
     not_buzzed: tuple[str, ...] = ()   # not buzzed: not in the chat, or not found (open_ids or emails)
+
+
+def may_have_arrived(exc: requests.RequestException) -> bool:
+    """Whether a request that failed with `exc` may have reached the far end: not when
+    the connection was never made (a connect timeout, a refused connection, a name that
+    does not resolve, a proxy or TLS handshake that failed), else yes (a read timeout, a
+    connection reset or closed after the request was written, a garbled answer)."""
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.ProxyError, requests.exceptions.SSLError)):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        first = exc.args[0] if exc.args else None
+        # requests wraps urllib3's MaxRetryError, whose reason is the connection's own error.
+        if isinstance(getattr(first, "reason", first), NewConnectionError):
+            return False
+    return True

@@ -24,8 +24,9 @@ transaction at a time for all processes (each is named again where it applies):
 
 App bots (issue 13) need a few things more, each as small as it could be: each group's
 card (`card`, written by `mark_sent`), the app's access token shared by every process
-(`app_token`, `keep_app_token`), and the open_ids its contact API gave for emails, shared
-the same way (`app_users`, `keep_app_users`). A second backend implements them as below and
+(`app_token`, `keep_app_token`), the open_ids its contact API gave for emails, shared
+the same way (`app_users`, `keep_app_users`), and rate windows shared by several bots
+(`claim`'s windows: an app's, a chat's), checked and filled as one decision. A second backend implements them as below and
 applies a CardChange with `CardChange.applied`, so that the backends agree.
 """
 
@@ -35,7 +36,7 @@ from typing import Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import StorageConfig
-from .records import BotState, Card, CardChange, Entry, Head, OutgoingMessage, Stored, Takeover
+from .records import BotState, Card, CardChange, Entry, Head, OutgoingMessage, Stored, Takeover, Window
 
 # A dead process's lease lapses after this; renewed every LEASE_RENEW seconds while alive.
 LEASE_TTL = 5.0
@@ -153,14 +154,25 @@ class Outbox(Protocol):
         ...
 
     def recent_ends(self, bot: str, count: int) -> list[float]:
-        """End times of the bot's latest `count` requests (at least the last SENDS_KEPT
-        seconds of them), newest first; a request still open counts from its start."""
+        """End times of the bot's `count` latest-ending requests (among at least the last
+        SENDS_KEPT seconds of them), latest first; a request still open counts from its
+        start. An end may lie in the future: a request whose outcome is unknown
+        (`reschedule`'s in_flight)."""
         ...
 
-    def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL) -> int | None:
+    def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL,
+              windows: Sequence[Window] = ()) -> int | None:
         """Mark the message in flight (and open a send record when `record`), checking and
         extending the lease in the same transaction. Returns the send record's id (0 when
-        not recorded), None when the message is no longer pending; raises LeaseLost."""
+        not recorded), None when the message is no longer pending; raises LeaseLost.
+
+        `windows`: rate windows shared with other bots, in any process (an app's, a
+        chat's: bridge.delivery.pacing). The request counts in each of them, from now
+        until `seconds` after its send record ends (while open, as ending after all
+        others). If one more request does not fit in one of them now, nothing changes and
+        WindowFull says until when. Checking and counting are one decision across every
+        process: two claims racing for a window's last place cannot both get it (a backend
+        with concurrent writers serialises the claims of a window)."""
         ...
 
     def mark_logged(self, message_id: int, bot: str, owner: str, *, last: bool, record: bool,
@@ -179,16 +191,20 @@ class Outbox(Protocol):
         ...
 
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
-                   reason: str, code: int | None, detail: str) -> bool:
+                   reason: str, code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         """Back to pending; the whole bot pauses until `when` (later messages keep their
         place) and remembers `delay` for the next backoff. False (and nothing changed) if
-        `owner` no longer holds the message."""
+        `owner` no longer holds the message.
+
+        The send record ends `in_flight` seconds from now (on the store's clock), not now:
+        a request whose outcome is unknown may still be in flight at Feishu, and counts in
+        the rate windows (`recent_ends`) until then."""
         ...
 
     def dead_letter(self, message_id: int, send_id: int, bot: str, owner: str, *, reason: str,
-                    code: int | None, detail: str) -> bool:
+                    code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         """A dead letter, kept (with what it needs to be rendered again) until retried.
-        False if `owner` no longer holds the message."""
+        False if `owner` no longer holds the message. `in_flight` as for `reschedule`."""
         ...
 
     # -- app bots ---------------------------------------------------------------------

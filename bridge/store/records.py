@@ -3,6 +3,7 @@ backends, the accept path that writes messages and the senders that read them.""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 # A message's states. pending -> sending -> sent | pending (retry) | dead; a pending one
@@ -34,6 +35,36 @@ class OutgoingMessage:
 
 class LeaseLost(Exception):
     """This process no longer holds the bot's lease: another may be sending for it."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rate window that several bots' requests count in (an app's, a chat's: Outbox.claim):
+    at most `limit` requests in any `seconds`. A request counts from when it was claimed
+    until `seconds` after it ended; while open, as ending later than any other (it may
+    arrive at Feishu at any moment until its answer comes)."""
+
+    key: str
+    limit: int
+    seconds: float
+
+    def opens(self, ends: list[float | None], now: float) -> float | None:
+        """None if one more request may start at `now` beside requests that ended at
+        `ends` (None: still open); else the earliest time it may (inf: when an open
+        request ends, which no one knows yet)."""
+        inside = sorted((math.inf if e is None else e for e in ends if e is None or e > now - self.seconds),
+                        reverse=True)
+        if len(inside) < self.limit:
+            return None
+        return inside[self.limit - 1] + self.seconds
+
+
+class WindowFull(Exception):
+    """A shared window has no room now (Outbox.claim): nothing was changed."""
+
+    def __init__(self, key: str, until: float):
+        super().__init__(f"rate window {key} is full until {until}")
+        self.key, self.until = key, until
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ class Attempt:
     why: str                         # "ok", the rule that refused it, or "script: ..."
     throttled: bool = False
     headers: tuple[tuple[str, str], ...] = ()
+    at: float = 0.0                  # time.monotonic() when it was answered
 
 
 class FakeOpenAPI:
@@ -246,7 +247,7 @@ class FakeOpenAPI:
 
     def _record(self, attempt: Attempt, handler: "_Handler") -> None:
         with self._cond:
-            self._attempts.append(replace(attempt, headers=tuple(handler.headers.items())))
+            self._attempts.append(replace(attempt, headers=tuple(handler.headers.items()), at=time.monotonic()))
             self._cond.notify_all()
 
     def _carry_out(self, call: str, message_id: str, kind: str, query: dict, handler: "_Handler",

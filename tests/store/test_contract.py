@@ -159,6 +159,32 @@ def test_a_dead_owners_in_flight_message_is_sent_again_by_the_next_holder(outbox
     assert outbox.recent_ends("ops", 5) == [clock.now()]
 
 
+def test_a_request_with_an_unknown_outcome_counts_in_the_windows_until_it_may_be_over(outbox, clock):
+    """issue 17 item 7: a request Feishu did not answer may still be in flight there; its
+    send record ends `in_flight` seconds after it was settled, and prune keeps it till then."""
+    ids = outbox.store([msg(1), msg(2), msg(3)]).ids
+    outbox.acquire("ops", "me", ttl=1000)
+    first = outbox.claim(ids[0], "ops", "me", record=True, ttl=1000)
+    clock.step(10)    # the read timeout
+    gave_up = clock.now()
+    assert outbox.reschedule(ids[0], first, "ops", "me", when=gave_up + 60, delay=60, reason="timeout", code=None,
+                             detail="ReadTimeout", in_flight=60)
+    assert outbox.recent_ends("ops", 5) == [gave_up + 60]
+    # Later requests that end sooner do not push it out of the latest `count` ends.
+    for message_id in ids[1:]:
+        clock.step(1)
+        outbox.mark_sent(message_id, outbox.claim(message_id, "ops", "me", record=True), "ops", "me", 0)
+    assert outbox.recent_ends("ops", 1) == [gave_up + 60]
+    assert outbox.recent_ends("ops", 3) == [gave_up + 60, gave_up + 2, gave_up + 1]
+    outbox.prune(clock.now())
+    # A dead letter after an unknown outcome as well.
+    (last,) = outbox.store([msg(4)]).ids
+    send = outbox.claim(last, "ops", "me", record=True)
+    assert outbox.dead_letter(last, send, "ops", "me", reason="timeout", code=None, detail="ReadTimeout",
+                              in_flight=30)
+    assert outbox.recent_ends("ops", 1) == [gave_up + 60] and clock.now() + 30 in outbox.recent_ends("ops", 5)
+
+
 def test_a_lapsed_holder_can_neither_claim_nor_overwrite_the_new_holders_work(outbox, clock):
     ids = outbox.store([msg(1), msg(2)]).ids
     outbox.acquire("ops", "a")

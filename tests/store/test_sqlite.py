@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import StorageError
-from bridge.store.records import DEAD, PENDING
+from bridge.store.records import DEAD, PENDING, Window
 from bridge.store.sqlite import SqliteOutbox
 from bridge.store.sqlite.schema import SCHEMA_VERSION
 from outbox_messages import SteppedClock, msg, payload_message
@@ -152,6 +152,7 @@ def test_an_outbox_of_schema_2_gets_the_app_bot_tables_and_keeps_everything(tmp_
         conn.execute("DROP TABLE cards")
         conn.execute("DROP TABLE app_tokens")
         conn.execute("DROP TABLE app_users")
+        conn.execute("DROP TABLE send_windows")
         conn.execute("PRAGMA user_version = 2")
     conn.close()
     after = SqliteOutbox(path, clock=SteppedClock())
@@ -166,14 +167,34 @@ def test_an_outbox_of_schema_3_gets_the_looked_up_users_table(tmp_path):
     before = SqliteOutbox(path, clock=SteppedClock())
     before.keep_app_token("k", "t-1", 5e6)
     before.close()
-    with sqlite3.connect(path) as conn:   # as schema 3 left it: no app_users
+    with sqlite3.connect(path) as conn:   # as schema 3 left it: no app_users, no send_windows
         conn.execute("DROP TABLE app_users")
+        conn.execute("DROP TABLE send_windows")
         conn.execute("PRAGMA user_version = 3")
     conn.close()
     after = SqliteOutbox(path, clock=SteppedClock())
     assert after.app_token("k") == ("t-1", 5e6) and after.app_users("k", ["a@example.com"]) == {}
     after.keep_app_users("k", {"a@example.com": ("ou_a", 5e6)})
     assert after.app_users("k", ["a@example.com"]) == {"a@example.com": ("ou_a", 5e6)}
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    after.close()
+
+
+def test_an_outbox_of_schema_3_gets_the_shared_windows_and_keeps_everything(tmp_path):
+    path = tmp_path / "outbox.db"
+    before = SqliteOutbox(path, clock=SteppedClock())
+    ids = before.store([msg(1), msg(2, group="g2")]).ids
+    before.close()
+    with sqlite3.connect(path) as conn:   # as schema 3 left it: no send_windows, no app_users
+        conn.execute("DROP TABLE send_windows")
+        conn.execute("DROP TABLE app_users")
+        conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    after = SqliteOutbox(path, clock=SteppedClock())
+    assert [e.id for e in after.list()] == ids
+    after.acquire("ops", "me")
+    assert after.claim(ids[0], "ops", "me", record=True, windows=[Window("chat:oc_1", 5, 1.0)])
+    assert rows(path, "SELECT key FROM send_windows") == [("chat:oc_1",)]
     assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     after.close()
 
@@ -222,3 +243,20 @@ def test_wait_for_change_sees_another_thread_of_the_same_process(outbox):
     writer.join()
     assert outbox.wait_for_change(5) is True
     assert outbox.wait_for_change(0) is False
+
+
+def test_window_records_are_forgotten_with_their_send_records(tmp_path):
+    clock = SteppedClock()
+    outbox = SqliteOutbox(tmp_path / "outbox.db", clock=clock)
+    path = tmp_path / "outbox.db"
+    ids = outbox.store([msg(1), msg(2)]).ids
+    outbox.acquire("ops", "me", 1000.0)
+    window = Window("chat:oc_1", 5, 1.0)
+    outbox.mark_sent(ids[0], outbox.claim(ids[0], "ops", "me", record=True, ttl=1000.0, windows=[window]), "ops",
+                     "me", 0)
+    clock.step(100)
+    outbox.mark_sent(ids[1], outbox.claim(ids[1], "ops", "me", record=True, ttl=1000.0, windows=[window]), "ops",
+                     "me", 0)
+    assert rows(path, "SELECT COUNT(*) FROM send_windows") == [(1,)]
+    assert rows(path, "SELECT COUNT(*) FROM send_windows WHERE send_id NOT IN (SELECT id FROM sends)") == [(0,)]
+    outbox.close()

@@ -79,7 +79,7 @@ def make_bot(name: str = "ops", per_second: int = 5, per_minute: int = 100, url:
 
 def make_config(tmp_path: Path, *bots: Bot, **delivery) -> Config:
     bots = bots or (make_bot(),)
-    settings = {"backoff_base": 0.05, "backoff_cap": 0.1, **delivery}
+    settings = {"backoff_base": 0.05, "backoff_cap": 0.1, "backoff_unknown": 0.1, **delivery}
     return Config(bots={b.name: b for b in bots}, route=Route(bots=(bots[0].name,)),
                   storage=StorageConfig(path=tmp_path / "outbox.db"), delivery=DeliveryConfig(**settings))
 

@@ -19,7 +19,7 @@ from requests.utils import get_auth_from_url
 from ..._version import __version__
 from ...clock import SYSTEM_CLOCK, Clock
 from ...secret import mask_url
-from ..outcome import BAD_URL, CONNECTION_ERROR, DETAIL_LIMIT, TIMEOUT, Outcome, SendResult
+from ..outcome import BAD_URL, CONNECTION_ERROR, DETAIL_LIMIT, TIMEOUT, Outcome, SendResult, may_have_arrived
 from .answers import classify, result
 from .sign import signed_body
 
@@ -72,12 +72,13 @@ class FeishuClient:
                 allow_redirects=False,
             )
         except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
-            return result(Outcome.RETRY, TIMEOUT, detail=_describe(exc))
+            return dataclasses.replace(result(Outcome.RETRY, TIMEOUT, detail=_describe(exc)), unknown=may_have_arrived(exc))
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema) as exc:
             return result(Outcome.PERMANENT, BAD_URL, detail=_describe(exc))
         except requests.RequestException as exc:
-            return result(Outcome.RETRY, CONNECTION_ERROR, detail=_describe(exc))
+            return dataclasses.replace(result(Outcome.RETRY, CONNECTION_ERROR, detail=_describe(exc)),
+                                       unknown=may_have_arrived(exc))
         except ValueError as exc:
             # URLs that urllib3 and the standard library refuse only when a request is made,
             # and not as requests' exceptions: a port over 65535, a host name label over 63

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid as uuids
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import quote
 
@@ -25,7 +26,7 @@ from ..._version import __version__
 from ...clock import SYSTEM_CLOCK, Clock
 from ...limits import URGENT_MAX_USERS, app_content, encode_body
 from ..outcome import (BAD_REQUEST, BAD_URL, CONNECTION_ERROR, OK, TIMEOUT, UNEXPECTED_ANSWER, UNKNOWN_USERS,
-                       USERS_NOT_IN_CHAT, Outcome, SendResult, UrgentResult)
+                       USERS_NOT_IN_CHAT, Outcome, SendResult, UrgentResult, may_have_arrived)
 from .answers import classify, refreshes, result
 from .people import MemoryUsers, People, UserStore
 from .scrub import scrubbed, secrets_of
@@ -128,7 +129,8 @@ class AppClient:
                 used.append(token)
                 found, data, logid = self._request(bot, method, path, request, token)
         except TokenRefused as refused:
-            found, data, logid = refused.result, {}, ""
+            # The call itself was not sent: whatever became of the token's request.
+            found, data, logid = replace(refused.result, unknown=False), {}, ""
         found = scrubbed(found, secrets_of(bot, used))
         self._log.debug("feishu app bot=%s app=%s call=%s outcome=%s reason=%s code=%s status=%s logid=%s",
                         bot.name, app.name, call, found.outcome.value, found.reason, found.code, found.http_status,
@@ -161,14 +163,16 @@ class AppClient:
                 timeout=(bot.connect_timeout, bot.read_timeout), allow_redirects=False,
                 proxies={"http": proxy, "https": proxy} if proxy else None)
         except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
-            return result(Outcome.RETRY, TIMEOUT, detail=_describe(exc)), {}, ""
+            return replace(result(Outcome.RETRY, TIMEOUT, detail=_describe(exc)),
+                           unknown=may_have_arrived(exc)), {}, ""
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema, ValueError) as exc:
             # ValueError: what urllib3 refuses only when a request is made (a port over
             # 65535, a label over 63 characters, a proxy password Basic cannot carry).
             return result(Outcome.PERMANENT, BAD_URL, detail=_describe(exc)), {}, ""
         except requests.RequestException as exc:
-            return result(Outcome.RETRY, CONNECTION_ERROR, detail=_describe(exc)), {}, ""
+            return replace(result(Outcome.RETRY, CONNECTION_ERROR, detail=_describe(exc)),
+                           unknown=may_have_arrived(exc)), {}, ""
         body = _parse(response)
         found = classify(response.status_code, body, response.headers)
         data = body if whole else body.get("data") if isinstance(body, dict) else None

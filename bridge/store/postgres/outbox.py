@@ -29,7 +29,7 @@ from ...config import PostgresConfig
 from ...errors import StorageError
 from .. import LEASE_TTL
 from ..records import (DEAD, PENDING, SENDING, SENT, WAITING, BotState, Card, CardChange, Entry, Head, LeaseLost,
-                       OutgoingMessage, Stored, Takeover)
+                       OutgoingMessage, Stored, Takeover, Window)
 from . import cards, queue
 from .clock import DatabaseClock
 from .engine import Engine, lock_key
@@ -161,12 +161,14 @@ class PostgresOutbox:
         return self._run("store a rendered message in", keep)
 
     def recent_ends(self, bot: str, count: int) -> list[float]:
-        rows = self._engine.read("SELECT COALESCE(finished, started) FROM sends WHERE bot = %s ORDER BY id DESC"
-                                 " LIMIT %s", (bot, count))
-        return sorted((r[0] for r in rows), reverse=True)
+        rows = self._engine.read("SELECT COALESCE(finished, started) AS ended FROM sends WHERE bot = %s"
+                                 " ORDER BY ended DESC LIMIT %s", (bot, count))
+        return [r[0] for r in rows]
 
-    def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL) -> int | None:
+    def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL,
+              windows: Sequence[Window] = ()) -> int | None:
         def claim(conn: psycopg.Connection) -> int | None:
+            queue.lock_windows(conn, self._engine.namespace, windows)
             now = queue.read_time(conn, self._now())
             if not queue.extend_lease(conn, bot, owner, now, ttl):
                 raise LeaseLost(bot)
@@ -174,10 +176,14 @@ class PostgresOutbox:
                                   " WHERE id = %s AND state = %s", (SENDING, owner, message_id, PENDING)).rowcount
             if not marked:
                 return None
+            queue.check_windows(conn, windows, now)    # WindowFull rolls all of it back
             if not record:
                 return 0
-            return conn.execute("INSERT INTO sends (bot, started) VALUES (%s, %s) RETURNING id",
-                                (bot, now)).fetchone()[0]
+            send_id = conn.execute("INSERT INTO sends (bot, started) VALUES (%s, %s) RETURNING id",
+                                   (bot, now)).fetchone()[0]
+            for key in dict.fromkeys(w.key for w in windows):
+                conn.execute("INSERT INTO send_windows (key, send_id) VALUES (%s, %s)", (key, send_id))
+            return send_id
         return self._run("mark a message in flight in", claim)
 
     def mark_logged(self, message_id: int, bot: str, owner: str, *, last: bool, record: bool,
@@ -225,7 +231,7 @@ class PostgresOutbox:
         self._run("keep looked-up users in", lambda conn: cards.keep_app_users(conn, key, users))
 
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
-                   reason: str, code: int | None, detail: str) -> bool:
+                   reason: str, code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         def later(conn: psycopg.Connection) -> bool:
             now = queue.read_time(conn, self._now())
             conn.execute("UPDATE bots SET paused_until = %s, backoff = %s WHERE bot = %s AND owner = %s",
@@ -233,15 +239,15 @@ class PostgresOutbox:
             conn.execute("UPDATE messages SET next_attempt = %s WHERE id = %s AND owner = %s AND state = %s",
                          (when, message_id, owner, SENDING))
             return queue.settle(conn, message_id, send_id, bot, owner, now, state=PENDING, finished=None,
-                                reason=reason, code=code, detail=detail)
+                                reason=reason, code=code, detail=detail, in_flight=in_flight)
         return self._run("record a retry in", later)
 
     def dead_letter(self, message_id: int, send_id: int, bot: str, owner: str, *, reason: str,
-                    code: int | None, detail: str) -> bool:
+                    code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         def dead(conn: psycopg.Connection) -> bool:
             now = queue.read_time(conn, self._now())
             return queue.settle(conn, message_id, send_id, bot, owner, now, state=DEAD, finished=now,
-                                reason=reason, code=code, detail=detail)
+                                reason=reason, code=code, detail=detail, in_flight=in_flight)
         return self._run("record a dead letter in", dead)
 
     # -- operating --------------------------------------------------------------------

@@ -17,10 +17,12 @@ What SQLite gets from running one writer at a time, PostgreSQL gets here from lo
 from __future__ import annotations
 
 import json
+from typing import Sequence
 
 import psycopg
 
-from ..records import DEAD, PENDING, SENDING, SENT, SUPERSEDED, OutgoingMessage, Stored
+from .. import SENDS_KEPT
+from ..records import DEAD, PENDING, SENDING, SENT, SUPERSEDED, OutgoingMessage, Stored, Window, WindowFull
 from .engine import lock_key
 
 # The time inside the database, unless the outbox was given a clock (tests step one).
@@ -136,9 +138,9 @@ def extend_lease(conn: psycopg.Connection, bot: str, owner: str, now: float, ttl
 
 def settle(conn: psycopg.Connection, message_id: int, send_id: int, bot: str, owner: str, now: float, *,
            state: str, finished: float | None, reason: str, code: int | None, detail: str | None,
-           sent: bool = False) -> bool:
-    """Record a send's end and the message's new state; False if a new lease holder has
-    taken the message back meanwhile. A sent message lets go of its payload; a dead
+           sent: bool = False, in_flight: float = 0.0) -> bool:
+    """Record a send's end (`in_flight` seconds from now: see Outbox.reschedule) and the
+    message's new state; False if a new lease holder has taken the message back meanwhile. A sent message lets go of its payload; a dead
     letter keeps it (`outbox retry` renders it again).
 
     The message first, then the send record: a takeover (outbox.acquire) locks them in
@@ -149,16 +151,40 @@ def settle(conn: psycopg.Connection, message_id: int, send_id: int, bot: str, ow
         " WHERE id = %s AND owner = %s AND state = %s",
         (state, finished, reason, code, detail, int(sent), state == SENT, message_id, owner, SENDING)).rowcount == 1
     if send_id:
-        conn.execute("UPDATE sends SET finished = %s WHERE id = %s", (now, send_id))
+        conn.execute("UPDATE sends SET finished = %s WHERE id = %s", (now + in_flight, send_id))
         forget_old_sends(conn, bot, now)
     return ours
 
 
 def forget_old_sends(conn: psycopg.Connection, bot: str, now: float) -> None:
-    """The rate limit looks back at most SENDS_KEPT seconds: older send records go."""
-    from .. import SENDS_KEPT
-
+    """The rate limit looks back at most SENDS_KEPT seconds: older send records go, and
+    what they counted in."""
+    conn.execute("DELETE FROM send_windows WHERE send_id IN (SELECT id FROM sends WHERE bot = %s AND finished < %s)",
+                 (bot, now - SENDS_KEPT))
     conn.execute("DELETE FROM sends WHERE bot = %s AND finished < %s", (bot, now - SENDS_KEPT))
+
+
+def lock_windows(conn: psycopg.Connection, namespace: int, windows: Sequence[Window]) -> None:
+    """Take the windows' locks (until the commit), in key order, before anything else of
+    the claim: a claim checks and fills its windows as one decision, and holds no row
+    while it waits for them."""
+    keys = sorted({lock_key(f"window:{w.key}") for w in windows})
+    if keys:
+        conn.execute("SELECT " + ", ".join(f"pg_advisory_xact_lock({namespace}, {key})" for key in keys))
+
+
+def check_windows(conn: psycopg.Connection, windows: Sequence[Window], now: float) -> None:
+    """Raise WindowFull unless one more request fits in each window now (their locks
+    held). A request left open longer than SENDS_KEPT (its replica died, and no takeover
+    closed it: its bot is gone from the config) no longer counts."""
+    for key in dict.fromkeys(w.key for w in windows):
+        span = max(w.seconds for w in windows if w.key == key)
+        ends = [r[0] for r in conn.execute(
+            "SELECT s.finished FROM send_windows w JOIN sends s ON s.id = w.send_id WHERE w.key = %s"
+            " AND (s.finished > %s OR (s.finished IS NULL AND s.started > %s))", (key, now - span, now - SENDS_KEPT))]
+        untils = [u for w in windows if w.key == key and (u := w.opens(ends, now)) is not None]
+        if untils:
+            raise WindowFull(key, max(untils))
 
 
 def prune_batch(conn: psycopg.Connection, before: float) -> tuple[int, bool]:

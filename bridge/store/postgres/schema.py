@@ -74,8 +74,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE TABLE app_tokens (
             key text PRIMARY KEY, token text NOT NULL, expires double precision NOT NULL)""",
     ),
-    # Another branch's step (feat/pacing); empty here so that the steps stay in a row.
-    3: (),
+    # The rate windows shared by several bots (an app's, a chat's) that each send record
+    # also counts in (Outbox.claim's windows). Only a new table: a replica of the version
+    # before keeps working beside it (it does not count in them).
+    3: (
+        """CREATE TABLE send_windows (
+            key text NOT NULL, send_id bigint NOT NULL, PRIMARY KEY (key, send_id))""",
+        "CREATE INDEX send_windows_send ON send_windows (send_id)",
+    ),
     # App bots: the open_id each app's contact API gave for an email (NULL: not found), until
     # `expires` (cards.py, bridge.notify.feishu_app.people). Only a new table.
     4: (

@@ -27,7 +27,7 @@ from ...clock import SYSTEM_CLOCK, Clock
 from ...errors import StorageError
 from .. import LEASE_TTL, SENDS_KEPT
 from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotState, Card, CardChange, Entry, Head,
-                       LeaseLost, OutgoingMessage, Stored, Takeover)
+                       LeaseLost, OutgoingMessage, Stored, Takeover, Window, WindowFull)
 from . import cards
 from .engine import BUSY_TIMEOUT, Engine, GroupCommit
 from .schema import create
@@ -132,26 +132,34 @@ class SqliteOutbox:
                                 (text, message_id, PENDING)).rowcount == 1
 
     def recent_ends(self, bot: str, count: int) -> list[float]:
-        """End times of the bot's latest `count` requests, newest first."""
-        rows = self._engine.read("SELECT IFNULL(finished, started) FROM sends WHERE bot = ? ORDER BY id DESC LIMIT ?",
-                                 (bot, count))
-        return sorted((r[0] for r in rows), reverse=True)
+        """End times of the bot's `count` latest-ending requests, latest first."""
+        rows = self._engine.read("SELECT IFNULL(finished, started) AS ended FROM sends WHERE bot = ?"
+                                 " ORDER BY ended DESC LIMIT ?", (bot, count))
+        return [r[0] for r in rows]
 
-    def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL) -> int | None:
-        """Mark the message in flight (and open a send record when `record`), checking the
-        lease in the same transaction. Returns the send record's id (0 when not recorded),
-        None when the message is no longer pending; raises LeaseLost."""
+    def claim(self, message_id: int, bot: str, owner: str, *, record: bool, ttl: float = LEASE_TTL,
+              windows: Sequence[Window] = ()) -> int | None:
+        """Mark the message in flight (and open a send record when `record`, counted in
+        `windows` too), checking the lease and the windows in the same transaction: one
+        decision, since no other writer runs meanwhile. Returns the send record's id (0
+        when not recorded), None when the message is no longer pending; raises LeaseLost,
+        or WindowFull with nothing changed."""
         with self._engine.write("mark a message in flight in") as conn:
             now = self.clock.now()
             if not _extend_lease(conn, bot, owner, now, ttl):
                 raise LeaseLost(bot)
-            marked = conn.execute("UPDATE messages SET state = ?, owner = ?, attempts = attempts + 1"
-                                  " WHERE id = ? AND state = ?", (SENDING, owner, message_id, PENDING)).rowcount
-            if not marked:
+            if conn.execute("SELECT 1 FROM messages WHERE id = ? AND state = ?", (message_id, PENDING)).fetchone() \
+                    is None:
                 return None
+            _check_windows(conn, windows, now)
+            conn.execute("UPDATE messages SET state = ?, owner = ?, attempts = attempts + 1 WHERE id = ?",
+                         (SENDING, owner, message_id))
             if not record:
                 return 0
-            return conn.execute("INSERT INTO sends (bot, started) VALUES (?, ?)", (bot, now)).lastrowid
+            send_id = conn.execute("INSERT INTO sends (bot, started) VALUES (?, ?)", (bot, now)).lastrowid
+            conn.executemany("INSERT OR IGNORE INTO send_windows (key, send_id) VALUES (?, ?)",
+                             [(key, send_id) for key in dict.fromkeys(w.key for w in windows)])
+            return send_id
 
     def mark_logged(self, message_id: int, bot: str, owner: str, *, last: bool, record: bool,
                     ttl: float = LEASE_TTL) -> bool:
@@ -203,7 +211,7 @@ class SqliteOutbox:
         cards.keep_app_users(self._engine, key, users)
 
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
-                   reason: str, code: int | None, detail: str) -> bool:
+                   reason: str, code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         """Back to pending; the whole bot pauses until `when` (later messages keep their place)."""
         with self._engine.write("record a retry in") as conn:
             now = self.clock.now()
@@ -212,14 +220,14 @@ class SqliteOutbox:
             conn.execute("UPDATE messages SET next_attempt = ? WHERE id = ? AND owner = ? AND state = ?",
                          (when, message_id, owner, SENDING))
             return _settle(conn, message_id, send_id, bot, owner, now, state=PENDING, finished=None,
-                           reason=reason, code=code, detail=detail)
+                           reason=reason, code=code, detail=detail, in_flight=in_flight)
 
     def dead_letter(self, message_id: int, send_id: int, bot: str, owner: str, *, reason: str,
-                    code: int | None, detail: str) -> bool:
+                    code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         with self._engine.write("record a dead letter in") as conn:
             now = self.clock.now()
             return _settle(conn, message_id, send_id, bot, owner, now, state=DEAD, finished=now,
-                           reason=reason, code=code, detail=detail)
+                           reason=reason, code=code, detail=detail, in_flight=in_flight)
 
     def writable_problem(self) -> str | None:
         """None when a write transaction can start now (for /-/ready), else why not."""
@@ -341,18 +349,36 @@ def _extend_lease(conn: sqlite3.Connection, bot: str, owner: str, now: float, tt
 
 
 def _forget_old_sends(conn: sqlite3.Connection, bot: str, now: float) -> None:
-    """The rate limit looks back at most SENDS_KEPT seconds: older send records go."""
+    """The rate limit looks back at most SENDS_KEPT seconds: older send records go, and
+    what they counted in."""
+    conn.execute("DELETE FROM send_windows WHERE send_id IN (SELECT id FROM sends WHERE bot = ? AND finished < ?)",
+                 (bot, now - SENDS_KEPT))
     conn.execute("DELETE FROM sends WHERE bot = ? AND finished < ?", (bot, now - SENDS_KEPT))
 
 
+def _check_windows(conn: sqlite3.Connection, windows: Sequence[Window], now: float) -> None:
+    """Raise WindowFull unless one more request fits in each window now. A request left
+    open longer than SENDS_KEPT (its process died, and no takeover closed it: its bot
+    is gone from the config) no longer counts."""
+    for key in dict.fromkeys(w.key for w in windows):
+        span = max(w.seconds for w in windows if w.key == key)
+        ends = [r[0] for r in conn.execute(
+            "SELECT s.finished FROM send_windows w JOIN sends s ON s.id = w.send_id WHERE w.key = ?"
+            " AND (s.finished > ? OR (s.finished IS NULL AND s.started > ?))", (key, now - span, now - SENDS_KEPT))]
+        untils = [u for w in windows if w.key == key and (u := w.opens(ends, now)) is not None]
+        if untils:
+            raise WindowFull(key, max(untils))
+
+
 def _settle(conn: sqlite3.Connection, message_id: int, send_id: int, bot: str, owner: str, now: float, *,
-            state: str, finished: float | None, reason: str, code: int | None, detail: str | None) -> bool:
-    """Record a send's end and the message's new state; False if a new lease holder has
-    taken the message back meanwhile (then it is theirs, and may be sent again).
-    A sent message lets go of its payload; a dead letter keeps it (`outbox retry`
-    renders it again)."""
+            state: str, finished: float | None, reason: str, code: int | None, detail: str | None,
+            in_flight: float = 0.0) -> bool:
+    """Record a send's end (`in_flight` seconds from now: see Outbox.reschedule) and the
+    message's new state; False if a new lease holder has taken the message back meanwhile
+    (then it is theirs, and may be sent again). A sent message lets go of its payload; a
+    dead letter keeps it (`outbox retry` renders it again)."""
     if send_id:
-        conn.execute("UPDATE sends SET finished = ? WHERE id = ?", (now, send_id))
+        conn.execute("UPDATE sends SET finished = ? WHERE id = ?", (now + in_flight, send_id))
         _forget_old_sends(conn, bot, now)
     return conn.execute(
         "UPDATE messages SET state = ?, owner = NULL, finished = ?, reason = ?, code = ?, detail = ?,"

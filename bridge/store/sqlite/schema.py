@@ -24,6 +24,10 @@ Four tables:
               (`firing` fingerprints, `closed`, `buzzed`); forgotten 30 days unchanged.
     app_tokens  app bots (schema 3): each app's access token, shared by every process.
               A secret, like the webhook URLs in the config: the file needs the same care.
+    send_windows  app bots (schema 4): the windows shared by several bots that each send
+              record also counts in (`key`: an app's, a chat's), so that every process
+              keeps to Feishu's per-app and per-chat limits (Outbox.claim's windows).
+              Forgotten with their send record.
     app_users app bots (schema 5): the open_id each app's contact API gave for an email
               (NULL: not found), until `expires`; shared by every process, so an email
               costs one lookup per app, not one per worker (bridge.notify.feishu_app.people).
@@ -73,8 +77,12 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS cards_updated ON cards (updated)",
     """CREATE TABLE IF NOT EXISTS app_tokens (
         key TEXT PRIMARY KEY, token TEXT NOT NULL, expires REAL NOT NULL)""",
-    # Schema 5: only a new table (and its index), so it applies to a file of any version
-    # before; a bridge of an earlier schema refuses the file afterwards.
+    # Schemas 4 (send_windows) and 5 (app_users): only new tables (and their indexes), so
+    # they apply to a file of any version before; a bridge of an earlier schema refuses
+    # the file afterwards.
+    """CREATE TABLE IF NOT EXISTS send_windows (
+        key TEXT NOT NULL, send_id INTEGER NOT NULL, PRIMARY KEY (key, send_id)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS send_windows_send ON send_windows (send_id)",
     """CREATE TABLE IF NOT EXISTS app_users (
         key TEXT NOT NULL, email TEXT NOT NULL, open_id TEXT, expires REAL NOT NULL,
         PRIMARY KEY (key, email))""",
@@ -99,6 +107,7 @@ def create(conn: sqlite3.Connection, deadline: float) -> None:
             _forget_done_payloads(conn)
         # 2 -> 3 adds the app bots' tables (cards, app_tokens) and changes nothing else:
         # _SCHEMA below creates them. A bridge of schema 2 refuses the file afterwards.
+        # 3 -> 4 adds send_windows (the shared rate windows), likewise.
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
