@@ -13,6 +13,7 @@ import pytest
 from bridge.errors import StorageError
 from bridge.store.records import DEAD, PENDING
 from bridge.store.sqlite import SqliteOutbox
+from bridge.store.sqlite.schema import SCHEMA_VERSION
 from outbox_messages import SteppedClock, msg, payload_message
 
 
@@ -138,7 +139,7 @@ def test_a_newer_schema_is_refused_with_the_reason(tmp_path):
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(StorageError, match=r"written by a newer version \(schema 99 > 3\)"):
+    with pytest.raises(StorageError, match=rf"written by a newer version \(schema 99 > {SCHEMA_VERSION}\)"):
         SqliteOutbox(path).open()
 
 
@@ -155,7 +156,7 @@ def test_an_outbox_of_schema_2_gets_the_app_bot_tables_and_keeps_everything(tmp_
     after = SqliteOutbox(path, clock=SteppedClock())
     assert [e.id for e in after.list()] == ids and after.card("ops", "g1") is None
     after.keep_app_token("k", "t-1", 5e6)
-    assert after.app_token("k") == ("t-1", 5e6) and rows(path, "PRAGMA user_version") == [(3,)]
+    assert after.app_token("k") == ("t-1", 5e6) and rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     after.close()
 
 
@@ -191,7 +192,7 @@ def test_an_outbox_of_the_previous_version_keeps_what_waits_after_an_upgrade(tmp
     assert outbox.retry(4) == 1 and outbox.head("ops").id == 2
     assert [e.id for e in outbox.list(dead=False)] == [2, 3, 4]
     assert rows(path, "SELECT bodies FROM messages WHERE id = 4") == [('[{"text": "m4"}]',)]
-    assert broken_references(path) == [] and rows(path, "PRAGMA user_version") == [(3,)]
+    assert broken_references(path) == [] and rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     outbox.close()
 
 

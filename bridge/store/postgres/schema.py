@@ -27,7 +27,7 @@ import psycopg
 from ...errors import StorageError
 from .engine import lock_key
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 5
 MIGRATE_LOCK = lock_key("migrate")
 
 # Each version's statements, applied in order from the database's version + 1.
@@ -73,6 +73,19 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX cards_updated ON cards (updated)",
         """CREATE TABLE app_tokens (
             key text PRIMARY KEY, token text NOT NULL, expires double precision NOT NULL)""",
+    ),
+    # 3 and 4 are other branches' steps (merged separately); nothing here.
+    3: (),
+    4: (),
+    # Card actions (actions.py): what was done from each group's card. A new table only.
+    5: (
+        """CREATE TABLE group_actions (
+            ref text PRIMARY KEY, bot text NOT NULL, group_key text NOT NULL, chat text NOT NULL,
+            source text NOT NULL, external_url text NOT NULL, matchers text NOT NULL, body text NOT NULL,
+            acked_by text, acked_at double precision, silence_id text, silenced_by text,
+            silenced_until double precision, silence_url text, pending double precision,
+            updated double precision NOT NULL)""",
+        "CREATE INDEX group_actions_updated ON group_actions (updated)",
     ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION

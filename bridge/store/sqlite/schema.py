@@ -24,6 +24,11 @@ Four tables:
               (`firing` fingerprints, `closed`, `buzzed`); forgotten 14 days unchanged.
     app_tokens  app bots (schema 3): each app's access token, shared by every process.
               A secret, like the webhook URLs in the config: the file needs the same care.
+    group_actions  card actions (schema 6): per app bot and group (`ref`, the id its
+              buttons carry), the chat, where to silence it (source, external_url,
+              matchers), the first part as rendered (`body`), who acknowledged it, the
+              silence made from it, and `pending`: a silence being made (one at a time);
+              forgotten 14 days unchanged, as cards are.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import sqlite3
 
 from .engine import patiently
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 6
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS payloads (
@@ -70,6 +75,12 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS cards_updated ON cards (updated)",
     """CREATE TABLE IF NOT EXISTS app_tokens (
         key TEXT PRIMARY KEY, token TEXT NOT NULL, expires REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS group_actions (
+        ref TEXT PRIMARY KEY, bot TEXT NOT NULL, group_key TEXT NOT NULL, chat TEXT NOT NULL,
+        source TEXT NOT NULL, external_url TEXT NOT NULL, matchers TEXT NOT NULL, body TEXT NOT NULL,
+        acked_by TEXT, acked_at REAL, silence_id TEXT, silenced_by TEXT, silenced_until REAL,
+        silence_url TEXT, pending REAL, updated REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS group_actions_updated ON group_actions (updated)",
 )
 
 
@@ -90,6 +101,7 @@ def create(conn: sqlite3.Connection, deadline: float) -> None:
             _forget_done_payloads(conn)
         # 2 -> 3 adds the app bots' tables (cards, app_tokens) and changes nothing else:
         # _SCHEMA below creates them. A bridge of schema 2 refuses the file afterwards.
+        # -> 6 adds group_actions (card actions), created the same way.
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
