@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -30,6 +31,8 @@ from .escape import md_escape
 
 # The label the button key is derived with (button_key): changing it voids every button out.
 KEY_LABEL = b"feishu-alert-bridge/card-actions/v1"
+# A link markdown shows as written: http(s), and nothing that would end or break it.
+_LINKABLE = re.compile(r"^https?://[^\s()<>\[\]]+$")
 SIGNATURE_CHARS = 32     # 128 bits of HMAC-SHA256: plenty against guessing, small in the value
 ACTIONS = ("silence", "ack", "expire")
 
@@ -108,14 +111,15 @@ def decorate(message: dict, view: ActionView) -> dict:
 def status_lines(view: ActionView) -> list[dict]:
     lines = []
     if view.silenced_by and view.silenced_until:
-        link = f" · [View silence]({view.silence_url})" if view.silence_url else ""
-        lines.append(f"🔕 Silenced by {md_escape(view.silenced_by)} until {_hhmm(view.silenced_until, view.zone)}{link}")
+        link = f" · [View silence]({view.silence_url})" if view.silence_url and _LINKABLE.match(view.silence_url) \
+            else ""
+        lines.append(f"🔕 Silenced by {md_escape(view.silenced_by)} until {hhmm(view.silenced_until, view.zone)}{link}")
     if view.acked_by and view.acked_at:
-        lines.append(f"👀 {md_escape(view.acked_by)} is on it ({_hhmm(view.acked_at, view.zone)})")
+        lines.append(f"👀 {md_escape(view.acked_by)} is on it ({hhmm(view.acked_at, view.zone)})")
     return [{"tag": "markdown", "element_id": "actions_status", "content": "\n".join(lines)}] if lines else []
 
 
-def _hhmm(when: float, zone: ZoneInfo) -> str:
+def hhmm(when: float, zone: ZoneInfo) -> str:
     return datetime.fromtimestamp(when, timezone.utc).astimezone(zone).strftime("%H:%M")
 
 
