@@ -171,3 +171,28 @@ def test_acknowledge_stops_urgent_for_the_group(service, fake_open_api):
     fake.wait_for(lambda: all(d == 0 for _, d, _ in app.extensions["bridge"].services.delivery.depths()),
                   what="the outbox empty")
     assert buzzes(fake) == [] and len(fake.attempts("urgent")) < 6
+
+
+def test_alertmanager_refusing_and_unreachable_are_said_in_words(alertmanager):
+    from bridge.config import ActionsConfig, SilenceTarget
+    from bridge.secret import Secret
+    from bridge.silences import SilenceError, Silences
+
+    silences = Silences(ActionsConfig(enabled=True, alertmanagers=(
+        SilenceTarget("https://am.example.com", alertmanager.url, Secret("am-T0ken")),)))
+    where = silences.where("alertmanager", "https://am.example.com/")
+    assert where.api == alertmanager.url + "/api/v2" and where.headers == {"Authorization": "Bearer am-T0ken"}
+    assert where.silence_url("abc") == "https://am.example.com/#/silences/abc"
+    with pytest.raises(SilenceError) as refused:   # a group without groupLabels: no matcher at all
+        silences.create(where, {}, 1e9, 1e9 + 60, "Alice", "test")
+    assert str(refused.value) == ('Alertmanager refused: HTTP 422 ({"code":612,"message":"matchers in body should '
+                                  'have at least 1 items"})')
+    with pytest.raises(SilenceError) as gone:
+        silences.expire(where, "6e3c1c52-1a2b-4c5d-8e9f-0a1b2c3d4e5f")
+    assert str(gone.value) == "Alertmanager does not know this silence any more"
+    unmapped = silences.where("alertmanager", "http://127.0.0.1:9")
+    with pytest.raises(SilenceError, match="^Alertmanager could not be reached$"):
+        silences.create(unmapped, {"a": "b"}, 1e9, 1e9 + 60, "Alice", "test")
+    with pytest.raises(SilenceError, match="actions.grafana"):
+        silences.where("grafana", "http://grafana:3000")
+    assert "am-T0ken" not in str(refused.value) + str(gone.value)

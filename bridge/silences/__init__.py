@@ -33,6 +33,11 @@ class SilenceError(Exception):
     tapped (no URL credentials, no token)."""
 
 
+class SilenceGone(SilenceError):
+    """Expiring: Alertmanager does not know the silence (expired and garbage-collected, or
+    deleted by hand). Alertmanager 0.2x answers 500 "silence not found", later ones 404."""
+
+
 @dataclass(frozen=True)
 class Where:
     """Where one group's silences go, and the page a silence is shown on."""
@@ -72,12 +77,12 @@ class Silences:
         return Where(page + ALERTMANAGER_API, {}, page, False)
 
     def create(self, where: Where, matchers: Mapping[str, str], starts: float, ends: float, created_by: str,
-               comment: str) -> str:
+               comment: str, *, timeout: float | None = None) -> str:
         """The new silence's id. One equality matcher per label: exactly this group."""
         body = {"matchers": [{"name": k, "value": v, "isRegex": False, "isEqual": True}
                              for k, v in sorted(matchers.items())],
                 "startsAt": _iso(starts), "endsAt": _iso(ends), "createdBy": created_by, "comment": comment}
-        answer = self._call("POST", where, "/silences", body)
+        answer = self._call("POST", where, "/silences", body, timeout)
         try:
             silence_id = answer.json()["silenceID"]
         except (ValueError, KeyError, TypeError):
@@ -86,22 +91,24 @@ class Silences:
             raise SilenceError("Alertmanager answered, but not with a silence id")
         return silence_id
 
-    def expire(self, where: Where, silence_id: str) -> None:
-        self._call("DELETE", where, f"/silence/{quote(silence_id, safe='')}", None)
+    def expire(self, where: Where, silence_id: str, *, timeout: float | None = None) -> None:
+        self._call("DELETE", where, f"/silence/{quote(silence_id, safe='')}", None, timeout)
 
-    def _call(self, method: str, where: Where, path: str, body: dict | None) -> requests.Response:
+    def _call(self, method: str, where: Where, path: str, body: dict | None, timeout: float | None) -> requests.Response:
+        """`timeout`: what is left of the tap's time, if less than actions.timeout."""
         name = "Grafana" if where.grafana else "Alertmanager"
+        wait = min(self._config.timeout, timeout) if timeout is not None else self._config.timeout
         try:
             answer = self._session.request(method, where.api + path, json=body, headers=dict(where.headers),
-                                           timeout=self._config.timeout, allow_redirects=False)
+                                           timeout=wait, allow_redirects=False)
         except requests.Timeout:
-            raise SilenceError(f"{name} did not answer within {self._config.timeout:g}s") from None
+            raise SilenceError(f"{name} did not answer within {wait:.1f}s") from None
         except requests.RequestException:
             raise SilenceError(f"{name} could not be reached") from None
         if answer.status_code in (401, 403):
             raise SilenceError(f"{name} refused the bridge's credentials (HTTP {answer.status_code})")
-        if answer.status_code == 404 and method == "DELETE":
-            raise SilenceError(f"{name} does not know this silence any more")
+        if method == "DELETE" and (answer.status_code == 404 or "not found" in answer.text[:200].lower()):
+            raise SilenceGone(f"{name} does not know this silence any more")
         if not 200 <= answer.status_code < 300:
             raise SilenceError(f"{name} refused: HTTP {answer.status_code} {_reason(answer)}".rstrip())
         return answer
