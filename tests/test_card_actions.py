@@ -196,3 +196,18 @@ def test_alertmanager_refusing_and_unreachable_are_said_in_words(alertmanager):
     with pytest.raises(SilenceError, match="actions.grafana"):
         silences.where("grafana", "http://grafana:3000")
     assert "am-T0ken" not in str(refused.value) + str(gone.value)
+
+
+def test_the_same_callback_twice_is_a_replay(service, fake_open_api, alertmanager):
+    app = service()
+    card = fire(app, fake_open_api, alert("DiskFull"))
+    body = card_action(APP_ID, TOKEN, open_id=ALICE, chat=CHAT, message_id=card.message_id,
+                       value=find_button(card.content, "Acknowledge"), when=fake_open_api.now())
+    raw, headers = request_for(body, ENCRYPT_KEY)
+    client = app.test_client()
+    assert client.post("/feishu/callback", data=raw, headers=headers).status_code == 200
+    again = client.post("/feishu/callback", data=raw, headers=headers)
+    assert (again.status_code, again.get_json()) == (401, {"error": "this event was handled already: a replay"})
+    no_id = {**body, "header": {k: v for k, v in body["header"].items() if k != "event_id"}}
+    answer = post_tap(app, no_id)
+    assert (answer.status_code, answer.get_json()) == (400, {"error": "a callback without header.event_id"})

@@ -29,7 +29,8 @@ applies a CardChange with `CardChange.applied`, so that the backends agree.
 
 Card actions (issue 14) keep per group what a tap needs and what was done from the card
 (`remember_group`, `group_actions`, `claim_silence`, `settle_silence`, `expire_silence`,
-`acknowledge`); any process writes them, with no lease. Making one silence at a time is
+`acknowledge`), and the callbacks' event ids (`first_event`); any process writes them,
+with no lease. Making one silence at a time is
 `claim_silence`: one conditional write, as `acquire` is.
 """
 
@@ -50,6 +51,9 @@ LEASE_RENEW = 1.0
 SENDS_KEPT = 65.0
 # A card unchanged this long can no longer be updated (Feishu: 14 days): prune forgets it.
 CARDS_KEPT = APP_UPDATE_WINDOW
+# A callback's event id is remembered this long: well past the window its time must be in
+# (bridge.notify.feishu_app.callback.REPLAY_WINDOW, 5 minutes), so a replay is always caught.
+EVENTS_KEPT = 3600.0
 
 
 @runtime_checkable
@@ -238,6 +242,11 @@ class Outbox(Protocol):
 
     def acknowledge(self, ref: str, by: str) -> None:
         """`by` is on it, as of now (the latest acknowledgement wins)."""
+        ...
+
+    def first_event(self, event_id: str) -> bool:
+        """True the first time a Feishu callback's event id is noted, by any process; False
+        for a replay. Kept EVENTS_KEPT (longer than the callbacks' time window)."""
         ...
 
     # -- operating (the CLI's `outbox list` and `outbox retry`, metrics, the watcher) ---

@@ -1,7 +1,8 @@
 """POST /feishu/callback: Feishu's card callbacks over HTTP (the console's 回调配置, request
 URL mode). 404 unless actions.enabled. Each request is checked as Feishu's
 (bridge.notify.feishu_app.callback: decrypted with the app's Encrypt Key, its signature,
-its Verification Token, its time); a URL check is answered with its challenge, a tap by
+its Verification Token, its time; its event id not seen before by any process); a URL
+check is answered with its challenge, a tap by
 bridge.actions (the same `Actions.tap` the long connection's `events` process calls).
 
 A refused request gets 400 or 401 with its reason as JSON and one log line; nothing is
@@ -30,6 +31,11 @@ def callback() -> Response | tuple[Response, int]:
     services = bridge().services
     try:
         opened = open_callback(current.config.apps, request.headers, raw, services.clock.now())
+        event_id = (opened.body.get("header") or {}).get("event_id") if opened.challenge is None else None
+        if opened.challenge is None and (not isinstance(event_id, str) or not event_id):
+            raise CallbackRefused(400, "a callback without header.event_id")
+        if event_id is not None and not services.store.first_event(event_id):
+            raise CallbackRefused(401, "this event was handled already: a replay")
     except CallbackRefused as refused:
         services.log.warning("Feishu card callback refused: %s", refused.reason,
                              extra={"event": "callback_refused", "status": refused.status, "reason": refused.reason,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from bridge.store import CARDS_KEPT
+from bridge.store import CARDS_KEPT, EVENTS_KEPT
 from bridge.store.records import GroupTarget, Silence, group_ref
 
 TARGET = GroupTarget("oc_1", "alertmanager", "http://am:9093", {"cluster": "prod", "alertname": "Disk"},
@@ -82,3 +82,14 @@ def test_prune_forgets_a_group_unchanged_as_long_as_a_card(outbox, clock):
     clock.step(CARDS_KEPT)
     outbox.prune(clock.now())
     assert outbox.group_actions(REF) is None and outbox.group_actions(group_ref("ops", "g2")) is None
+
+
+def test_a_callback_event_is_first_seen_once_by_every_process(outbox, connect, clock):
+    others = [connect() for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        first = list(pool.map(lambda store: store.first_event("ev-1"), others))
+    assert first.count(True) == 1
+    assert not outbox.first_event("ev-1") and outbox.first_event("ev-2")
+    clock.step(EVENTS_KEPT + 1)
+    outbox.prune(clock.now())
+    assert outbox.first_event("ev-1"), "forgotten once no replay could pass the time window"

@@ -9,7 +9,7 @@ import json
 
 import psycopg
 
-from .. import CARDS_KEPT
+from .. import CARDS_KEPT, EVENTS_KEPT
 from ..records import GroupActions, GroupTarget, Silence, group_ref
 
 _COLUMNS = ("ref, bot, group_key, chat, source, external_url, matchers, body, acked_by, acked_at, silence_id,"
@@ -63,9 +63,16 @@ def acknowledge(conn: psycopg.Connection, ref: str, by: str, now: float) -> None
                  (by, now, now, ref))
 
 
+def first_event(conn: psycopg.Connection, event_id: str, now: float) -> bool:
+    return conn.execute("INSERT INTO callback_events (event_id, seen) VALUES (%s, %s) ON CONFLICT (event_id)"
+                        " DO NOTHING", (event_id, now)).rowcount == 1
+
+
 def prune(conn: psycopg.Connection, now: float, batch: int) -> None:
     conn.execute("DELETE FROM group_actions WHERE ref IN (SELECT ref FROM group_actions WHERE updated < %s"
                  " LIMIT %s)", (now - CARDS_KEPT, batch))
+    conn.execute("DELETE FROM callback_events WHERE event_id IN (SELECT event_id FROM callback_events"
+                 " WHERE seen < %s LIMIT %s)", (now - EVENTS_KEPT, batch))
 
 
 def _actions(row: tuple) -> GroupActions:

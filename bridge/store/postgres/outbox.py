@@ -242,6 +242,10 @@ class PostgresOutbox:
         self._run("record an acknowledgement in", lambda conn: actions.acknowledge(
             conn, ref, by, queue.read_time(conn, self._now())))
 
+    def first_event(self, event_id: str) -> bool:
+        return self._run("note a callback event in", lambda conn: actions.first_event(
+            conn, event_id, queue.read_time(conn, self._now())))
+
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
                    reason: str, code: int | None, detail: str) -> bool:
         def later(conn: psycopg.Connection) -> bool:

@@ -86,6 +86,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             silenced_until double precision, silence_url text, pending double precision,
             updated double precision NOT NULL)""",
         "CREATE INDEX group_actions_updated ON group_actions (updated)",
+        "CREATE TABLE callback_events (event_id text PRIMARY KEY, seen double precision NOT NULL)",
+        "CREATE INDEX callback_events_seen ON callback_events (seen)",
     ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from .. import CARDS_KEPT
+from .. import CARDS_KEPT, EVENTS_KEPT
 from ..records import GroupActions, GroupTarget, Silence, group_ref
 from .engine import Engine
 
@@ -66,10 +66,18 @@ def acknowledge(engine: Engine, ref: str, by: str, now: float) -> None:
                      (by, now, now, ref))
 
 
+def first_event(engine: Engine, event_id: str, now: float) -> bool:
+    with engine.write("note a callback event in") as conn:
+        return conn.execute("INSERT INTO callback_events (event_id, seen) VALUES (?, ?) ON CONFLICT (event_id)"
+                            " DO NOTHING", (event_id, now)).rowcount == 1
+
+
 def prune(engine: Engine, now: float, batch: int) -> None:
     with engine.write("prune card actions in") as conn:
         conn.execute("DELETE FROM group_actions WHERE rowid IN (SELECT rowid FROM group_actions WHERE updated < ?"
                      " LIMIT ?)", (now - CARDS_KEPT, batch))
+        conn.execute("DELETE FROM callback_events WHERE rowid IN (SELECT rowid FROM callback_events WHERE seen < ?"
+                     " LIMIT ?)", (now - EVENTS_KEPT, batch))
 
 
 def _actions(row: tuple) -> GroupActions:

@@ -215,6 +215,9 @@ class SqliteOutbox:
     def acknowledge(self, ref: str, by: str) -> None:
         actions.acknowledge(self._engine, ref, by, self.clock.now())
 
+    def first_event(self, event_id: str) -> bool:
+        return actions.first_event(self._engine, event_id, self.clock.now())
+
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
                    reason: str, code: int | None, detail: str) -> bool:
         """Back to pending; the whole bot pauses until `when` (later messages keep their place)."""

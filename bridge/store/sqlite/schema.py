@@ -29,6 +29,8 @@ Four tables:
               matchers), the first part as rendered (`body`), who acknowledged it, the
               silence made from it, and `pending`: a silence being made (one at a time);
               forgotten 14 days unchanged, as cards are.
+    callback_events  card actions (schema 6): the event ids of Feishu's callbacks handled
+              lately, so a replayed one is refused by every process; kept an hour.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ _SCHEMA = (
         acked_by TEXT, acked_at REAL, silence_id TEXT, silenced_by TEXT, silenced_until REAL,
         silence_url TEXT, pending REAL, updated REAL NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS group_actions_updated ON group_actions (updated)",
+    """CREATE TABLE IF NOT EXISTS callback_events (
+        event_id TEXT PRIMARY KEY, seen REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS callback_events_seen ON callback_events (seen)",
 )
 
 
