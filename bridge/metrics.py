@@ -102,7 +102,8 @@ class Metrics:
             "Taps on app-bot cards' buttons and card callbacks, by action (silence, expire, ack; unknown when the "
             "callback was refused before its action was read) and result (ok, already, failed: Alertmanager or "
             "Grafana could not do it, denied: not allowed_users, forged: a button value not signed by the "
-            "bridge, unknown_group, refused: the callback failed Feishu's verification, error).",
+            "bridge, stale: a duration no longer configured, unknown_group, refused: the callback failed "
+            "Feishu's verification, error).",
             ["action", "result"], registry=reg)
         self.reload_ok = Gauge(
             "feishu_bridge_config_last_reload_successful",

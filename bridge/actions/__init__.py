@@ -97,7 +97,7 @@ class Actions:
     def _silence(self, bot: Bot, group: GroupActions, tap: Tap, label: str) -> dict:
         seconds = dict(self.config.actions.silence_durations).get(label)
         if seconds is None:
-            return self._refused("silence", "forged", bot.app.name if bot.app else "", tap,
+            return self._refused("silence", "stale", bot.app.name if bot.app else "", tap,
                                  f"Silence {label} is no longer offered; the card shows the current choices.")
         if not group.target.matchers:
             self._count("silence", "failed")
