@@ -7,6 +7,8 @@
       delivery  the senders (bridge.delivery)       with its Renderer and MentionResolver
                                                   relay    /send/<bot> -> parts -> store -> wake
                                                            (bridge.relay), with compose's Renderer
+                                                  actions  card taps -> silences, acks (bridge.actions),
+                                                           None unless actions.enabled
 
 The senders compose each message when it is due, through `Services.render_stored`: the
 compose service of the runtime in force then. A reload builds a new Runtime and puts it
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .accept import Accept
+from .actions import Actions
 from .clock import SYSTEM_CLOCK, Clock
 from .compose import Compose
 from .config import Bot, Config
@@ -37,6 +40,7 @@ from .store import Outbox, open_store
 from .store.health import WriteHealth
 from .relay import Relay
 from .render import Renderer
+from .silences import Silences
 from .store.records import Head
 
 
@@ -48,6 +52,7 @@ class Runtime:
     accept: Accept
     compose: Compose
     relay: Relay
+    actions: Actions | None = None    # card actions (actions.enabled): the taps of both channels
 
 
 def build_store(config: Config, *, clock: Clock | None = None) -> Outbox:
@@ -79,13 +84,26 @@ def build_compose(config: Config, log: logging.Logger, metrics: Metrics | None =
     return Compose(config, build_renderer(config, log, metrics), MentionResolver(config.users, log, config.user_emails))
 
 
+def build_actions(config: Config, *, store: Outbox, log: logging.Logger, metrics: Metrics | None = None,
+                  channel: object = None, clock: Clock = SYSTEM_CLOCK) -> Actions | None:
+    """The card actions' service, None unless actions.enabled. Names are looked up through
+    the channel's app client when it has one (the contact API; else taps show open_ids)."""
+    if not config.actions.enabled:
+        return None
+    names = getattr(getattr(channel, "app", None), "user_name", None)
+    return Actions(config, store, Silences(config.actions), clock=clock, log=log.getChild("actions"),
+                   metrics=metrics, names=names)
+
+
 def build_runtime(config: Config, *, store: Outbox, wake: Callable[[], None], log: logging.Logger,
-                  metrics: Metrics | None = None, health: WriteHealth | None = None) -> Runtime:
+                  metrics: Metrics | None = None, health: WriteHealth | None = None, channel: object = None,
+                  clock: Clock = SYSTEM_CLOCK) -> Runtime:
     """Raises ConfigError when a template of the configuration does not compile."""
     compose = build_compose(config, log, metrics)
     # The relay renders with compose's Renderer: one sandbox, the templates compiled once.
     return Runtime(config, Accept(config, store, wake, log, metrics, health), compose,
-                   Relay(config, store, wake, compose.renderer, log, metrics, health))
+                   Relay(config, store, wake, compose.renderer, log, metrics, health),
+                   build_actions(config, store=store, log=log, metrics=metrics, channel=channel, clock=clock))
 
 
 class Services:
@@ -108,7 +126,7 @@ class Services:
     def runtime_for(self, config: Config) -> Runtime:
         """A runtime for `config` on this process's services; raises ConfigError."""
         return build_runtime(config, store=self.store, wake=self.delivery.wake, log=self.log, metrics=self.metrics,
-                             health=self.write_health)
+                             health=self.write_health, channel=self.channel, clock=self.clock)
 
     def use(self, runtime: Runtime) -> None:
         """Put `runtime` in force: new requests and the next message composed use it."""

@@ -57,7 +57,16 @@ class Compose:
             started=min(starts, default=None),
             ended=max(ends, default=None) if not firing else None,
             urgent=tuple(dict.fromkeys(people)),
+            actions=self._actions(notification) if bot.is_app and self.config.actions.enabled else None,
         )
+
+    def _actions(self, notification: Notification) -> dict:
+        """What an app bot's card needs for its buttons (bridge.render.actions), kept with the
+        plan: a tap silences exactly the group Alertmanager grouped (its groupLabels)."""
+        return {"source": notification.source, "external_url": notification.external_url,
+                "matchers": dict(notification.group_labels), "firing": bool(notification.firing),
+                "durations": [label for label, _ in self.config.actions.silence_durations],
+                "zone": self.config.timezone.key}
 
     def render_stored(self, bot: Bot, message: Head) -> list[dict]:
         """Render a stored message (bridge.delivery calls this when it is due to be sent).

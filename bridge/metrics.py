@@ -96,6 +96,15 @@ class Metrics:
             "feishu_bridge_app_token_refreshes_total",
             "Access tokens fetched from Feishu, by app (a name from apps:) and result (ok, or the reason).",
             ["app", "result"], registry=reg)
+        # Card actions (issue 14).
+        self.card_actions = Counter(
+            "feishu_bridge_card_actions_total",
+            "Taps on app-bot cards' buttons and card callbacks, by action (silence, expire, ack; unknown when the "
+            "callback was refused before its action was read) and result (ok, already, failed: Alertmanager or "
+            "Grafana could not do it, denied: not allowed_users, forged: a button value not signed by the "
+            "bridge, stale: a duration no longer configured, unknown_group, refused: the callback failed "
+            "Feishu's verification, error).",
+            ["action", "result"], registry=reg)
         self.reload_ok = Gauge(
             "feishu_bridge_config_last_reload_successful",
             "1 if the last configuration (re)load succeeded in every worker.",
@@ -115,6 +124,9 @@ class Metrics:
 
     def notification(self, source: str, result: str) -> None:
         self._child(self.notifications, source, result).inc()
+
+    def card_action(self, action: str, result: str) -> None:
+        self._child(self.card_actions, action, result).inc()
 
     def relay(self, bot: str, result: str) -> None:
         self._child(self.relayed, bot, result).inc()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Mapping
+from typing import Any, Mapping
 
 FIRING = "firing"
 RESOLVED = "resolved"
@@ -149,3 +149,6 @@ class GroupFacts:
     started: datetime | None = None       # the earliest start of the message's alerts
     ended: datetime | None = None         # the latest end, when none fires any more
     urgent: tuple[Mention, ...] = ()      # whom to buzz: a firing alert matches the bot's urgent
+    # With card actions on (bridge.actions): what the card's buttons act on and show (source,
+    # external_url, matchers: the group's groupLabels; durations; zone), else None.
+    actions: Mapping[str, Any] | None = None

@@ -278,6 +278,32 @@ def test_urgent_preconditions(fake):
 
 
 # -- contacts ----------------------------------------------------------------------------------
+def button(value: object, element_id: str = "b1") -> dict:
+    return {"tag": "button", "element_id": element_id, "text": {"tag": "plain_text", "content": "Silence 1h"},
+            "behaviors": [{"type": "callback", "value": value}]}
+
+
+@pytest.mark.parametrize("content, code", [
+    (card("t", button({"a": "silence"})), 0),
+    (card("t", button("silence")), a.CARD_CONTENT),                         # the SDKs take objects only (§6.2)
+    (card("t", button({"a": 1}, "1bad")), a.CARD_CONTENT),                  # element_id [A-Za-z][A-Za-z0-9_]*
+    (card("t", button({"a": 1}, "b" * 21)), a.CARD_CONTENT),                # at most 20 characters
+    (card("t", button({"a": 1}), button({"a": 2})), a.CARD_CONTENT),        # unique in the card
+])
+def test_an_apps_card_may_call_back_as_feishu_allows(fake, content, code):
+    assert send(fake, token(fake), content)[1]["code"] == code
+
+
+def test_a_users_name_needs_the_scope(fake):
+    fake.add_user("ou_bob", "bob@example.com", name="Bob")
+    status, answer = call(fake, "GET", "/contact/v3/users/ou_bob?user_id_type=open_id", None, token(fake))
+    assert status == 200 and answer["data"]["user"] == {"open_id": "ou_bob", "name": "Bob"}
+    assert call(fake, "GET", "/contact/v3/users/ou_nobody?user_id_type=open_id", None, token(fake))[0] == 400
+    fake.add_app("cli_c3", "s3cret-c3", scopes=["im:message"])
+    assert call(fake, "GET", "/contact/v3/users/ou_bob", None, token(fake, "cli_c3", "s3cret-c3"))[1]["code"] \
+        == a.NO_SCOPE
+
+
 def test_batch_get_id_by_email(fake):
     status, answer = call(fake, "POST", "/contact/v3/users/batch_get_id?user_id_type=open_id",
                           {"emails": ["alice@example.com", "nobody@example.com"]}, token(fake))

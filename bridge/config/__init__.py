@@ -26,6 +26,7 @@ import yaml
 
 from ..errors import ConfigError
 from .bots import _BOT_KEYS as _BOT_KEYS
+from .actions import read_actions
 from .apps import read_apps
 from .bots import read_bots, read_users
 from .reader import Reader
@@ -38,15 +39,15 @@ from .sections import _RELAY_KEYS as _RELAY_KEYS
 from .sections import (check_templates, read_auth, read_delivery, read_log, read_preview, read_relay, read_reload,
                        read_server, read_templates_dir)
 from .storage import read_storage
-from .types import (DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, NAME_SEPARATORS, THREAD_REPLIES, URGENT_KINDS, App,
-                    AuthConfig, Bot, Config, DeliveryConfig, GrafanaHMAC, LogConfig, MentionRule, MentionSettings,
+from .types import (DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, NAME_SEPARATORS, THREAD_REPLIES, URGENT_KINDS,
+                    ActionsConfig, App, AuthConfig, SilenceTarget, Bot, Config, DeliveryConfig, GrafanaHMAC, LogConfig, MentionRule, MentionSettings,
                     PostgresConfig, PreviewConfig, RateLimit, RelayConfig, ReloadConfig, Route, ServerConfig,
                     StorageConfig, Urgent)
 
 __all__ = [
     "EMBEDDED_DEFAULT", "load", "loads", "file_signature",
     "DEFAULT_MAX_BODY_BYTES", "DEFAULT_STORAGE_PATH", "NAME_SEPARATORS", "THREAD_REPLIES", "URGENT_KINDS", "App",
-    "AuthConfig", "Bot", "Config", "Urgent",
+    "ActionsConfig", "AuthConfig", "Bot", "Config", "SilenceTarget", "Urgent",
     "DeliveryConfig", "GrafanaHMAC", "LogConfig", "MentionRule", "MentionSettings", "PostgresConfig", "PreviewConfig",
     "RateLimit", "RelayConfig", "ReloadConfig", "Route", "ServerConfig", "StorageConfig",
 ]
@@ -58,7 +59,7 @@ EMBEDDED_DEFAULT = Path(__file__).parent.parent / "config.example.yaml"
 # The keys each section accepts; tests/test_helm.py checks the chart's values schema
 # against _TOP_KEYS and the sections' sets imported above, so the chart offers every key.
 _TOP_KEYS = {"bots", "route", "templates_dir", "timezone", "server", "storage", "delivery", "auth", "log",
-             "reload", "preview", "users", "relay", "apps"}
+             "reload", "preview", "users", "relay", "apps", "actions"}
 
 
 def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -132,6 +133,7 @@ def _config(r: Reader, raw: Any, source: str) -> Config | None:
         users=users.ids,
         user_emails=users.emails,
         apps=apps,
+        actions=read_actions(r, top.get("actions"), users.ids, apps),
         source=source,
     )
     # Read last: whether the relay may be on depends on the auth section.

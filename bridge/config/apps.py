@@ -28,7 +28,8 @@ APP_ID = re.compile(r"^cli_[A-Za-z0-9]+$")
 # A group's chat_id: "oc_" then letters and digits (§2.1, §2.2 examples).
 CHAT_ID = re.compile(r"^oc_[A-Za-z0-9]+$")
 
-_APP_KEYS = {"name", "app_id", "app_secret", "app_secret_file", "domain", "base_url"}
+_APP_KEYS = {"name", "app_id", "app_secret", "app_secret_file", "domain", "base_url", "encrypt_key",
+             "encrypt_key_file", "verification_token", "verification_token_file"}
 APP_BOT_KEYS = {"app", "chat_id", "update_in_place", "thread_replies", "urgent"}
 _URGENT_KEYS = {"kind", "users", "mention_labels", "matchers"}
 
@@ -79,9 +80,15 @@ def _read_app(r: Reader, raw: Any, path: str) -> App | None:
     base_url = r.string(section["base_url"], f"{path}.base_url") if section.get("base_url") is not None else None
     if base_url:
         r.http_url(base_url, f"{path}.base_url", show=lambda u: u)
+    callback = {key: r.secret_value(section, key, path) for key in ("encrypt_key", "verification_token")}
+    for key, value in callback.items():
+        if value == "":
+            r.problem(f"{path}.{key}", "is empty: copy it from the console's 事件与回调 (Events & callbacks) page, "
+                                       "or remove the key")
     if name is None or app_id is None or not secret or domain not in APP_DOMAINS:
         return None
-    return App(name, app_id, Secret(secret), domain, base_url.rstrip("/") if base_url else None)
+    return App(name, app_id, Secret(secret), domain, base_url.rstrip("/") if base_url else None,
+               **{key: Secret(value) if value else None for key, value in callback.items()})
 
 
 def _required_string(r: Reader, section: dict[str, Any], key: str, path: str) -> str | None:

@@ -105,6 +105,10 @@ class App:
     app_secret: Secret
     domain: str = "feishu"                   # feishu | lark
     base_url_override: str | None = None     # `base_url`: a private deployment, or a test's fake
+    # Card callbacks over HTTP (POST /feishu/callback, feishu-app-protocol.md §6.4): the
+    # console's Encrypt Key (decrypts and signs the body) and Verification Token.
+    encrypt_key: Secret | None = None
+    verification_token: Secret | None = None
 
     @property
     def base_url(self) -> str:
@@ -259,6 +263,31 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class SilenceTarget:
+    """`actions.alertmanagers[]`: where the bridge sends a silence for the notifications
+    whose externalURL is `external_url` (often a public name it cannot reach), and how it
+    authenticates there. `actions.grafana` is one too, for Grafana-managed alerts."""
+
+    external_url: str
+    url: str
+    bearer_token: Secret | None = None
+    basic_username: str | None = None
+    basic_password: Secret | None = None
+
+
+@dataclass(frozen=True)
+class ActionsConfig:
+    """`actions:`: Silence and Acknowledge buttons on app-bot cards (bridge.actions)."""
+
+    enabled: bool = False
+    silence_durations: tuple[tuple[str, float], ...] = (("1h", 3600.0), ("4h", 14400.0), ("24h", 86400.0))
+    allowed_users: tuple[str, ...] = ()          # open_ids; empty: anyone in the chat
+    alertmanagers: tuple[SilenceTarget, ...] = ()
+    grafana: SilenceTarget | None = None
+    timeout: float = 2.0                         # the Alertmanager call's deadline: Feishu waits 3 s
+
+
+@dataclass(frozen=True)
 class Config:
     bots: Mapping[str, Bot]
     route: Route
@@ -275,6 +304,7 @@ class Config:
     users: Mapping[str, str] = field(default_factory=dict)   # name -> open_id
     user_emails: Mapping[str, str] = field(default_factory=dict)   # name -> email (app bots resolve it)
     apps: Mapping[str, App] = field(default_factory=dict)
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
     source: str = "<embedded default>"       # where it was read from, for messages
     file_signature: tuple[int, int, int] | None = None   # the file as it was read, for reload
 

@@ -23,6 +23,10 @@ group's card as the store knows it; `AppSteps.run` carries out one request when 
             matches its matchers; its failure is logged with advice and never blocks
             the card (it comes after it, and a refusal is not retried). SMS or phone
             urgent refused for the company's spent quota is sent in the app instead.
+            Not sent once someone acknowledged the group from its card.
+
+With card actions on, the first part gets its action lines and buttons when it is sent
+(bridge.render.actions), from what the store knows of the group then.
 
 What a request changed about the group's card (a message id, buzzed, what the card shows)
 is written with its outcome (Outbox.mark_sent(card=...)).
@@ -34,16 +38,18 @@ import dataclasses
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from ..clock import Clock
 from ..config import Bot
-from ..limits import APP_UPDATE_MARGIN, APP_UPDATE_WINDOW
+from ..limits import APP_BUDGET_BYTES, APP_UPDATE_MARGIN, APP_UPDATE_WINDOW, app_size
 from ..model import GroupFacts, Mention
 from ..notify import AppMessages
 from ..notify.feishu_app.answers import TOO_OLD
 from ..notify.outcome import MESSAGE_GONE, OK, URGENT_QUOTA, Outcome, SendResult
+from ..render.actions import ActionView, button_key, decorate
 from ..render.filters import format_duration
-from ..store.records import Card, CardChange, CardPart, Head
+from ..store.records import Card, CardChange, CardPart, GroupTarget, Head, group_ref
 
 if TYPE_CHECKING:
     from ..store import Outbox
@@ -71,6 +77,8 @@ def plan(bot: Bot, bodies: list[dict], facts: GroupFacts, card: Card | None) -> 
     if bot.urgent is not None and facts.urgent and facts.firing and not buzzed:
         steps.append({"op": "urgent", "kind": bot.urgent.kind,
                       "people": [[m.user_id, m.name, m.email] for m in facts.urgent]})
+    if facts.actions is not None:   # the first part's buttons and lines are added when it is sent
+        steps[0]["actions"] = dict(facts.actions)
     steps[-1].update(shown=list(facts.firing), parts=len(bodies))
     return steps
 
@@ -160,6 +168,8 @@ class AppSteps:
 
     def _card(self, bot: Bot, head: Head, step: dict, card: Card | None, uuid: str, fields: dict) -> SendResult:
         part, message = step["part"], step["message"]
+        if step.get("actions") is not None and part == 0:
+            message = self._with_actions(bot, head, step, message, new=bool(step.get("reopen")) or card is None)
         kept = None if step.get("fresh") or card is None or part >= len(card.parts) else card.parts[part]
         replaced: tuple[CardPart, bool, str] | None = None   # the part given up on: (it, still in the chat, why)
         if kept is not None and message.get("msg_type") == "interactive":
@@ -200,6 +210,28 @@ class AppSteps:
                       extra={"event": "card_gone", "bot": bot.name, "group_key": head.group_key, "part": part + 1,
                              "old_message_id": old.message_id, "message_id": new})
 
+    def _with_actions(self, bot: Bot, head: Head, step: dict, message: dict, *, new: bool) -> dict:
+        """The first part with its action lines and buttons, as the store knows the group now
+        (read when it is sent, so a card sent after a tap keeps what the tap did); the group's
+        target is kept for the taps to come. Undecorated if that would not fit Feishu's limit."""
+        spec = step["actions"]
+        if bot.app is None or bot.chat_id is None:
+            return message
+        target = GroupTarget(bot.chat_id, spec["source"], spec["external_url"], spec["matchers"], message)
+        done = self.outbox.remember_group(bot.name, head.group_key, target, fresh=new)
+        silenced = done.silenced(self.clock.now())
+        view = ActionView(button_key(bot.app.app_secret.reveal()), done.ref, bot.chat_id, tuple(spec["durations"]),
+                          ZoneInfo(spec["zone"]), bool(spec["firing"]), done.acked_by, done.acked_at,
+                          done.silenced_by if silenced else None, done.silenced_until if silenced else None,
+                          done.silence_url if silenced else None)
+        decorated = decorate(message, view)
+        if app_size(decorated) > APP_BUDGET_BYTES:
+            self.log.warning("the card of group %s is sent without its action buttons: with them it would be over "
+                             "Feishu's size limit", head.group_key,
+                             extra={"event": "actions_left_out", "bot": bot.name, "group_key": head.group_key})
+            return message
+        return decorated
+
     def _stub(self, bot: Bot, step: dict, card: Card | None) -> SendResult:
         if card is None or step["part"] >= len(card.parts):
             return _done("the part is no longer remembered")
@@ -223,6 +255,12 @@ class AppSteps:
     def _urgent(self, bot: Bot, head: Head, step: dict, root: CardPart | None, fields: dict) -> SendResult:
         if root is None:
             return _done("no card to buzz for")
+        acked = self.outbox.group_actions(group_ref(bot.name, head.group_key))
+        if acked is not None and acked.acked_by:
+            fields["buzzed"] = True   # someone is on it: 加急 for this firing is over
+            self.log.info("urgent not sent: %s acknowledged the group", acked.acked_by,
+                          extra={"event": "urgent_acknowledged", "bot": bot.name, "group_key": head.group_key})
+            return _done("acknowledged")
         people = [Mention(*person) for person in step["people"]]
         kind = step["kind"]
         found = self.channel.urgent(bot, root.message_id, kind, people)

@@ -61,8 +61,9 @@ TRIM_SECONDS = 10.0          # and at most this often otherwise (the senders' re
 # Requests whose path starts with one of these run in threads of their own, never queued
 # behind webhooks nor holding their threads: the operations endpoints (a liveness probe
 # and /-/reload must answer under full load) and the template preview (a pasted template
-# renders in a child process for up to 10 s).
-LANES = ((b"/-/", 2), (b"/preview", 2))
+# renders in a child process for up to 10 s), and Feishu's card callbacks (a tap gets
+# 3 s, §6.5: never behind a storm's webhooks).
+LANES = ((b"/-/", 2), (b"/preview", 2), (b"/feishu/", 2))
 
 
 class BufferingWorker(ThreadWorker):

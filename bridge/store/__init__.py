@@ -28,6 +28,12 @@ card (`card`, written by `mark_sent`), the app's access token shared by every pr
 the same way (`app_users`, `keep_app_users`), and rate windows shared by several bots
 (`claim`'s windows: an app's, a chat's), checked and filled as one decision. A second backend implements them as below and
 applies a CardChange with `CardChange.applied`, so that the backends agree.
+
+Card actions (issue 14) keep per group what a tap needs and what was done from the card
+(`remember_group`, `group_actions`, `claim_silence`, `settle_silence`, `expire_silence`,
+`acknowledge`), and the callbacks' event ids (`first_event`); any process writes them,
+with no lease. Making one silence at a time is
+`claim_silence`: one conditional write, as `acquire` is.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from typing import Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import StorageConfig
-from .records import BotState, Card, CardChange, Entry, Head, OutgoingMessage, Stored, Takeover, Window
+from .records import (BotState, Card, CardChange, Entry, GroupActions, GroupTarget, Head, OutgoingMessage, Silence,
+                      Stored, Takeover, Window)
 
 # A dead process's lease lapses after this; renewed every LEASE_RENEW seconds while alive.
 LEASE_TTL = 5.0
@@ -48,6 +55,9 @@ SENDS_KEPT = 65.0
 # next message then replaces it with a new card and points the old one's thread to it,
 # and does not buzz again for the same firing, instead of starting over as a new group.
 CARDS_KEPT = 30 * 86400.0
+# A callback's event id is remembered this long: well past the window its time must be in
+# (bridge.notify.feishu_app.callback.REPLAY_WINDOW, 5 minutes), so a replay is always caught.
+EVENTS_KEPT = 3600.0
 
 
 @runtime_checkable
@@ -237,6 +247,39 @@ class Outbox(Protocol):
         (both asked Feishu the same question)."""
         ...
 
+    # -- card actions (bridge.actions; any process, no lease) ------------------------
+    def remember_group(self, bot: str, group_key: str, target: GroupTarget, *, fresh: bool) -> GroupActions:
+        """Keep `target` for the group's card (its first part is being sent) and answer
+        what was done from it; `fresh` (a new card for a new firing) forgets that first."""
+        ...
+
+    def group_actions(self, ref: str) -> GroupActions | None:
+        """The group whose buttons carry `ref` (records.group_ref), or None (forgotten)."""
+        ...
+
+    def claim_silence(self, ref: str, hold: float) -> bool:
+        """True for the one caller that may make a silence for the group now: none is in
+        force, and no other claim is younger than `hold` seconds. Atomic across processes
+        (a double tap makes one silence). The claim ends with settle_silence."""
+        ...
+
+    def settle_silence(self, ref: str, silence: Silence | None) -> None:
+        """End a claim: with the silence made, or None when none was."""
+        ...
+
+    def expire_silence(self, ref: str, silence_id: str) -> None:
+        """The group's silence `silence_id` was expired: forget it (no other one)."""
+        ...
+
+    def acknowledge(self, ref: str, by: str) -> None:
+        """`by` is on it, as of now (the latest acknowledgement wins)."""
+        ...
+
+    def first_event(self, event_id: str) -> bool:
+        """True the first time a Feishu callback's event id is noted, by any process; False
+        for a replay. Kept EVENTS_KEPT (longer than the callbacks' time window)."""
+        ...
+
     # -- operating (the CLI's `outbox list` and `outbox retry`, metrics, the watcher) ---
     def list(self, dead: bool | None = None) -> list[Entry]:
         """Messages still in the store, in send order: dead letters (dead=True), waiting
@@ -263,8 +306,9 @@ class Outbox(Protocol):
 
     def prune(self, before: float) -> int:
         """Forget sent and superseded messages that ended before `before` (dead letters
-        stay), payloads no message needs any more, cards unchanged for CARDS_KEPT, and
-        expired app tokens and looked-up users; how many messages went.
+        stay), payloads no message needs any more, cards (and their groups' actions)
+        unchanged for CARDS_KEPT, and expired app tokens and looked-up users; how many
+        messages went.
 
         It must never delete what a kept row refers to: a pending, in-flight or dead
         message keeps its payload (a retried dead letter is rendered from it), and a row

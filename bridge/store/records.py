@@ -4,6 +4,7 @@ backends, the accept path that writes messages and the senders that read them.""
 from __future__ import annotations
 
 import math
+import hashlib
 from dataclasses import asdict, dataclass, field
 
 # A message's states. pending -> sending -> sent | pending (retry) | dead; a pending one
@@ -191,3 +192,53 @@ class CardChange:
         if self.parts is not None:
             parts = parts[:self.parts]
         return Card(tuple(parts), tuple(firing), closed, buzzed, now)
+
+
+# -- card actions: what was done from a group's card (bridge.actions) ------------------------
+def group_ref(bot: str, group_key: str) -> str:
+    """The short id a card's buttons carry for its group (bot and group key, hashed: a
+    group key can be long, and a button value should stay small, §7)."""
+    return hashlib.sha256(f"{bot}\n{group_key}".encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class GroupTarget:
+    """What a tap on a group's card needs, written when its first part is sent: the chat,
+    where and how to silence the group (its source, externalURL and groupLabels), and the
+    card as rendered (without the action lines), to answer a tap with."""
+
+    chat: str
+    source: str                          # alertmanager | grafana
+    external_url: str
+    matchers: dict[str, str]             # the group's groupLabels: one equality matcher each
+    body: dict                           # the first part's message as rendered
+
+
+@dataclass(frozen=True)
+class GroupActions:
+    """A group's target and what people did from its card: who acknowledged it, and the
+    silence made from it (id, by whom, until when, its page). Forgotten with its card."""
+
+    ref: str
+    bot: str
+    group_key: str
+    target: GroupTarget
+    acked_by: str | None = None
+    acked_at: float | None = None
+    silence_id: str | None = None
+    silenced_by: str | None = None
+    silenced_until: float | None = None
+    silence_url: str | None = None
+
+    def silenced(self, now: float) -> bool:
+        return self.silence_id is not None and (self.silenced_until or 0.0) > now
+
+
+@dataclass(frozen=True)
+class Silence:
+    """A silence made from a card (GroupActions' fields)."""
+
+    silence_id: str
+    by: str
+    until: float
+    url: str

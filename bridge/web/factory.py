@@ -13,7 +13,7 @@ from .. import bootstrap
 from ..config import Config, load
 from ..notify.feishu import FeishuClient
 from ..metrics import Metrics
-from . import errors, ops, relay, state, webhooks
+from . import callback, errors, ops, relay, state, webhooks
 from .preview import views as preview
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -37,6 +37,7 @@ def create_app(config: Config | None = None, *, client: FeishuClient | None = No
     state.register(app)
     app.register_blueprint(webhooks.blueprint)
     app.register_blueprint(relay.blueprint)
+    app.register_blueprint(callback.blueprint)
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(preview.blueprint)
     errors.register(app, log)

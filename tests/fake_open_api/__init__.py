@@ -16,6 +16,10 @@ code (model.py lists each rule and its source; answers.py the codes). Calls:
     POST  /open-apis/im/v1/messages/{id}/reply                     reply (in its thread)
     PATCH /open-apis/im/v1/messages/{id}/urgent_app|sms|phone      加急
     POST  /open-apis/contact/v3/users/batch_get_id                 email -> open_id
+    GET   /open-apis/contact/v3/users/{open_id}?user_id_type=open_id  a user's name
+
+Card taps (issue 14): `tap(...)` sends a card.action.trigger callback to a bridge the way
+Feishu does over HTTP (encrypted, signed, with the verification token): callbacks.py.
 
 Rate limits (every request that reaches them counts, refused or not): 5 messages a second
 per chat, sends and replies of every app together (230020); 5 updates a second per
@@ -46,9 +50,10 @@ from urllib.parse import parse_qs, urlsplit
 from fake_feishu import _drop, _Handler, _read_body, _reply, _Server
 
 from . import answers as a
+from . import callbacks
 from .model import App, Chat, Message, World
 
-CALLS = ("token", "send", "patch", "reply", "urgent", "contact")
+CALLS = ("token", "send", "patch", "reply", "urgent", "contact", "user")
 SCRIPT_KINDS = frozenset({"code", "http", "reset", "lost_answer"})
 
 
@@ -78,6 +83,7 @@ class FakeOpenAPI:
         self._scripts: dict[str, deque] = {call: deque() for call in CALLS}
         self._limits = (chat_per_second, message_per_second, app_per_second, app_per_minute, minute)
         self._arrivals: dict[tuple[str, str], deque] = {}
+        self._callback_keys: dict[str, tuple[str, str]] = {}   # app_id -> (encrypt key, verification token)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
@@ -124,9 +130,37 @@ class FakeOpenAPI:
         with self._cond:
             self.world.chats[chat_id] = Chat(chat_id, set(members), set(apps), urgent_allowed, threads)
 
-    def add_user(self, open_id: str, email: str) -> None:
+    def add_user(self, open_id: str, email: str, name: str | None = None) -> None:
         with self._cond:
             self.world.emails[email] = open_id
+            if name is not None:
+                self.world.names[open_id] = name
+
+    def set_callback_keys(self, app_id: str, encrypt_key: str, verification_token: str) -> None:
+        """The app's Encrypt Key and Verification Token (the console's 事件与回调 page)."""
+        with self._cond:
+            self._callback_keys[app_id] = (encrypt_key, verification_token)
+
+    def tap(self, url: str, message_id: str, value: Any, *, open_id: str, form: str = "signed",
+            chat: str | None = None) -> "callbacks.TapResult":
+        """`open_id` taps a button with `value` on the card `message_id`: Feishu posts the
+        callback to `url` (in `form`, callbacks.FORMS) and, for a good answer with a card,
+        shows that card to everyone in place of the old one (a shared card, §3.2, §6.5)."""
+        with self._cond:
+            message = self.world.messages[message_id]
+            app_id, original = message.app_id, message.content
+            encrypt_key, token = self._callback_keys[app_id]
+        when = self.now() - (600 if form == "replayed" else 0)
+        body = callbacks.card_action(app_id, "not-the-token" if form == "bad_token" else token, open_id=open_id,
+                                     chat=chat or message.chat_id, message_id=message_id, value=value, when=when)
+        raw, headers = callbacks.request_for(body, encrypt_key, form=form, now=when)
+        found = callbacks.post(url, raw, headers, original)
+        if found.client_error is None and isinstance(found.answer, dict) and "card" in found.answer:
+            with self._cond:
+                message.content = found.answer["card"]["data"]
+                message.updates += 1
+                self._cond.notify_all()
+        return found
 
     def set_urgent_quota(self, count: int) -> None:
         with self._cond:
@@ -253,7 +287,7 @@ class FakeOpenAPI:
     def _carry_out(self, call: str, message_id: str, kind: str, query: dict, handler: "_Handler",
                    raw: bytes) -> tuple[str | None, dict]:
         """(the calling app, the answer) of a request that passes every check; raises Refused."""
-        request = _json(handler, raw)
+        request = _json(handler, raw) if call != "user" else {}
         now = self.now()
         if call == "token":
             token, expire = self.world.token(request.get("app_id"), request.get("app_secret"), now)
@@ -293,6 +327,13 @@ class FakeOpenAPI:
                 raise a.Refused(a.INVALID_PARAM, "user_id_type", detail="user_id_type")
             self._count(app, f"urgent_{kind}")
             return {"invalid_user_id_list": world.urgent(app, message_id, kind, request.get("user_id_list"))}
+        if call == "user":
+            if query.get("user_id_type", "open_id") != "open_id":
+                raise a.Refused(a.INVALID_PARAM, "user_id_type", detail="user_id_type")
+            self._count(app, "user")
+            if message_id not in world.names:
+                raise a.Refused(a.INVALID_PARAM, f"user {message_id!r} unknown", detail="user_id")
+            return {"user": {"open_id": message_id, "name": world.names[message_id]}}
         self._count(app, "contact")
         emails = request.get("emails") or []
         return {"user_list": [{"email": e, **({"user_id": world.emails[e]} if e in world.emails else {})}
@@ -332,6 +373,8 @@ def _route(method: str, path: str) -> tuple[str, str, str] | None:
         return "token", "", ""
     if method == "POST" and path == "/open-apis/contact/v3/users/batch_get_id":
         return "contact", "", ""
+    if method == "GET" and parts[:4] == ["open-apis", "contact", "v3", "users"] and len(parts) == 5:
+        return "user", parts[4], ""
     if parts[:3] != ["open-apis", "im", "v1"] or len(parts) < 4 or parts[3] != "messages":
         return None
     if method == "POST" and len(parts) == 4:

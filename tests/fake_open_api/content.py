@@ -26,7 +26,10 @@ def problem(msg_type: object, content: dict) -> tuple[int, str, str] | None:
         return (a.INVALID_PARAM, f"post: {found}", "content") if found else None
     if msg_type != "interactive":
         return a.INVALID_PARAM, f"msg_type {msg_type!r} is not one the bridge sends", "msg_type"
-    found = shape_problem({"msg_type": "interactive", "card": content})
+    found = _callback_problem(content)
+    if found:
+        return a.CARD_CONTENT, f"card: {found}", "ErrCode: 200621; ErrMsg: card content is invalid"
+    found = shape_problem({"msg_type": "interactive", "card": _without_callbacks(content)})
     if found:
         return a.CARD_CONTENT, f"card: {found}", "ErrCode: 200621; ErrMsg: card content is invalid"
     found = _mention_problem(content)
@@ -34,6 +37,51 @@ def problem(msg_type: object, content: dict) -> tuple[int, str, str] | None:
         return (a.CARD_CONTENT, f"mention: {found}",
                 "ErrCode: 100290; ErrMsg: There is an invalid user resource(at/person) in your card")
     return None
+
+
+ELEMENT_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,19}")
+
+
+def _callback_problem(card: object) -> str | None:
+    """An app's card may have buttons that call back (custom bots may not): each callback
+    behaviour carries a `value`, an object (the SDKs take objects only, §6.2, §7); an
+    element_id is [A-Za-z][A-Za-z0-9_]*, at most 20 characters, unique in the card (§7)."""
+    ids: list[str] = []
+    for node in _tagged(card):
+        if "element_id" in node:
+            if not isinstance(node["element_id"], str) or not ELEMENT_ID.fullmatch(node["element_id"]):
+                return f"element_id {node['element_id']!r} is not [A-Za-z][A-Za-z0-9_]*, at most 20 characters"
+            ids.append(node["element_id"])
+        for behavior in node.get("behaviors") or () if node.get("tag") == "button" else ():
+            if isinstance(behavior, dict) and behavior.get("type") == "callback" \
+                    and not isinstance(behavior.get("value"), dict):
+                return f"callback behavior value {behavior.get('value')!r} is not an object"
+    if len(ids) != len(set(ids)):
+        return "element_id repeated in the card"
+    return None
+
+
+def _without_callbacks(node: object) -> object:
+    """The card with each callback behaviour as an open_url one, for the shape checks that
+    custom bots' cards share (which refuse callbacks)."""
+    if isinstance(node, dict):
+        if node.get("type") == "callback" and "value" in node:
+            return {"type": "open_url", "default_url": "https://callback.invalid/"}
+        return {k: _without_callbacks(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_without_callbacks(v) for v in node]
+    return node
+
+
+def _tagged(node: object):
+    if isinstance(node, dict):
+        if isinstance(node.get("tag"), str):
+            yield node
+        for value in node.values():
+            yield from _tagged(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _tagged(item)
 
 
 def _mention_problem(card: dict) -> str | None:

@@ -101,6 +101,7 @@ class World:
         self.order: list[str] = []                     # message ids as created
         self.uuids: dict[tuple[str, str], tuple[str, float]] = {}   # (app, uuid) -> (message id, when)
         self.emails: dict[str, str] = {}               # email -> open_id
+        self.names: dict[str, str] = {}                # open_id -> name
         self.unread_urgent: dict[str, int] = {}        # open_id -> unread urgent messages
         self.urgent_quota = 100                        # the tenant's sms/phone urgent quota
 

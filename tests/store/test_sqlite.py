@@ -153,6 +153,8 @@ def test_an_outbox_of_schema_2_gets_the_app_bot_tables_and_keeps_everything(tmp_
         conn.execute("DROP TABLE app_tokens")
         conn.execute("DROP TABLE app_users")
         conn.execute("DROP TABLE send_windows")
+        conn.execute("DROP TABLE group_actions")
+        conn.execute("DROP TABLE callback_events")
         conn.execute("PRAGMA user_version = 2")
     conn.close()
     after = SqliteOutbox(path, clock=SteppedClock())
@@ -170,6 +172,8 @@ def test_an_outbox_of_schema_3_gets_the_looked_up_users_table(tmp_path):
     with sqlite3.connect(path) as conn:   # as schema 3 left it: no app_users, no send_windows
         conn.execute("DROP TABLE app_users")
         conn.execute("DROP TABLE send_windows")
+        conn.execute("DROP TABLE group_actions")
+        conn.execute("DROP TABLE callback_events")
         conn.execute("PRAGMA user_version = 3")
     conn.close()
     after = SqliteOutbox(path, clock=SteppedClock())
@@ -188,6 +192,8 @@ def test_an_outbox_of_schema_3_gets_the_shared_windows_and_keeps_everything(tmp_
     with sqlite3.connect(path) as conn:   # as schema 3 left it: no send_windows, no app_users
         conn.execute("DROP TABLE send_windows")
         conn.execute("DROP TABLE app_users")
+        conn.execute("DROP TABLE group_actions")
+        conn.execute("DROP TABLE callback_events")
         conn.execute("PRAGMA user_version = 3")
     conn.close()
     after = SqliteOutbox(path, clock=SteppedClock())

@@ -14,6 +14,7 @@ people known by email are looked up first, §8.1, and remembered in the store: p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid as uuids
 from dataclasses import replace
@@ -101,6 +102,16 @@ class AppClient:
                           last.http_status, f"not buzzed: {', '.join(missed)}")
         return UrgentResult(last, tuple(buzzed), tuple(missed))
 
+    def user_name(self, bot: Bot, open_id: str, timeout: float) -> str | None:
+        """The person's name (contact API, §8.3), or None: the app lacks the scope, the
+        person is outside its contacts range, or no answer within `timeout` seconds."""
+        quick = dataclasses.replace(bot, connect_timeout=timeout, read_timeout=timeout)
+        found, data = self._call_data(quick, "user", "GET", f"/open-apis/contact/v3/users/{quote(open_id, safe='')}"
+                                      "?user_id_type=open_id", None)
+        user = data.get("user") if found.outcome is Outcome.SENT else None
+        name = user.get("name") if isinstance(user, dict) else None
+        return name if isinstance(name, str) and name.strip() else None
+
     # -- internals --------------------------------------------------------------------------
     def _open_ids(self, bot: Bot, people: Sequence[Mention]) -> tuple[list[str], list[str], SendResult | None]:
         ids = [m.user_id for m in people if m.user_id.startswith("ou_")]
@@ -115,7 +126,7 @@ class AppClient:
     def _call(self, bot: Bot, call: str, method: str, path: str, request: dict) -> SendResult:
         return self._call_data(bot, call, method, path, request)[0]
 
-    def _call_data(self, bot: Bot, call: str, method: str, path: str, request: dict) -> tuple[SendResult, dict]:
+    def _call_data(self, bot: Bot, call: str, method: str, path: str, request: dict | None) -> tuple[SendResult, dict]:
         """The call's classified answer and its `data`; with a refused token, refreshed once."""
         app = _app(bot)
         key = _key(app)
@@ -150,16 +161,19 @@ class AppClient:
         self._count_fetch(app, found.reason)
         raise TokenRefused(scrubbed(found, secrets_of(bot, [])))
 
-    def _request(self, bot: Bot, method: str, path: str, request: dict, token: str | None, *,
+    def _request(self, bot: Bot, method: str, path: str, request: dict | None, token: str | None, *,
                  whole: bool = False) -> tuple[SendResult, dict, str]:
         """One HTTP request: (its answer classified, the body's data (or the whole body), its log id)."""
-        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": f"feishu-alert-bridge/{__version__}"}
+        headers = {"User-Agent": f"feishu-alert-bridge/{__version__}"}
+        if request is not None:
+            headers["Content-Type"] = "application/json; charset=utf-8"
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         proxy = bot.proxy_url.reveal() if bot.proxy_url else None
         try:
             response = self._session.request(
-                method, _app(bot).base_url + path, data=encode_body(request), headers=headers,
+                method, _app(bot).base_url + path, data=encode_body(request) if request is not None else None,
+                headers=headers,
                 timeout=(bot.connect_timeout, bot.read_timeout), allow_redirects=False,
                 proxies={"http": proxy, "https": proxy} if proxy else None)
         except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both

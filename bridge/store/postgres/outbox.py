@@ -28,9 +28,9 @@ from ...clock import Clock
 from ...config import PostgresConfig
 from ...errors import StorageError
 from .. import LEASE_TTL
-from ..records import (DEAD, PENDING, SENDING, SENT, WAITING, BotState, Card, CardChange, Entry, Head, LeaseLost,
-                       OutgoingMessage, Stored, Takeover, Window)
-from . import cards, queue
+from ..records import (DEAD, PENDING, SENDING, SENT, WAITING, BotState, Card, CardChange, Entry, GroupActions,
+                       GroupTarget, Head, LeaseLost, OutgoingMessage, Silence, Stored, Takeover, Window)
+from . import actions, cards, queue
 from .clock import DatabaseClock
 from .engine import Engine, lock_key
 from .schema import prepare
@@ -230,6 +230,34 @@ class PostgresOutbox:
     def keep_app_users(self, key: str, users: Mapping[str, tuple[str | None, float]]) -> None:
         self._run("keep looked-up users in", lambda conn: cards.keep_app_users(conn, key, users))
 
+    # -- card actions (on the database's clock, as every other time here) ---------------
+    def remember_group(self, bot: str, group_key: str, target: GroupTarget, *, fresh: bool) -> GroupActions:
+        return self._run("remember a card's group in", lambda conn: actions.remember(
+            conn, bot, group_key, target, fresh, queue.read_time(conn, self._now())))
+
+    def group_actions(self, ref: str) -> GroupActions | None:
+        return self._run("read a card's actions in", lambda conn: actions.read(conn, ref))
+
+    def claim_silence(self, ref: str, hold: float) -> bool:
+        return self._run("claim a silence in", lambda conn: actions.claim_silence(
+            conn, ref, queue.read_time(conn, self._now()), hold))
+
+    def settle_silence(self, ref: str, silence: Silence | None) -> None:
+        self._run("record a silence in", lambda conn: actions.settle_silence(
+            conn, ref, silence, queue.read_time(conn, self._now())))
+
+    def expire_silence(self, ref: str, silence_id: str) -> None:
+        self._run("record an expired silence in", lambda conn: actions.expire_silence(
+            conn, ref, silence_id, queue.read_time(conn, self._now())))
+
+    def acknowledge(self, ref: str, by: str) -> None:
+        self._run("record an acknowledgement in", lambda conn: actions.acknowledge(
+            conn, ref, by, queue.read_time(conn, self._now())))
+
+    def first_event(self, event_id: str) -> bool:
+        return self._run("note a callback event in", lambda conn: actions.first_event(
+            conn, event_id, queue.read_time(conn, self._now())))
+
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
                    reason: str, code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         def later(conn: psycopg.Connection) -> bool:
@@ -290,6 +318,7 @@ class PostgresOutbox:
                     total += removed
                 with conn.transaction():
                     cards.prune(conn, queue.read_time(conn, self._now()), queue.PRUNE_BATCH)
+                    actions.prune(conn, queue.read_time(conn, self._now()), queue.PRUNE_BATCH)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", (self._engine.namespace, PRUNE_LOCK))
         return total

@@ -27,7 +27,7 @@ import psycopg
 from ...errors import StorageError
 from .engine import lock_key
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATE_LOCK = lock_key("migrate")
 
 # Each version's statements, applied in order from the database's version + 1.
@@ -89,6 +89,18 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             key text NOT NULL, email text NOT NULL, open_id text, expires double precision NOT NULL,
             PRIMARY KEY (key, email))""",
         "CREATE INDEX app_users_expires ON app_users (expires)",
+    ),
+    # Card actions (actions.py): what was done from each group's card. A new table only.
+    5: (
+        """CREATE TABLE group_actions (
+            ref text PRIMARY KEY, bot text NOT NULL, group_key text NOT NULL, chat text NOT NULL,
+            source text NOT NULL, external_url text NOT NULL, matchers text NOT NULL, body text NOT NULL,
+            acked_by text, acked_at double precision, silence_id text, silenced_by text,
+            silenced_until double precision, silence_url text, pending double precision,
+            updated double precision NOT NULL)""",
+        "CREATE INDEX group_actions_updated ON group_actions (updated)",
+        "CREATE TABLE callback_events (event_id text PRIMARY KEY, seen double precision NOT NULL)",
+        "CREATE INDEX callback_events_seen ON callback_events (seen)",
     ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION

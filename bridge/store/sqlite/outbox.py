@@ -27,8 +27,9 @@ from ...clock import SYSTEM_CLOCK, Clock
 from ...errors import StorageError
 from .. import LEASE_TTL, SENDS_KEPT
 from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotState, Card, CardChange, Entry, Head,
-                       LeaseLost, OutgoingMessage, Stored, Takeover, Window, WindowFull)
-from . import cards
+                       GroupActions, GroupTarget, LeaseLost, OutgoingMessage, Silence, Stored, Takeover, Window,
+                       WindowFull)
+from . import actions, cards
 from .engine import BUSY_TIMEOUT, Engine, GroupCommit
 from .schema import create
 
@@ -210,6 +211,28 @@ class SqliteOutbox:
     def keep_app_users(self, key: str, users: Mapping[str, tuple[str | None, float]]) -> None:
         cards.keep_app_users(self._engine, key, users)
 
+    # -- card actions -----------------------------------------------------------------
+    def remember_group(self, bot: str, group_key: str, target: GroupTarget, *, fresh: bool) -> GroupActions:
+        return actions.remember(self._engine, bot, group_key, target, fresh, self.clock.now())
+
+    def group_actions(self, ref: str) -> GroupActions | None:
+        return actions.read(self._engine, ref)
+
+    def claim_silence(self, ref: str, hold: float) -> bool:
+        return actions.claim_silence(self._engine, ref, self.clock.now(), hold)
+
+    def settle_silence(self, ref: str, silence: Silence | None) -> None:
+        actions.settle_silence(self._engine, ref, silence, self.clock.now())
+
+    def expire_silence(self, ref: str, silence_id: str) -> None:
+        actions.expire_silence(self._engine, ref, silence_id, self.clock.now())
+
+    def acknowledge(self, ref: str, by: str) -> None:
+        actions.acknowledge(self._engine, ref, by, self.clock.now())
+
+    def first_event(self, event_id: str) -> bool:
+        return actions.first_event(self._engine, event_id, self.clock.now())
+
     def reschedule(self, message_id: int, send_id: int, bot: str, owner: str, *, when: float, delay: float,
                    reason: str, code: int | None, detail: str, in_flight: float = 0.0) -> bool:
         """Back to pending; the whole bot pauses until `when` (later messages keep their place)."""
@@ -287,6 +310,7 @@ class SqliteOutbox:
             if removed < PRUNE_BATCH:
                 break
         cards.prune(self._engine, self.clock.now(), PRUNE_BATCH)
+        actions.prune(self._engine, self.clock.now(), PRUNE_BATCH)
         return total
 
 

@@ -31,6 +31,13 @@ Four tables:
     app_users app bots (schema 5): the open_id each app's contact API gave for an email
               (NULL: not found), until `expires`; shared by every process, so an email
               costs one lookup per app, not one per worker (bridge.notify.feishu_app.people).
+    group_actions  card actions (schema 6): per app bot and group (`ref`, the id its
+              buttons carry), the chat, where to silence it (source, external_url,
+              matchers), the first part as rendered (`body`), who acknowledged it, the
+              silence made from it, and `pending`: a silence being made (one at a time);
+              forgotten when unchanged as long as cards are (CARDS_KEPT).
+    callback_events  card actions (schema 6): the event ids of Feishu's callbacks handled
+              lately, so a replayed one is refused by every process; kept an hour.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import sqlite3
 
 from .engine import patiently
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS payloads (
@@ -77,9 +84,9 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS cards_updated ON cards (updated)",
     """CREATE TABLE IF NOT EXISTS app_tokens (
         key TEXT PRIMARY KEY, token TEXT NOT NULL, expires REAL NOT NULL)""",
-    # Schemas 4 (send_windows) and 5 (app_users): only new tables (and their indexes), so
-    # they apply to a file of any version before; a bridge of an earlier schema refuses
-    # the file afterwards.
+    # Schemas 4 (send_windows), 5 (app_users) and 6 (group_actions, callback_events):
+    # only new tables (and their indexes), so they apply to a file of any version before;
+    # a bridge of an earlier schema refuses the file afterwards.
     """CREATE TABLE IF NOT EXISTS send_windows (
         key TEXT NOT NULL, send_id INTEGER NOT NULL, PRIMARY KEY (key, send_id)) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS send_windows_send ON send_windows (send_id)",
@@ -87,6 +94,15 @@ _SCHEMA = (
         key TEXT NOT NULL, email TEXT NOT NULL, open_id TEXT, expires REAL NOT NULL,
         PRIMARY KEY (key, email))""",
     "CREATE INDEX IF NOT EXISTS app_users_expires ON app_users (expires)",
+    """CREATE TABLE IF NOT EXISTS group_actions (
+        ref TEXT PRIMARY KEY, bot TEXT NOT NULL, group_key TEXT NOT NULL, chat TEXT NOT NULL,
+        source TEXT NOT NULL, external_url TEXT NOT NULL, matchers TEXT NOT NULL, body TEXT NOT NULL,
+        acked_by TEXT, acked_at REAL, silence_id TEXT, silenced_by TEXT, silenced_until REAL,
+        silence_url TEXT, pending REAL, updated REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS group_actions_updated ON group_actions (updated)",
+    """CREATE TABLE IF NOT EXISTS callback_events (
+        event_id TEXT PRIMARY KEY, seen REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS callback_events_seen ON callback_events (seen)",
 )
 
 
@@ -107,7 +123,8 @@ def create(conn: sqlite3.Connection, deadline: float) -> None:
             _forget_done_payloads(conn)
         # 2 -> 3 adds the app bots' tables (cards, app_tokens) and changes nothing else:
         # _SCHEMA below creates them. A bridge of schema 2 refuses the file afterwards.
-        # 3 -> 4 adds send_windows (the shared rate windows), likewise.
+        # 3 -> 4 adds send_windows (the shared rate windows), 5 app_users and 6 group_actions
+        # and callback_events (card actions), likewise.
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
