@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .accept import Accept
+from .actions import Actions  # MERGE-SHIM: replaced by feat/actions
 from .clock import SYSTEM_CLOCK, Clock
 from .compose import Compose
 from .config import Bot, Config
@@ -47,6 +48,7 @@ class Runtime:
     accept: Accept
     compose: Compose
     relay: Relay
+    actions: Actions | None = None  # MERGE-SHIM: replaced by feat/actions
 
 
 def build_store(config: Config, *, clock: Clock | None = None) -> Outbox:
@@ -84,7 +86,8 @@ def build_runtime(config: Config, *, store: Outbox, wake: Callable[[], None], lo
     compose = build_compose(config, log, metrics)
     # The relay renders with compose's Renderer: one sandbox, the templates compiled once.
     return Runtime(config, Accept(config, store, wake, log, metrics, health), compose,
-                   Relay(config, store, wake, compose.renderer, log, metrics, health))
+                   Relay(config, store, wake, compose.renderer, log, metrics, health),
+                   Actions() if config.actions.enabled else None)  # MERGE-SHIM: replaced by feat/actions
 
 
 class Services:

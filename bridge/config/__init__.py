@@ -38,6 +38,7 @@ from .sections import _RELAY_KEYS as _RELAY_KEYS
 from .sections import (check_templates, read_auth, read_delivery, read_log, read_preview, read_relay, read_reload,
                        read_server, read_templates_dir)
 from .storage import read_storage
+from .types import ActionsConfig  # MERGE-SHIM: replaced by feat/actions
 from .types import (DEFAULT_MAX_BODY_BYTES, DEFAULT_STORAGE_PATH, NAME_SEPARATORS, THREAD_REPLIES, URGENT_KINDS, App,
                     AuthConfig, Bot, Config, DeliveryConfig, GrafanaHMAC, LogConfig, MentionRule, MentionSettings,
                     PostgresConfig, PreviewConfig, RateLimit, RelayConfig, ReloadConfig, Route, ServerConfig,
@@ -59,6 +60,7 @@ EMBEDDED_DEFAULT = Path(__file__).parent.parent / "config.example.yaml"
 # against _TOP_KEYS and the sections' sets imported above, so the chart offers every key.
 _TOP_KEYS = {"bots", "route", "templates_dir", "timezone", "server", "storage", "delivery", "auth", "log",
              "reload", "preview", "users", "relay", "apps"}
+_TOP_KEYS |= {"actions"}  # MERGE-SHIM: replaced by feat/actions
 
 
 def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -135,4 +137,10 @@ def _config(r: Reader, raw: Any, source: str) -> Config | None:
         source=source,
     )
     # Read last: whether the relay may be on depends on the auth section.
-    return replace(config, relay=read_relay(r, top.get("relay"), bots, config.auth))
+    return replace(config, relay=read_relay(r, top.get("relay"), bots, config.auth),
+                   actions=_read_actions_shim(r, top.get("actions")))  # MERGE-SHIM: replaced by feat/actions
+
+
+def _read_actions_shim(r: Reader, raw: Any) -> ActionsConfig:  # MERGE-SHIM: replaced by feat/actions
+    section = r.mapping(raw, "actions", {"enabled"})  # MERGE-SHIM: replaced by feat/actions
+    return ActionsConfig(r.boolean(section.get("enabled"), "actions.enabled", False))  # MERGE-SHIM: replaced by feat/actions

@@ -229,6 +229,11 @@ class AuthConfig:
         return self.bearer_token is not None or self.basic_username is not None
 
 
+@dataclass(frozen=True)  # MERGE-SHIM: replaced by feat/actions
+class ActionsConfig:  # MERGE-SHIM: replaced by feat/actions
+    enabled: bool = False  # MERGE-SHIM: replaced by feat/actions
+
+
 @dataclass(frozen=True)
 class RelayConfig:
     """`relay:`, POST /send/<bot> for cron jobs, CI and scripts. Off unless enabled, and the
@@ -270,6 +275,7 @@ class Config:
     users: Mapping[str, str] = field(default_factory=dict)   # name -> open_id
     user_emails: Mapping[str, str] = field(default_factory=dict)   # name -> email (app bots resolve it)
     apps: Mapping[str, App] = field(default_factory=dict)
+    actions: ActionsConfig = field(default_factory=lambda: ActionsConfig())  # MERGE-SHIM: replaced by feat/actions
     source: str = "<embedded default>"       # where it was read from, for messages
     file_signature: tuple[int, int, int] | None = None   # the file as it was read, for reload
 
