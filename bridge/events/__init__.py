@@ -26,9 +26,6 @@ from .. import bootstrap
 from ..config import load
 from ..errors import ConfigError
 from ..logs import configure
-from .connections import LongConnections, domain_of
-from .sdklog import adopt_sdk_logger
-from .taps import dispatcher
 
 # The SDK asks for its websocket URL with requests and no timeout: a host that drops
 # packets would hold the first connection (and, later, a reconnect inside the event loop)
@@ -48,6 +45,12 @@ def run(config_path: str | None, *, log_format: str | None = None, log_level: st
                           "actions.enabled: true (or do not run `events`)")
     if not config.apps:
         raise ConfigError("apps: no app is configured: the long connection is a Feishu app's (README, Card actions)")
+    # The SDK only now: importing it takes about 2 s (all of Feishu's APIs), and a config
+    # mistake should not wait for it.
+    from .connections import LongConnections, domain_of
+    from .sdklog import adopt_sdk_logger
+    from .taps import dispatcher
+
     socket.setdefaulttimeout(SOCKET_TIMEOUT)
     adopt_sdk_logger(log, [app.app_secret.reveal() for app in config.apps.values()])
     store = bootstrap.build_store(config)
