@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--heartbeat-file", metavar="PATH", default=os.environ.get("BRIDGE_EVENTS_HEARTBEAT"),
                         help="touch this file every 10 s while the process runs, for a liveness probe "
                              "(env BRIDGE_EVENTS_HEARTBEAT)")
+    events.add_argument("--retry-connect", metavar="SECONDS", type=float,
+                        default=os.environ.get("BRIDGE_EVENTS_RETRY_CONNECT"),
+                        help="when Feishu cannot be reached or refuses at start, log it and try again after "
+                             "SECONDS instead of exiting 1 (env BRIDGE_EVENTS_RETRY_CONNECT; for a container "
+                             "beside the server, whose restarts would make the pod unready)")
     events.set_defaults(run=_events)
 
     check = _command(
@@ -216,7 +221,8 @@ def _events(args: argparse.Namespace) -> int:
     from .events import run
 
     return run(args.config, log_format=args.log_format, log_level=args.log_level,
-               heartbeat=Path(args.heartbeat_file) if args.heartbeat_file else None)
+               heartbeat=Path(args.heartbeat_file) if args.heartbeat_file else None,
+               retry_connect=float(args.retry_connect) if args.retry_connect else None)
 
 
 def _check_config(args: argparse.Namespace) -> int:

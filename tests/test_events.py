@@ -235,3 +235,34 @@ def test_the_command_answers_taps_stops_on_sigterm_and_prints_no_credential(fake
     printed = out + err
     for credential in (APP_SECRET, "access_key=", "ticket=", tap_body()["event"]["token"]):
         assert credential not in printed
+
+
+def test_with_retry_connect_a_failed_start_is_logged_and_tried_again(fake, tmp_path, caplog):
+    """As the chart runs it beside the server: exiting would restart the container and
+    make the pod unready, taking the webhooks out of the Service with it."""
+    actions = RecordingActions()
+    heartbeat = tmp_path / "alive"
+    fake.busy = True
+    log = logging.getLogger("test.events")
+    with caplog.at_level(logging.ERROR, logger="test.events"):
+        running = Running(connections(fake, tmp_path, actions, log, retry_connect=0.2, heartbeat=heartbeat,
+                                      heartbeat_every=0.1))
+        eventually(lambda: len(fake.endpoint_calls) >= 2, 10, "a second try")
+        assert heartbeat.exists() and not running.result            # alive, waiting
+        fake.busy = False
+        eventually(fake.open_connections, 10, "the connection once Feishu answers")
+    failed = [r for r in caplog.records if r.name == "test.events" and r.event == "events_connect_failed"]
+    assert failed and "app oncall: Feishu's long-connection endpoint at" in failed[0].getMessage()
+    assert "code 1: system busy" in failed[0].getMessage()
+    assert fake.push(tap_body())["code"] == 200
+    assert running.stop() == 0
+
+
+def test_with_retry_connect_a_stop_while_waiting_is_a_clean_exit(fake, tmp_path):
+    fake.busy = True
+    running = Running(connections(fake, tmp_path, RecordingActions(), logging.getLogger("test.events"),
+                                  retry_connect=30))
+    eventually(lambda: fake.endpoint_calls, 10, "a first try")
+    started = time.monotonic()
+    assert running.stop() == 0
+    assert time.monotonic() - started < 5

@@ -35,7 +35,7 @@ SOCKET_TIMEOUT = 30.0
 
 
 def run(config_path: str | None, *, log_format: str | None = None, log_level: str | None = None,
-        heartbeat: Path | None = None) -> int:
+        heartbeat: Path | None = None, retry_connect: float | None = None) -> int:
     """Raises ConfigError (the config is wrong, actions are off, no app) or BridgeError
     (Feishu cannot be reached or refuses) before anything is running."""
     config = load(config_path)
@@ -63,7 +63,7 @@ def run(config_path: str | None, *, log_format: str | None = None, log_level: st
                                     "apps": {name: domain_of(app) for name, app in config.apps.items()}})
         connections = LongConnections(list(config.apps.values()),
                                       lambda app: dispatcher(app.name, actions, log.getChild("events")),
-                                      log, heartbeat=heartbeat)
+                                      log, heartbeat=heartbeat, retry_connect=retry_connect)
         code = connections.run()
         log.info("stopped", extra={"event": "events_stopped", "code": code})
         return code

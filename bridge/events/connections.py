@@ -70,16 +70,21 @@ class _Client(ws_client.Client):
 
 class LongConnections:
     """`apps`' long connections. `run()` blocks until `stop()` or a signal; raises
-    BridgeError, with what went wrong in words, when a first connection fails."""
+    BridgeError, with what went wrong in words, when a first connection fails, or with
+    `retry_connect` logs that and tries again that many seconds later (a container beside
+    the server: its restarts would make the pod unready, and take the webhooks with it)."""
 
     def __init__(self, apps: Sequence[App], handler_for: Callable[[App], lark.EventDispatcherHandler],
                  log: logging.Logger, *, heartbeat: Path | None = None, clock: Clock = SYSTEM_CLOCK,
-                 max_disconnected: float = MAX_DISCONNECTED, heartbeat_every: float = HEARTBEAT_EVERY):
+                 max_disconnected: float = MAX_DISCONNECTED, heartbeat_every: float = HEARTBEAT_EVERY,
+                 retry_connect: float | None = None):
         self.log = log
         self.heartbeat = heartbeat
         self.clock = clock
         self.max_disconnected = max_disconnected
         self.heartbeat_every = heartbeat_every
+        self.retry_connect = retry_connect   # None: a failed first connection raises
+        self.connected: list[_Client] = []
         self.loop = ws_client.loop       # the SDK's: its clients schedule their tasks on it
         self.down_since: dict[str, float] = {}
         self.failure: str | None = None
@@ -98,27 +103,44 @@ class LongConnections:
 
     def run(self, *, signals: bool = True) -> int:
         """0 after a stop; 1 when a connection stayed down past max_disconnected."""
-        connected: list[_Client] = []
-        try:
-            for name, client in self.clients.items():
-                self.loop.run_until_complete(self._first_connect(name, client))
-                connected.append(client)
-        except BridgeError:
-            self.loop.run_until_complete(self._close(connected))
-            raise
-        tasks = [self.loop.create_task(client._ping_loop()) for client in connected]
-        tasks.append(self.loop.create_task(self._watch()))
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self._stop.set)
         try:
-            self.loop.run_until_complete(self._stop.wait())
+            return self.loop.run_until_complete(self._main())
         finally:
             if signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     self.loop.remove_signal_handler(sig)
-            self.loop.run_until_complete(self._shutdown(connected))
+            self.loop.run_until_complete(self._shutdown())
+
+    async def _main(self) -> int:
+        self.loop.create_task(self._watch())      # the heartbeat, from the start
+        for name, client in self.clients.items():
+            if not await self._connect_first(name, client):
+                return 0                          # stopped while waiting for Feishu
+            self.connected.append(client)
+            self.loop.create_task(client._ping_loop())
+        await self._stop.wait()
         return 1 if self.failure else 0
+
+    async def _connect_first(self, name: str, client: _Client) -> bool:
+        """False when stopped before the connection opened; raises BridgeError unless
+        retry_connect is set, in which case it logs and tries again."""
+        while True:
+            try:
+                await self._first_connect(name, client)
+                return True
+            except BridgeError as exc:
+                if self.retry_connect is None:
+                    raise
+                self.log.error(str(exc), extra={"event": "events_connect_failed", "app": name,
+                                                "retry_in": self.retry_connect})
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.retry_connect)
+                return False
+            except asyncio.TimeoutError:
+                pass
 
     def stop(self) -> None:
         """From any thread."""
@@ -178,7 +200,7 @@ class LongConnections:
             except asyncio.TimeoutError:
                 pass
 
-    async def _shutdown(self, connected: list[_Client]) -> None:
+    async def _shutdown(self) -> None:
         current = asyncio.current_task()
         # The receive loops too: cancelled, they end without reconnecting (the SDK catches
         # Exception, not the CancelledError it gets).
@@ -186,7 +208,7 @@ class LongConnections:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._close(connected)
+        await self._close(self.connected)
 
     async def _close(self, clients: list[_Client]) -> None:
         for client in clients:
