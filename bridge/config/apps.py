@@ -25,6 +25,7 @@ APP_ID = re.compile(r"^cli_[A-Za-z0-9]+$")
 CHAT_ID = re.compile(r"^oc_[A-Za-z0-9]+$")
 
 _APP_KEYS = {"name", "app_id", "app_secret", "app_secret_file", "domain", "base_url"}
+_APP_KEYS |= {"encrypt_key_file", "verification_token_file"}  # MERGE-SHIM: replaced by feat/actions (the chart writes them)
 APP_BOT_KEYS = {"app", "chat_id", "update_in_place", "thread_replies", "urgent"}
 _URGENT_KEYS = {"kind", "users", "mention_labels", "matchers"}
 
