@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import loads
+from bridge.errors import BridgeError
 from bridge.events.connections import LongConnections
 from bridge.events.taps import dispatcher
 from fake_lark_ws import FakeLongConnection
@@ -266,3 +268,22 @@ def test_with_retry_connect_a_stop_while_waiting_is_a_clean_exit(fake, tmp_path)
     started = time.monotonic()
     assert running.stop() == 0
     assert time.monotonic() - started < 5
+
+
+def test_an_endpoint_that_never_answers_is_a_timeout_not_a_hang(tmp_path):
+    """The SDK's endpoint call sets no timeout: a host that accepts and stays silent held
+    the process for ever."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)                       # accepts (the kernel does), never answers
+    try:
+        config = loads(config_text(f"http://127.0.0.1:{silent.getsockname()[1]}", tmp_path))
+        conns = LongConnections(list(config.apps.values()),
+                                lambda app: dispatcher(app.name, RecordingActions(), logging.getLogger("test")),
+                                logging.getLogger("test"), endpoint_timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(BridgeError, match="cannot reach Feishu's long-connection endpoint at .*: timed out"):
+            conns.run(signals=False)
+        assert time.monotonic() - started < 10
+    finally:
+        silent.close()

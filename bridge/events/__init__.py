@@ -19,19 +19,12 @@ tap stores, the server's senders deliver.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from .. import bootstrap
 from ..config import load
 from ..errors import ConfigError
 from ..logs import configure
-
-# The SDK asks for its websocket URL with requests and no timeout: a host that drops
-# packets would hold the first connection (and, later, a reconnect inside the event loop)
-# for the kernel's connect timeout, about two minutes. The process opens no other socket
-# that could want longer (the store's PostgreSQL driver is libpq's, which ignores this).
-SOCKET_TIMEOUT = 30.0
 
 
 def run(config_path: str | None, *, log_format: str | None = None, log_level: str | None = None,
@@ -51,7 +44,6 @@ def run(config_path: str | None, *, log_format: str | None = None, log_level: st
     from .sdklog import adopt_sdk_logger
     from .taps import dispatcher
 
-    socket.setdefaulttimeout(SOCKET_TIMEOUT)
     adopt_sdk_logger(log, [app.app_secret.reveal() for app in config.apps.values()])
     store = bootstrap.build_store(config)
     try:

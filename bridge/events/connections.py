@@ -18,6 +18,7 @@ against the real SDK, pinned to its 1.7 series in pyproject):
   Feishu shows at once. After it, the SDK's own reconnects apply (`auto_reconnect`, with
   the counts and intervals Feishu's endpoint sends it).
 - `Client._ping_loop()`, as `start()` schedules it; `Client._disconnect()` at shutdown.
+- `Client._get_conn_url()`, wrapped so that its `requests.post` gets a timeout.
 - `Client._handle_data_frame()`, wrapped so that a tap Feishu sends as a `type=card`
   frame, which the SDK drops without an answer (§6.6 caveat 2), is dispatched like an
   `event` frame and logged once as a warning.
@@ -50,15 +51,40 @@ HEARTBEAT_EVERY = 10.0
 # and the only way out when the SDK has given up (its reconnect count runs out in a task
 # nobody awaits, and the client stays down silently).
 MAX_DISCONNECTED = 600.0
+# The endpoint call's connect and read timeout (the SDK sets none).
+ENDPOINT_TIMEOUT = 15.0
 _ERRNO = re.compile(r"\[Errno -?\d+\][^'\")]*")
 
 
-class _Client(ws_client.Client):
-    """The SDK's client, with `type=card` data frames dispatched like `type=event` ones."""
+class _TimedRequests:
+    """What the SDK's client module calls `requests` (it calls only `requests.post`), with
+    a timeout: the SDK's endpoint call has none, so a host that accepts and never answers
+    would hold the first connection, or a reconnect inside the event loop, for ever."""
 
-    def __init__(self, *args, on_card_frame: Callable[[], None], **kwargs):
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+
+    def post(self, url, **kwargs):
+        kwargs.setdefault("timeout", self.timeout)
+        return requests.post(url, **kwargs)
+
+
+class _Client(ws_client.Client):
+    """The SDK's client, with a timeout on its endpoint call and `type=card` data frames
+    dispatched like `type=event` ones."""
+
+    def __init__(self, *args, on_card_frame: Callable[[], None], endpoint_timeout: float, **kwargs):
         super().__init__(*args, **kwargs)
         self._on_card_frame = on_card_frame
+        self._timed_requests = _TimedRequests(endpoint_timeout)
+
+    def _get_conn_url(self) -> str:
+        # Swapped for the call only: synchronous, on the one thread that runs the SDK's loop.
+        saved, ws_client.requests = ws_client.requests, self._timed_requests
+        try:
+            return super()._get_conn_url()
+        finally:
+            ws_client.requests = saved
 
     async def _handle_data_frame(self, frame) -> None:
         for header in frame.headers:
@@ -77,7 +103,7 @@ class LongConnections:
     def __init__(self, apps: Sequence[App], handler_for: Callable[[App], lark.EventDispatcherHandler],
                  log: logging.Logger, *, heartbeat: Path | None = None, clock: Clock = SYSTEM_CLOCK,
                  max_disconnected: float = MAX_DISCONNECTED, heartbeat_every: float = HEARTBEAT_EVERY,
-                 retry_connect: float | None = None):
+                 retry_connect: float | None = None, endpoint_timeout: float = ENDPOINT_TIMEOUT):
         self.log = log
         self.heartbeat = heartbeat
         self.clock = clock
@@ -85,6 +111,7 @@ class LongConnections:
         self.heartbeat_every = heartbeat_every
         self.retry_connect = retry_connect   # None: a failed first connection raises
         self.connected: list[_Client] = []
+        self.endpoint_timeout = endpoint_timeout
         self.loop = ws_client.loop       # the SDK's: its clients schedule their tasks on it
         self.down_since: dict[str, float] = {}
         self.failure: str | None = None
@@ -96,7 +123,8 @@ class LongConnections:
 
     def _client(self, app: App, handler: lark.EventDispatcherHandler, level) -> _Client:
         client = _Client(app.app_id, app.app_secret.reveal(), log_level=level, event_handler=handler,
-                         domain=domain_of(app), auto_reconnect=True, on_card_frame=self._card_frame)
+                         domain=domain_of(app), auto_reconnect=True, on_card_frame=self._card_frame,
+                         endpoint_timeout=self.endpoint_timeout)
         client.on_reconnecting = lambda: self._down(app.name)
         client.on_reconnected = lambda: self._up(app.name)
         return client
