@@ -186,7 +186,7 @@ class LongConnections:
             raise BridgeError(f"app {name}: Feishu refused the long connection (code {exc.code}: "
                               f"{redact(str(exc.args[0] if exc.args else ''))}); check apps[].app_id and "
                               "app_secret, and that the app is a self-built app whose callbacks are set to "
-                              "the long connection (README, Card actions)") from None
+                              "the long connection (README: Card taps over the long connection)") from None
         except ServerException as exc:
             raise BridgeError(f"app {name}: Feishu's long-connection endpoint at {where} failed (code {exc.code}: "
                               f"{redact(str(exc.args[0] if exc.args else ''))})") from None
