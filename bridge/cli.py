@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    # Over 60 lines on purpose: it only declares the eight commands and their flags, read as
+    # Over 60 lines on purpose: it only declares the nine commands and their flags, read as
     # one page the way `--help` shows them; split up, a flag would hide from its neighbours.
     parser = argparse.ArgumentParser(
         prog="feishu-alert-bridge",
@@ -72,6 +72,31 @@ def _parser() -> argparse.ArgumentParser:
                        help="log level (env BRIDGE_LOG_LEVEL; default: the config's log.level, info)")
     serve.add_argument("--dev", action="store_true", help="use Flask's development server instead of gunicorn")
     serve.set_defaults(run=_serve)
+
+    events = _command(
+        sub, "events", help="receive card taps over Feishu's long connection (no public URL needed)",
+        description="Open one long connection to Feishu per app under apps: (through the official SDK) and hand "
+                    "every card tap to the card actions, as POST /feishu/callback does. Runs beside serve, with the "
+                    "same config and store. Exits 2 when the config is wrong or actions are off, 1 when Feishu "
+                    "cannot be reached or refuses the app; SIGTERM stops it.",
+        epilog="example: feishu-alert-bridge events --config /etc/feishu-alert-bridge/config.yaml",
+    )
+    events.add_argument("--config", metavar="PATH", default=os.environ.get("BRIDGE_CONFIG"),
+                        help="config file (env BRIDGE_CONFIG; default: the embedded example config)")
+    events.add_argument("--log-format", choices=("json", "text"), default=os.environ.get("BRIDGE_LOG_FORMAT"),
+                        help="log format (env BRIDGE_LOG_FORMAT; default: the config's log.format, json)")
+    events.add_argument("--log-level", default=os.environ.get("BRIDGE_LOG_LEVEL"),
+                        choices=("debug", "info", "warning", "error"),
+                        help="log level (env BRIDGE_LOG_LEVEL; default: the config's log.level, info)")
+    events.add_argument("--heartbeat-file", metavar="PATH", default=os.environ.get("BRIDGE_EVENTS_HEARTBEAT"),
+                        help="touch this file every 10 s while the process runs, for a liveness probe "
+                             "(env BRIDGE_EVENTS_HEARTBEAT)")
+    events.add_argument("--retry-connect", metavar="SECONDS", type=float,
+                        default=os.environ.get("BRIDGE_EVENTS_RETRY_CONNECT"),
+                        help="when Feishu cannot be reached or refuses at start, log it and try again after "
+                             "SECONDS instead of exiting 1 (env BRIDGE_EVENTS_RETRY_CONNECT; for a container "
+                             "beside the server, whose restarts would make the pod unready)")
+    events.set_defaults(run=_events)
 
     check = _command(
         sub, "check-config", help="validate a config file and its templates",
@@ -190,6 +215,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     return run(args.config, config.storage.path, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
                log_level=log_level)
+
+
+def _events(args: argparse.Namespace) -> int:
+    from .events import run
+
+    return run(args.config, log_format=args.log_format, log_level=args.log_level,
+               heartbeat=Path(args.heartbeat_file) if args.heartbeat_file else None,
+               retry_connect=float(args.retry_connect) if args.retry_connect else None)
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -286,3 +286,16 @@ def test_notes_print_the_postgres_mode(helm):
     assert "2 replicas share the outbox" in text and "Storage mode: SQLite" not in text
     assert postgres_values()["postgres"]["password"] not in text
     assert "WARNING" not in text
+
+
+def test_each_replica_runs_an_events_container_on_the_database(pg_docs, tmp_path):
+    """PostgreSQL mode: one long connection per replica (Feishu hands each tap to one of
+    them), with the server's database settings and no outbox volume."""
+    by_name = {c["name"]: c for c in pod_spec(pg_docs)["containers"]}
+    events = by_name["events"]
+    env = {e["name"]: e for e in events["env"]}
+    assert "BRIDGE_STORAGE_PATH" not in env
+    assert env["PGSSLMODE"] == env_of(pg_docs)["PGSSLMODE"] and env["PGSSLROOTCERT"] == env_of(pg_docs)["PGSSLROOTCERT"]
+    assert events["volumeMounts"] == by_name["bridge"]["volumeMounts"]
+    assert "/var/lib/feishu-alert-bridge" not in {m["mountPath"] for m in events["volumeMounts"]}
+    check_config(pg_docs, tmp_path, EXTERNAL, container="events")

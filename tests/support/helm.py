@@ -101,10 +101,10 @@ def validate_kubernetes(docs: list[dict[str, Any]]) -> None:
             pytest.fail(f"{doc['kind']} {doc['metadata']['name']}: {exc.message} at {list(exc.absolute_path)}")
 
 
-def run_check_config(docs: list[dict[str, Any]], root: Path,
-                     external: External | None = None) -> subprocess.CompletedProcess[str]:
-    """`feishu-alert-bridge check-config` on the rendered config, as the pod would see it."""
-    config_path, env = lay_out_pod(docs, root, external or {})
+def run_check_config(docs: list[dict[str, Any]], root: Path, external: External | None = None, *,
+                     container: str = "bridge") -> subprocess.CompletedProcess[str]:
+    """`feishu-alert-bridge check-config` on the rendered config, as the pod's `container` would see it."""
+    config_path, env = lay_out_pod(docs, root, external or {}, container)
     # This tree's bridge, not whichever one an editable install points at: cwd is root.
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "bridge", "check-config", str(config_path)],
@@ -112,20 +112,22 @@ def run_check_config(docs: list[dict[str, Any]], root: Path,
                           timeout=60, cwd=root)
 
 
-def check_config(docs: list[dict[str, Any]], root: Path, external: External | None = None) -> None:
-    result = run_check_config(docs, root, external)
+def check_config(docs: list[dict[str, Any]], root: Path, external: External | None = None, *,
+                 container: str = "bridge") -> None:
+    result = run_check_config(docs, root, external, container=container)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
 
 
-def lay_out_pod(docs: list[dict[str, Any]], root: Path, external: External) -> tuple[Path, dict[str, str]]:
+def lay_out_pod(docs: list[dict[str, Any]], root: Path, external: External,
+                container_name: str = "bridge") -> tuple[Path, dict[str, str]]:
     """Write the pod's volumes under root as the kubelet would mount them; return the config and env.
 
     Paths in config.yaml are absolute container paths; each mount point is mapped to its
     directory under root, so a path that no volume provides stays unreadable.
     """
     spec = pod_spec(docs)
-    container = spec["containers"][0]
+    (container,) = [c for c in spec["containers"] if c["name"] == container_name]
     volumes = {v["name"]: v for v in spec["volumes"]}
     mapping: dict[str, Path] = {}
     for mount in container["volumeMounts"]:

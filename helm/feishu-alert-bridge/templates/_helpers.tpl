@@ -94,11 +94,14 @@ it would be silently ignored.
 {{- end }}
 {{- end }}
 {{- range $i, $app := .Values.config.apps }}
-{{- if $app.app_secret }}
+{{- range $field, $suffix := dict "app_secret" "secret" "encrypt_key" "encrypt-key" "verification_token" "verification-token" }}
+{{- $value := get $app $field }}
+{{- if $value }}
 {{- if $existing }}
-{{- fail (printf "config.apps[%d].app_secret is set, but existingSecret is used: put it in Secret %s under key app-%s-secret and list that key in existingSecretKeys" $i $existing $app.name) }}
+{{- fail (printf "config.apps[%d].%s is set, but existingSecret is used: put it in Secret %s under key app-%s-%s and list that key in existingSecretKeys" $i $field $existing $app.name $suffix) }}
 {{- end }}
-{{- $_ := set $data (printf "app-%s-secret" $app.name) (toString $app.app_secret) }}
+{{- $_ := set $data (printf "app-%s-%s" $app.name $suffix) (toString $value) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- with .Values.config.auth }}
@@ -161,18 +164,23 @@ it would be silently ignored.
 {{- toJson $bots }}
 {{- end }}
 
-{{/* The apps, with app_secret replaced by its file in the Secret. */}}
+{{/* The apps, with app_secret (and encrypt_key, verification_token) replaced by files in the Secret. */}}
 {{- define "fab.apps" -}}
 {{- $keys := include "fab.secretKeys" . | fromJsonArray }}
 {{- $dir := include "fab.secretsDir" . }}
 {{- $apps := list }}
 {{- range $i, $app := .Values.config.apps }}
-{{- $out := omit $app "app_secret" }}
+{{- $out := omit $app "app_secret" "encrypt_key" "verification_token" }}
 {{- $key := printf "app-%s-secret" $app.name }}
 {{- if not (has $key $keys) }}
 {{- fail (printf "config.apps[%d] needs its secret: config.apps[%d].app_secret, or key %s in existingSecret" $i $i $key) }}
 {{- end }}
 {{- $_ := set $out "app_secret_file" (printf "%s/%s" $dir $key) }}
+{{- /* The HTTP callback's keys (card actions): optional, files when given. */}}
+{{- range $field, $suffix := dict "encrypt_key" "encrypt-key" "verification_token" "verification-token" }}
+{{- $key := printf "app-%s-%s" $app.name $suffix }}
+{{- if has $key $keys }}{{ $_ := set $out (printf "%s_file" $field) (printf "%s/%s" $dir $key) }}{{ end }}
+{{- end }}
 {{- $apps = append $apps $out }}
 {{- end }}
 {{- toJson $apps }}
@@ -282,4 +290,63 @@ parts carries no password, so it may stay in the ConfigMap.
 {{- define "fab.authOn" -}}
 {{- $auth := include "fab.auth" . | fromJson }}
 {{- if or $auth.bearer_token_file $auth.basic }}true{{ end }}
+{{- end }}
+
+{{/*
+The volume mounts of the pod's containers: the server's, and the events container's
+beside it (the same config, secrets, templates, outbox and scratch directory).
+*/}}
+{{- define "fab.volumeMounts" -}}
+{{- $postgres := include "fab.postgresOn" . }}
+{{- $pg := .Values.postgres }}
+{{- $caCert := and $postgres (or $pg.caCert.secret $pg.caCert.configMap) }}
+- name: config
+  mountPath: {{ include "fab.configDir" . }}
+  readOnly: true
+{{- if include "fab.secretKeys" . | fromJsonArray }}
+- name: secrets
+  mountPath: {{ include "fab.secretsDir" . }}
+  readOnly: true
+{{- end }}
+{{- if .Values.customTemplates }}
+- name: templates
+  mountPath: {{ include "fab.templatesDir" . }}
+  readOnly: true
+{{- end }}
+{{- if and $postgres $pg.existingSecret (or $pg.existingSecretKeys.dsn $pg.existingSecretKeys.password) }}
+- name: postgres-secret
+  mountPath: {{ include "fab.postgresSecretDir" . }}
+  readOnly: true
+{{- end }}
+{{- if $caCert }}
+- name: postgres-ca
+  mountPath: {{ include "fab.postgresCaDir" . }}
+  readOnly: true
+{{- end }}
+{{- if not $postgres }}
+- name: outbox
+  mountPath: {{ include "fab.dataDir" . }}
+{{- end }}
+# The root filesystem is read-only; Python and gunicorn may need a scratch directory.
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/* Where the outbox is, for the pod's containers: PostgreSQL's TLS settings or the SQLite file. */}}
+{{- define "fab.storageEnv" -}}
+{{- $pg := .Values.postgres }}
+{{- if include "fab.postgresOn" . }}
+{{- with $pg.sslmode }}
+# libpq's default for a DSN that names no sslmode; the DSN's own wins.
+- name: PGSSLMODE
+  value: {{ . | quote }}
+{{- end }}
+{{- if or $pg.caCert.secret $pg.caCert.configMap }}
+- name: PGSSLROOTCERT
+  value: {{ printf "%s/%s" (include "fab.postgresCaDir" .) $pg.caCert.key | quote }}
+{{- end }}
+{{- else }}
+- name: BRIDGE_STORAGE_PATH
+  value: {{ printf "%s/outbox.db" (include "fab.dataDir" .) | quote }}
+{{- end }}
 {{- end }}
