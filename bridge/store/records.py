@@ -3,8 +3,9 @@ backends, the accept path that writes messages and the senders that read them.""
 
 from __future__ import annotations
 
-import math
 import hashlib
+import json
+import math
 from dataclasses import asdict, dataclass, field
 
 # A message's states. pending -> sending -> sent | pending (retry) | dead; a pending one
@@ -154,6 +155,18 @@ class Card:
     closed: bool = False
     buzzed: bool = False
     updated: float = 0.0      # when it last changed: prune forgets it CARDS_KEPT on
+
+    # The row every backend keeps (parts, firing, closed, buzzed, updated; the first two as
+    # JSON text): one encoding, so that a row means the same in each backend.
+    def stored(self) -> tuple[str, str, bool, bool, float]:
+        return (json.dumps([[p.message_id, p.sent] for p in self.parts]), json.dumps(list(self.firing)),
+                self.closed, self.buzzed, self.updated)
+
+    @classmethod
+    def from_stored(cls, row: tuple) -> Card:
+        parts, firing, closed, buzzed, updated = row
+        return cls(tuple(CardPart(m, t) for m, t in json.loads(parts)), tuple(json.loads(firing)), bool(closed),
+                   bool(buzzed), updated)
 
 
 @dataclass(frozen=True)

@@ -5,20 +5,19 @@ The same rules as the SQLite backend's
 
 from __future__ import annotations
 
-import json
 from typing import Mapping, Sequence
 
 import psycopg
 
 from .. import CARDS_KEPT
-from ..records import Card, CardChange, CardPart
+from ..records import Card, CardChange
 
 _CARD = "SELECT parts, firing, closed, buzzed, updated FROM cards WHERE bot = %s AND group_key = %s"
 
 
 def read(conn: psycopg.Connection, bot: str, group_key: str) -> Card | None:
     row = conn.execute(_CARD, (bot, group_key)).fetchone()
-    return _card(row) if row else None
+    return Card.from_stored(row) if row else None
 
 
 def change(conn: psycopg.Connection, bot: str, change: CardChange, now: float) -> None:
@@ -26,13 +25,12 @@ def change(conn: psycopg.Connection, bot: str, change: CardChange, now: float) -
     write. Only the bot's lease holder gets here, inside the transaction that settles the
     message it holds; the row lock orders it after any other writer all the same."""
     row = conn.execute(_CARD + " FOR UPDATE", (bot, change.group_key)).fetchone()
-    card = change.applied(_card(row) if row else None, now)
+    card = change.applied(Card.from_stored(row) if row else None, now)
     conn.execute("INSERT INTO cards (bot, group_key, parts, firing, closed, buzzed, updated)"
                  " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (bot, group_key) DO UPDATE SET"
                  " parts = excluded.parts, firing = excluded.firing, closed = excluded.closed,"
                  " buzzed = excluded.buzzed, updated = excluded.updated",
-                 (bot, change.group_key, json.dumps([[p.message_id, p.sent] for p in card.parts]),
-                  json.dumps(list(card.firing)), card.closed, card.buzzed, card.updated))
+                 (bot, change.group_key, *card.stored()))
 
 
 def app_token(conn: psycopg.Connection, key: str) -> tuple[str, float] | None:
@@ -68,9 +66,3 @@ def prune(conn: psycopg.Connection, now: float, batch: int) -> None:
                  (now - CARDS_KEPT, batch))
     conn.execute("DELETE FROM app_tokens WHERE expires < %s", (now,))
     conn.execute("DELETE FROM app_users WHERE expires < %s", (now,))
-
-
-def _card(row: tuple) -> Card:
-    parts, firing, closed, buzzed, updated = row
-    return Card(tuple(CardPart(m, t) for m, t in json.loads(parts)), tuple(json.loads(firing)), bool(closed),
-                bool(buzzed), updated)

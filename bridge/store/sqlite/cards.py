@@ -4,12 +4,11 @@ transaction), each app's access token and the open_ids its contact API gave for 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Mapping, Sequence
 
 from .. import CARDS_KEPT
-from ..records import Card, CardChange, CardPart
+from ..records import Card, CardChange
 from .engine import Engine
 
 # SQLite allows 999 parameters a statement in older builds; a lookup asks for a few emails.
@@ -19,20 +18,19 @@ _CARD = "SELECT parts, firing, closed, buzzed, updated FROM cards WHERE bot = ? 
 
 def read(engine: Engine, bot: str, group_key: str) -> Card | None:
     rows = engine.read(_CARD, (bot, group_key))
-    return _card(rows[0]) if rows else None
+    return Card.from_stored(rows[0]) if rows else None
 
 
 def change(conn: sqlite3.Connection, bot: str, change: CardChange, now: float) -> None:
     """Read, apply (CardChange.applied: the rule every backend shares), write: one decision
     only because no other writer runs meanwhile, and only the bot's lease holder writes."""
     row = conn.execute(_CARD, (bot, change.group_key)).fetchone()
-    card = change.applied(_card(row) if row else None, now)
+    card = change.applied(Card.from_stored(row) if row else None, now)
     conn.execute("INSERT INTO cards (bot, group_key, parts, firing, closed, buzzed, updated)"
                  " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bot, group_key) DO UPDATE SET parts = excluded.parts,"
                  " firing = excluded.firing, closed = excluded.closed, buzzed = excluded.buzzed,"
                  " updated = excluded.updated",
-                 (bot, change.group_key, json.dumps([[p.message_id, p.sent] for p in card.parts]),
-                  json.dumps(list(card.firing)), int(card.closed), int(card.buzzed), card.updated))
+                 (bot, change.group_key, *card.stored()))
 
 
 def app_token(engine: Engine, key: str) -> tuple[str, float] | None:
@@ -73,9 +71,3 @@ def prune(engine: Engine, now: float, batch: int) -> None:
                      (now - CARDS_KEPT, batch))
         conn.execute("DELETE FROM app_tokens WHERE expires < ?", (now,))
         conn.execute("DELETE FROM app_users WHERE expires < ?", (now,))
-
-
-def _card(row: tuple) -> Card:
-    parts, firing, closed, buzzed, updated = row
-    return Card(tuple(CardPart(m, t) for m, t in json.loads(parts)), tuple(json.loads(firing)), bool(closed),
-                bool(buzzed), updated)
