@@ -303,6 +303,7 @@ def _send_test(args: argparse.Namespace) -> int:
     from .delivery.oneshot import send_once
     from .notify.outcome import Outcome
     from .samples import firing
+    from .send import explain_refusal
 
     config = config_module.load(args.config)
     bot = find_bot(config, args.bot)
@@ -321,10 +322,7 @@ def _send_test(args: argparse.Namespace) -> int:
     if result.outcome is Outcome.SENT:
         print(f"{where}: sent; Feishu accepted the test card")
         return 0
-    code = f"code {result.code}" if result.code is not None else f"HTTP {result.http_status or '-'}"
-    print(f"{where}: not sent ({code}): {result.advice}", file=sys.stderr)
-    if result.detail:
-        print(f"  Feishu said: {result.detail}", file=sys.stderr)
+    explain_refusal(where + ":", result)
     if by_service and result.outcome is Outcome.RETRY:
         print("  the running service keeps the test card and tries again (see: feishu-alert-bridge outbox list)",
               file=sys.stderr)

@@ -24,6 +24,7 @@ from .errors import BridgeError, PayloadError
 if TYPE_CHECKING:
     from .config import Bot
     from .notify import Channel
+    from .notify.outcome import SendResult
 
 ENV_URL = "BRIDGE_URL"
 ENV_TOKEN = "BRIDGE_TOKEN"             # the same name config.example.yaml's auth.bearer_token reads
@@ -150,10 +151,7 @@ def _send_parts(bot: Bot, bodies: list[dict], channel: Channel) -> int:
         ends.insert(0, SYSTEM_CLOCK.now())
         part = f"part {n}/{len(bodies)}" if len(bodies) > 1 else "the message"
         if result.outcome is not Outcome.SENT:
-            code = f"code {result.code}" if result.code is not None else f"HTTP {result.http_status or '-'}"
-            print(f"{where}: {part} not sent ({code}): {result.advice}", file=sys.stderr)
-            if result.detail:
-                print(f"  Feishu said: {result.detail}", file=sys.stderr)
+            explain_refusal(f"{where}: {part}", result)
             if n > 1:
                 print(f"  parts 1 to {n - 1} were sent; {n} to {len(bodies)} were not", file=sys.stderr)
             elif len(bodies) > 1:
@@ -161,3 +159,12 @@ def _send_parts(bot: Bot, bodies: list[dict], channel: Channel) -> int:
             return 1
     print(f"{where}: sent; Feishu accepted {'all ' + str(len(bodies)) + ' parts' if len(bodies) > 1 else 'it'}")
     return 0
+
+
+def explain_refusal(what: str, result: SendResult) -> None:
+    """Why Feishu did not take `what`, in words, on stderr: the same lines for `send --direct`
+    and `send-test`, so that an operator reads one form."""
+    code = f"code {result.code}" if result.code is not None else f"HTTP {result.http_status or '-'}"
+    print(f"{what} not sent ({code}): {result.advice}", file=sys.stderr)
+    if result.detail:
+        print(f"  Feishu said: {result.detail}", file=sys.stderr)
