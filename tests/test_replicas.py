@@ -25,7 +25,7 @@ import yaml
 
 from procs import BridgeProcess
 from support import eventually
-from support.postgres import PASSWORD, PASSWORD_USER
+from support.replicas import Replicas, postgres_storage
 from test_delivery_service import (FAST_BACKOFF, NO_PROXY, ROOT, SHORT_MINUTE, SLOW, bot, events, minimum_drain,
                                    names, notification, post)
 
@@ -37,9 +37,7 @@ def database(postgres_cluster) -> str:
 
 
 def write_config(tmp_path: Path, bots: list[dict], **delivery: object) -> Path:
-    (tmp_path / "pg-password").write_text(PASSWORD + "\n")
-    doc = {"bots": bots, "route": {"bots": [bots[0]["name"]]},
-           "storage": {"postgres": {"dsn": "${BRIDGE_TEST_DSN}", "password_file": "pg-password", "pool_size": 4}},
+    doc = {"bots": bots, "route": {"bots": [bots[0]["name"]]}, "storage": postgres_storage(tmp_path),
            "delivery": {**FAST_BACKOFF, **delivery}, "log": {"level": "debug"}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -49,21 +47,10 @@ def write_config(tmp_path: Path, bots: list[dict], **delivery: object) -> Path:
 @pytest.fixture
 def replicas(tmp_path: Path, database: str, postgres_cluster) -> Iterator[Callable[..., BridgeProcess]]:
     # The config names the database through the environment: the DSN without its
-    # password (that one comes from password_file).
-    named = {"BRIDGE_TEST_DSN": postgres_cluster.dsn(database, user=PASSWORD_USER)}
-    started: list[BridgeProcess] = []
-
-    def start(config: Path, env: dict[str, str] | None = None) -> BridgeProcess:
-        replica = BridgeProcess(config, tmp_path / f"replica-{len(started) + 1}.log", workers=2,
-                                env={**named, **(env or {})})
-        started.append(replica)
-        return replica
-
-    yield start
-    for replica in started:
-        replica.stop()
-    for replica in started:   # a password in a log line would be a leak
-        assert PASSWORD not in replica.log()
+    # password (that one comes from password_file). stop_all fails on a password in a log.
+    started = Replicas(tmp_path, postgres_cluster, database)
+    yield started.start
+    started.stop_all()
 
 
 def answer(replica: BridgeProcess, path: str, payload: dict | None = None) -> int:
