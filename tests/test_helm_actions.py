@@ -64,7 +64,7 @@ def test_the_events_containers_metrics_port_is_scraped_through_the_service(all_d
     assert {e["port"] for e in endpoints} <= set(ports)
 
 
-def test_a_long_connection_down_for_10_minutes_alerts(all_docs, tmp_path):
+def test_a_long_connection_or_events_container_down_for_10_minutes_alerts(all_docs, tmp_path):
     rules = {r["alert"]: r for group in one(all_docs, "PrometheusRule")["spec"]["groups"] for r in group["rules"]}
     down = rules["FeishuBridgeLongConnectionDown"]
     assert down["for"] == "10m" and "feishu_bridge_long_connection_up" in down["expr"]
@@ -79,6 +79,9 @@ def test_a_long_connection_down_for_10_minutes_alerts(all_docs, tmp_path):
         "input_series": [
             {"series": f'feishu_bridge_long_connection_up{{{labels}, app="oncall"}}', "values": "1 0x20"},
             {"series": f'feishu_bridge_long_connection_up{{{labels}, app="intl"}}', "values": "1 0x5 1x20"},
+            # The events container unscrapeable: its own alert, not the server's FeishuBridgeDown.
+            {"series": f'up{{{labels}, endpoint="http"}}', "values": "1x20"},
+            {"series": f'up{{{labels}, endpoint="events-metrics"}}', "values": "0x20"},
         ],
         "alert_rule_test": [
             {"eval_time": "9m", "alertname": "FeishuBridgeLongConnectionDown", "exp_alerts": []},
@@ -86,6 +89,12 @@ def test_a_long_connection_down_for_10_minutes_alerts(all_docs, tmp_path):
                 "exp_labels": {"severity": "critical", "namespace": NAMESPACE, "pod": "p1", "app": "oncall"},
                 "exp_annotations": {k: v.replace('{{ $labels.pod }}', "p1").replace("{{ $labels.app }}", "oncall")
                                     for k, v in down["annotations"].items()}}]},
+            {"eval_time": "15m", "alertname": "FeishuBridgeDown", "exp_alerts": []},
+            {"eval_time": "15m", "alertname": "FeishuBridgeEventsDown", "exp_alerts": [{
+                "exp_labels": {"severity": "critical", "namespace": NAMESPACE, "pod": "p1", "job": FULLNAME,
+                               "endpoint": "events-metrics"},
+                "exp_annotations": {k: v.replace('{{ $labels.pod }}', "p1")
+                                    for k, v in rules["FeishuBridgeEventsDown"]["annotations"].items()}}]},
         ]}]}
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(test), encoding="utf-8")
     result = subprocess.run([promtool, "test", "rules", "test.yaml"], capture_output=True, text=True, timeout=60,
