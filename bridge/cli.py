@@ -96,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="when Feishu cannot be reached or refuses at start, log it and try again after "
                              "SECONDS instead of exiting 1 (env BRIDGE_EVENTS_RETRY_CONNECT; for a container "
                              "beside the server, whose restarts would make the pod unready)")
+    events.add_argument("--metrics-port", metavar="PORT", type=int, default=os.environ.get("BRIDGE_EVENTS_METRICS_PORT"),
+                        help="serve this process's Prometheus metrics (taps, the connections) at http://HOST:PORT/metrics "
+                             "(env BRIDGE_EVENTS_METRICS_PORT; default: none)")
+    events.add_argument("--metrics-host", metavar="HOST", default=os.environ.get("BRIDGE_EVENTS_METRICS_HOST", "0.0.0.0"),
+                        help="address for --metrics-port (env BRIDGE_EVENTS_METRICS_HOST; default 0.0.0.0)")
     events.set_defaults(run=_events)
 
     check = _command(
@@ -218,11 +223,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
+    # Before prometheus_client is imported (it picks its storage then): the events process
+    # counts on a registry of its own, never in the server's multiprocess directory, which
+    # the chart's two containers share (/tmp) and which the server empties when it starts.
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+        os.environ.pop(name, None)
     from .events import run
 
     return run(args.config, log_format=args.log_format, log_level=args.log_level,
                heartbeat=Path(args.heartbeat_file) if args.heartbeat_file else None,
-               retry_connect=float(args.retry_connect) if args.retry_connect else None)
+               retry_connect=float(args.retry_connect) if args.retry_connect else None,
+               metrics_port=args.metrics_port,
+               metrics_host=args.metrics_host)
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -105,6 +105,15 @@ class Metrics:
             "bridge, stale: a duration no longer configured, unknown_group, refused: the callback failed "
             "Feishu's verification, error).",
             ["action", "result"], registry=reg)
+        # The long connection (`feishu-alert-bridge events`, issue 14): counted in that process,
+        # on its own registry and its own /metrics (--metrics-port), never in the server's.
+        self.long_connection_up = Gauge(
+            "feishu_bridge_long_connection_up",
+            "1 while the app's long connection to Feishu is open; 0 while it is down: reconnecting, or not yet "
+            "open at start (Feishu unreachable, or refusing the app).", ["app"], registry=reg)
+        self.long_connection_reconnects = Counter(
+            "feishu_bridge_long_connection_reconnects_total",
+            "Times the app's long connection was lost and the SDK set out to reconnect.", ["app"], registry=reg)
         self.reload_ok = Gauge(
             "feishu_bridge_config_last_reload_successful",
             "1 if the last configuration (re)load succeeded in every worker.",

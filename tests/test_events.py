@@ -21,14 +21,17 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from bridge.config import loads
 from bridge.errors import BridgeError
 from bridge.events.connections import LongConnections
 from bridge.events.taps import dispatcher
+from bridge.metrics import Metrics
 from fake_lark_ws import FakeLongConnection
 from support import eventually, free_port
 from test_events_taps import RecordingActions, tap_body
@@ -287,3 +290,105 @@ def test_an_endpoint_that_never_answers_is_a_timeout_not_a_hang(tmp_path):
         assert time.monotonic() - started < 10
     finally:
         silent.close()
+
+
+# --- metrics: the process's own /metrics (--metrics-port) ----------------------------------
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples at http://127.0.0.1:PORT/metrics: (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+UP = ("feishu_bridge_long_connection_up", (("app", "oncall"),))
+RECONNECTS = ("feishu_bridge_long_connection_reconnects_total", (("app", "oncall"),))
+
+
+def test_the_connections_gauge_and_reconnects_follow_the_sdk(fake, tmp_path):
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    fake.busy = True                                   # Feishu down at start
+    running = Running(connections(fake, tmp_path, RecordingActions(), logging.getLogger("test.events"),
+                                  retry_connect=0.2, metrics=metrics))
+
+    def value(sample):
+        return registry.get_sample_value(sample[0], dict(sample[1]))
+
+    eventually(lambda: fake.endpoint_calls, 10, "a first try")
+    assert value(UP) == 0                              # known, and down, before the first connection
+    fake.busy = False
+    eventually(lambda: value(UP) == 1, 10, "the gauge up once connected")
+    assert value(RECONNECTS) in (None, 0)
+    fake.busy = True                                   # the reconnect cannot succeed yet
+    fake.drop()
+    eventually(lambda: value(UP) == 0, 10, "the gauge down after the break")
+    assert value(RECONNECTS) == 1
+    fake.busy = False
+    eventually(lambda: value(UP) == 1, 15, "the gauge up after the reconnect")
+    assert value(RECONNECTS) == 1
+    assert running.stop() == 0
+
+
+def test_the_commands_metrics_count_taps_and_leave_the_servers_directory_alone(fake, tmp_path):
+    """The chart runs `events` beside the server in one pod, sharing /tmp: the server's
+    multiprocess directory (PROMETHEUS_MULTIPROC_DIR, emptied by the server at start) must
+    get no file of the events process's, and lose none of its own."""
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(fake.base_url, tmp_path))
+    server_dir = tmp_path / "server-metrics"
+    server_dir.mkdir()
+    (server_dir / "counter_4242.db").write_bytes(b"the server's values")
+    port = free_port()
+    env = {**os.environ, "NO_PROXY": "*", "PROMETHEUS_MULTIPROC_DIR": str(server_dir),
+           "BRIDGE_EVENTS_METRICS_PORT": str(port), "BRIDGE_EVENTS_METRICS_HOST": "127.0.0.1"}
+    proc = subprocess.Popen(events_command(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        eventually(lambda: proc.poll() is not None or fake.open_connections(), 30, "the events process connected")
+        assert proc.poll() is None
+        samples = eventually(lambda: _scraped(port), 10, "/metrics")
+        assert samples[UP] == 1
+        assert not [k for k in samples if k[0] == "feishu_bridge_card_actions_total"]
+        ack = fake.push(tap_body())
+        assert ack["code"] == 200
+        counted = {k: v for k, v in scrape(port).items() if k[0] == "feishu_bridge_card_actions_total"}
+        # The tap's button value is not signed with this bridge's key: refused as forged,
+        # and counted as the HTTP route counts it.
+        assert counted == {("feishu_bridge_card_actions_total", (("action", "unknown"), ("result", "forged"))): 1}
+        fake.drop()
+        eventually(lambda: scrape(port).get(RECONNECTS) == 1 and scrape(port).get(UP) == 1, 15, "a reconnect counted")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert sorted(p.name for p in server_dir.iterdir()) == ["counter_4242.db"]
+    assert (server_dir / "counter_4242.db").read_bytes() == b"the server's values"
+    events = [json.loads(line).get("event") for line in err.splitlines()]
+    assert "events_metrics" in events
+    assert APP_SECRET not in out + err
+
+
+def _scraped(port: int):
+    try:
+        return scrape(port)
+    except OSError:
+        return None
+
+
+def test_a_taken_metrics_port_is_one_line_and_exit_1(fake, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(fake.base_url, tmp_path))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = subprocess.run(events_command(config, "--metrics-port", str(port), "--metrics-host", "127.0.0.1"),
+                              capture_output=True, text=True, timeout=30, env={**os.environ, "NO_PROXY": "*"})
+    assert_one_clear_line(proc, 1, f"error: --metrics-port: cannot listen on 127.0.0.1:{port} for /metrics: "
+                                   "Address already in use")

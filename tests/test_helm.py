@@ -42,7 +42,10 @@ def fake_secrets() -> list[str]:
     values = [bot[key] for bot in config["bots"] for key in ("webhook_url", "secret", "proxy_url") if key in bot]
     values += [app[key] for app in config.get("apps", ()) for key in ("app_secret", "encrypt_key",
                                                                         "verification_token") if key in app]
-    assert len(values) >= 5, "the all-features values lost their fake secrets"
+    actions = config["actions"]
+    values += [t["bearer_token"] if "bearer_token" in t else t["basic"]["password"] for t in actions["alertmanagers"]]
+    values.append(actions["grafana"]["token"])
+    assert len(values) >= 8, "the all-features values lost their fake secrets"
     return values
 
 
@@ -105,6 +108,15 @@ def test_chart_config_schema_follows_the_loader():
     assert set(config["reload"]["properties"]) == loader._RELOAD_KEYS
     # protect_operations would lock the probes and the ServiceMonitor out.
     assert set(config["auth"]["properties"]) == loader._AUTH_KEYS - {"bearer_token_file", "protect_operations"}
+    # actions: every key, *_file too (a path in the container, e.g. an existingSecret key).
+    from bridge.config import actions
+
+    section = config["actions"]["properties"]
+    assert set(section) == actions._ACTIONS_KEYS
+    target = section["alertmanagers"]["items"]["properties"]
+    assert set(target) == actions._TARGET_KEYS
+    assert set(target["basic"]["properties"]) == actions._BASIC_KEYS
+    assert set(section["grafana"]["properties"]) == actions._GRAFANA_KEYS
 
 
 def test_readme_documents_every_value():
@@ -281,7 +293,9 @@ def test_objects_select_the_bridge_pods(all_docs):
     policy = one(all_docs, "NetworkPolicy")["spec"]
     egress_ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
     assert {(53, "UDP"), (53, "TCP"), (443, "TCP")} <= egress_ports
-    assert policy["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    # events-metrics: the events container's /metrics (events.enabled in all-features).
+    assert policy["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"},
+                                             {"port": "events-metrics", "protocol": "TCP"}]
 
 
 # --- Prometheus Operator objects -------------------------------------------------------
@@ -381,7 +395,8 @@ def test_the_events_container_shares_the_servers_config_secrets_and_outbox(all_d
         assert env[name] == bridge_env[name], name
     assert env["BRIDGE_EVENTS_RETRY_CONNECT"]["value"] == "20"
     assert env["BRIDGE_EVENTS_HEARTBEAT"]["value"].startswith("/tmp/")
-    assert "ports" not in events and "readinessProbe" not in events   # it never makes the pod unready
+    assert "readinessProbe" not in events                            # it never makes the pod unready
+    assert [p["name"] for p in events["ports"]] == ["events-metrics"]  # its /metrics only
     probe = events["livenessProbe"]["exec"]["command"]
     assert probe[:2] == ["python", "-c"] and env["BRIDGE_EVENTS_HEARTBEAT"]["value"] in probe[2]
     assert events["resources"]["limits"]["memory"]

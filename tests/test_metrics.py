@@ -110,3 +110,19 @@ def test_metrics_are_summed_over_gunicorn_workers(tmp_path):
             assert values[("feishu_bridge_config_last_reload_successful", ())] == 1
     finally:
         bridge.stop()
+
+
+def test_every_metric_is_in_the_readmes_table():
+    """Each family Metrics declares has its row in the README's metrics table (the outbox's
+    three come from a collector at scrape time and are rows too)."""
+    import re
+
+    from prometheus_client import CollectorRegistry
+
+    from bridge.metrics import Metrics
+
+    declared = {f.name + ("_total" if f.type == "counter" else "") for f in Metrics(CollectorRegistry()).registry.collect()}
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(feishu_bridge_[a-z_]+)` \|", readme, flags=re.M))
+    assert declared - documented == set()
+    assert "feishu_bridge_long_connection_up" in declared

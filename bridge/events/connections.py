@@ -41,6 +41,7 @@ from lark_oapi.ws.exception import ClientException, ServerException
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import App
 from ..errors import BridgeError
+from ..metrics import Metrics
 from .sdklog import redact
 
 DOMAINS = {"feishu": lark.FEISHU_DOMAIN, "lark": lark.LARK_DOMAIN}
@@ -103,8 +104,10 @@ class LongConnections:
     def __init__(self, apps: Sequence[App], handler_for: Callable[[App], lark.EventDispatcherHandler],
                  log: logging.Logger, *, heartbeat: Path | None = None, clock: Clock = SYSTEM_CLOCK,
                  max_disconnected: float = MAX_DISCONNECTED, heartbeat_every: float = HEARTBEAT_EVERY,
-                 retry_connect: float | None = None, endpoint_timeout: float = ENDPOINT_TIMEOUT):
+                 retry_connect: float | None = None, endpoint_timeout: float = ENDPOINT_TIMEOUT,
+                 metrics: Metrics | None = None):
         self.log = log
+        self.metrics = metrics
         self.heartbeat = heartbeat
         self.clock = clock
         self.max_disconnected = max_disconnected
@@ -120,6 +123,8 @@ class LongConnections:
         level = lark.LogLevel.DEBUG if log.isEnabledFor(logging.DEBUG) else lark.LogLevel.INFO
         self.clients = {app.name: self._client(app, handler_for(app), level) for app in apps}
         self.apps = {app.name: app for app in apps}
+        for name in self.apps:
+            self._gauge(name, 0)     # down until its first connection opens: a scrape shows the app at once
 
     def _client(self, app: App, handler: lark.EventDispatcherHandler, level) -> _Client:
         client = _Client(app.app_id, app.app_secret.reveal(), log_level=level, event_handler=handler,
@@ -193,15 +198,24 @@ class LongConnections:
         except Exception as exc:   # the websocket's own errors are many; each one is this
             raise BridgeError(f"app {name}: cannot open the long connection that {where} offered: "
                               f"{type(exc).__name__}: {redact(str(exc))}") from None
+        self._gauge(name, 1)
         self.log.info("long connection open", extra={"event": "events_connected", "app": name, "domain": where})
+
+    def _gauge(self, name: str, value: int) -> None:
+        if self.metrics is not None:
+            self.metrics.long_connection_up.labels(name).set(value)
 
     def _down(self, name: str) -> None:
         self.down_since.setdefault(name, self.clock.monotonic())
+        self._gauge(name, 0)
+        if self.metrics is not None:
+            self.metrics.long_connection_reconnects.labels(name).inc()
         self.log.warning("long connection lost; the SDK reconnects", extra={"event": "events_disconnected",
                                                                           "app": name})
 
     def _up(self, name: str) -> None:
         self.down_since.pop(name, None)
+        self._gauge(name, 1)
         self.log.info("long connection open again", extra={"event": "events_reconnected", "app": name})
 
     def _card_frame(self) -> None:

@@ -133,6 +133,7 @@ it would be silently ignored.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- $data = merge $data (include "fab.actionsSecretData" . | fromJson) }}
 {{- toJson $data }}
 {{- end }}
 
@@ -256,11 +257,12 @@ parts carries no password, so it may stay in the ConfigMap.
 
 {{/* config.yaml: what the ConfigMap holds. */}}
 {{- define "fab.configYaml" -}}
-{{- $config := omit .Values.config "bots" "auth" "server" "delivery" "apps" }}
+{{- $config := omit .Values.config "bots" "auth" "server" "delivery" "apps" "actions" }}
 {{- $_ := set $config "bots" (include "fab.bots" . | fromJsonArray) }}
 {{- with .Values.config.apps }}{{ $_ := set $config "apps" (include "fab.apps" $ | fromJsonArray) }}{{ end }}
 {{- with .Values.config.server }}{{ $_ := set $config "server" . }}{{ end }}
 {{- with .Values.config.delivery }}{{ $_ := set $config "delivery" . }}{{ end }}
+{{- with .Values.config.actions }}{{ $_ := set $config "actions" (include "fab.actions" $ | fromJson) }}{{ end }}
 {{- $auth := include "fab.auth" . | fromJson }}
 {{- if $auth }}{{ $_ := set $config "auth" $auth }}{{ end }}
 {{- $_ = set $config "storage" (include "fab.storage" . | fromJson) }}
@@ -330,6 +332,23 @@ beside it (the same config, secrets, templates, outbox and scratch directory).
 # The root filesystem is read-only; Python and gunicorn may need a scratch directory.
 - name: tmp
   mountPath: /tmp
+{{- end }}
+
+{{/*
+True (non-empty) when the events container serves its /metrics (events.metrics). The
+default dicts: values reused from a chart before events.metrics leave it off.
+*/}}
+{{- define "fab.eventsMetricsOn" -}}
+{{- $events := .Values.events | default dict }}
+{{- if and $events.enabled (dig "metrics" "enabled" false $events) }}true{{ end }}
+{{- end }}
+
+{{- define "fab.eventsMetricsPort" -}}
+{{- $port := dig "metrics" "port" 9096 (.Values.events | default dict) | int }}
+{{- if eq $port 9095 }}
+{{- fail "events.metrics.port: 9095 is the server's port in the same pod: pick another (default 9096)" }}
+{{- end }}
+{{- $port }}
 {{- end }}
 
 {{/* Where the outbox is, for the pod's containers: PostgreSQL's TLS settings or the SQLite file. */}}
