@@ -49,7 +49,7 @@ from ..notify.feishu_app.answers import TOO_OLD
 from ..notify.outcome import MESSAGE_GONE, OK, URGENT_QUOTA, Outcome, SendResult
 from ..render.actions import ActionView, button_key, decorate
 from ..render.filters import format_duration
-from ..store.records import Card, CardChange, CardPart, GroupTarget, Head, group_ref
+from ..store.records import Card, CardChange, CardPart, GroupActions, GroupTarget, Head, group_ref
 
 if TYPE_CHECKING:
     from ..store import Outbox
@@ -167,9 +167,19 @@ class AppSteps:
         return found, CardChange(head.group_key, **fields) if fields else None
 
     def _card(self, bot: Bot, head: Head, step: dict, card: Card | None, uuid: str, fields: dict) -> SendResult:
-        part, message = step["part"], step["message"]
-        if step.get("actions") is not None and part == 0:
-            message = self._with_actions(bot, head, step, message, new=bool(step.get("reopen")) or card is None)
+        done = None
+        if step.get("actions") is not None and step["part"] == 0 and bot.app is not None and bot.chat_id is not None:
+            done = self._remember(bot, head, step, new=bool(step.get("reopen")) or card is None)
+        message = step["message"] if done is None else self._with_actions(bot, head, step, done)
+        found, message_id = self._card_part(bot, head, step, card, uuid, fields, message)
+        if done is not None and found.outcome is Outcome.SENT and message_id:
+            self._catch_up(bot, head, step, done, message_id)
+        return found
+
+    def _card_part(self, bot: Bot, head: Head, step: dict, card: Card | None, uuid: str, fields: dict,
+                   message: dict) -> tuple[SendResult, str | None]:
+        """Update the part's card in place, or post it: the answer and the message id it is in."""
+        part = step["part"]
         kept = None if step.get("fresh") or card is None or part >= len(card.parts) else card.parts[part]
         replaced: tuple[CardPart, bool, str] | None = None   # the part given up on: (it, still in the chat, why)
         if kept is not None and message.get("msg_type") == "interactive":
@@ -180,7 +190,7 @@ class AppSteps:
                 found = self.channel.update(bot, kept.message_id, message)
                 self.counts.app_card(bot.name, "updated", found)
                 if found.reason != MESSAGE_GONE:
-                    return found
+                    return found, kept.message_id
                 replaced = (kept, found.code == TOO_OLD, f"{found.detail} ({found.code})")
         found = self.channel.post(bot, message, uuid=uuid)
         self.counts.app_card(bot.name, "posted", found)
@@ -189,7 +199,7 @@ class AppSteps:
                           reopen=bool(step.get("reopen")))
             if replaced is not None:
                 self._replaced(bot, head, part, replaced, found.message_id, uuid)
-        return found
+        return found, found.message_id
 
     def _replaced(self, bot: Bot, head: Head, part: int, replaced: tuple[CardPart, bool, str], new: str,
                   uuid: str) -> None:
@@ -210,15 +220,18 @@ class AppSteps:
                       extra={"event": "card_gone", "bot": bot.name, "group_key": head.group_key, "part": part + 1,
                              "old_message_id": old.message_id, "message_id": new})
 
-    def _with_actions(self, bot: Bot, head: Head, step: dict, message: dict, *, new: bool) -> dict:
-        """The first part with its action lines and buttons, as the store knows the group now
-        (read when it is sent, so a card sent after a tap keeps what the tap did); the group's
-        target is kept for the taps to come. Undecorated if that would not fit Feishu's limit."""
+    def _remember(self, bot: Bot, head: Head, step: dict, *, new: bool) -> GroupActions:
+        """Keep the group's target for the taps to come (the first part, as rendered) and
+        answer what was done from its card so far, as the store knows it now: read when the
+        card is sent, so a card sent after a tap keeps what the tap did."""
         spec = step["actions"]
-        if bot.app is None or bot.chat_id is None:
-            return message
-        target = GroupTarget(bot.chat_id, spec["source"], spec["external_url"], spec["matchers"], message)
-        done = self.outbox.remember_group(bot.name, head.group_key, target, fresh=new)
+        target = GroupTarget(bot.chat_id, spec["source"], spec["external_url"], spec["matchers"], step["message"])
+        return self.outbox.remember_group(bot.name, head.group_key, target, fresh=new)
+
+    def _with_actions(self, bot: Bot, head: Head, step: dict, done: GroupActions) -> dict:
+        """The first part with its action lines and buttons for `done`; undecorated if that
+        would not fit Feishu's limit."""
+        spec, message = step["actions"], step["message"]
         silenced = done.silenced(self.clock.now())
         view = ActionView(button_key(bot.app.app_secret.reveal()), done.ref, bot.chat_id, tuple(spec["durations"]),
                           ZoneInfo(spec["zone"]), bool(spec["firing"]), done.acked_by, done.acked_at,
@@ -231,6 +244,23 @@ class AppSteps:
                              extra={"event": "actions_left_out", "bot": bot.name, "group_key": head.group_key})
             return message
         return decorated
+
+    def _catch_up(self, bot: Bot, head: Head, step: dict, done: GroupActions, message_id: str) -> None:
+        """A tap answered while this card was on its way put its line on the card Feishu
+        holds, and this request, decorated before the tap, has just replaced that card with
+        one without it; once silenced, Alertmanager sends no update that would bring the line
+        back. So read once more, after the request, and if a tap came in between, update the
+        card again. Once is enough: a tap after this read is written before it is answered,
+        and its answer's card reaches Feishu after this request did."""
+        now = self.outbox.group_actions(done.ref)
+        if now is None or _shown_by(now) == _shown_by(done):
+            return
+        found = self.channel.update(bot, message_id, self._with_actions(bot, head, step, now))
+        self.counts.app_card(bot.name, "updated", found)
+        if found.outcome is not Outcome.SENT:   # the card is out; the next update shows the line
+            self.log.warning("the card of group %s may not show the latest tap until its next update: %s (%s)",
+                             head.group_key, found.advice, found.detail,
+                             extra={"event": "actions_catch_up_failed", "bot": bot.name, "group_key": head.group_key})
 
     def _stub(self, bot: Bot, step: dict, card: Card | None) -> SendResult:
         if card is None or step["part"] >= len(card.parts):
@@ -293,3 +323,8 @@ class AppSteps:
 def _done(why: str) -> SendResult:
     """A request there was nothing (more) to do for."""
     return SendResult(Outcome.SENT, OK, detail=why)
+
+
+def _shown_by(done: GroupActions) -> tuple:
+    """What of a group's actions its card shows (what a tap changes)."""
+    return done.acked_by, done.acked_at, done.silence_id, done.silenced_by, done.silenced_until
