@@ -350,3 +350,15 @@ def test_notes_print_the_alertmanager_receiver(helm, tmp_path):
     with_auth = notes(helm, "-f", values_file(tmp_path, {"config": {"auth": {"bearer_token": "TEST-BEARER-3f9a"}}}))
     assert "http_config:" in with_auth and "credentials_file:" in with_auth
     assert "TEST-BEARER-3f9a" not in with_auth
+
+
+def test_storage_sync_is_passed_on_only_when_interval(helm, default_docs):
+    assert "sync" not in config_of(default_docs)["storage"]      # always: the bridge's default, as before
+    docs = render(helm, "--set", "storage.sync=interval", "--set", "storage.syncInterval=50ms")
+    assert config_of(docs)["storage"] == {"path": "/var/lib/feishu-alert-bridge/outbox.db", "sync": "interval",
+                                          "sync_interval": "50ms"}
+    pg = render(helm, "--set", "storage.sync=interval", "--set", "postgres.enabled=true",
+                "--set", "postgres.host=db.example")
+    # PostgreSQL's window is the server's: storage.sync_interval would be refused.
+    assert config_of(pg)["storage"]["sync"] == "interval" and "sync_interval" not in config_of(pg)["storage"]
+    assert "/storage/sync" in refused(helm, "--set", "storage.sync=sometimes")

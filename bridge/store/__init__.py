@@ -252,8 +252,9 @@ def open_store(storage: StorageConfig, *, clock: Clock | None = None) -> Outbox:
     if storage.postgres is not None:
         from .postgres import PostgresOutbox
 
-        return PostgresOutbox(storage.postgres, clock=clock)
+        return PostgresOutbox(storage.postgres, clock=clock, sync_commit=storage.sync == "always")
     from .sqlite import SqliteOutbox
 
     assert storage.path is not None
-    return SqliteOutbox(storage.path, clock=clock or SYSTEM_CLOCK)
+    return SqliteOutbox(storage.path, clock=clock or SYSTEM_CLOCK,
+                        sync_interval=storage.sync_interval if storage.sync == "interval" else None)

@@ -4,8 +4,12 @@ and upgrades, and its foreign key. Raw SQL is allowed here (and only here)."""
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +207,59 @@ def test_wait_for_change_sees_another_thread_of_the_same_process(outbox):
     writer.join()
     assert outbox.wait_for_change(5) is True
     assert outbox.wait_for_change(0) is False
+
+
+# -- storage.sync interval --------------------------------------------------------------------------
+def test_interval_mode_commits_accepts_without_the_disk_and_syncs_the_wal_within_the_window(tmp_path, clock):
+    box = SqliteOutbox(tmp_path / "outbox.db", clock=clock, sync_interval=0.05)
+    always = SqliteOutbox(tmp_path / "always.db", clock=clock)
+    try:
+        box.store([msg(1)])
+        always.store([msg(1)])
+        # The accept's connection: NORMAL (the WAL is not fsync'd at the commit) against FULL.
+        assert box._engine.conn().execute("PRAGMA synchronous").fetchone()[0] == 1
+        assert always._engine.conn().execute("PRAGMA synchronous").fetchone()[0] == 2
+        syncer = box._engine.syncer
+        assert syncer is not None and always._engine.syncer is None
+        deadline = time.monotonic() + 2
+        while syncer.syncs == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert syncer.syncs == 1, "the WAL was not synced within the window after a commit"
+        time.sleep(0.2)
+        assert syncer.syncs == 1, "synced again with nothing committed"
+        for n in range(2, 12):
+            box.store([msg(n)])
+        time.sleep(0.3)
+        assert 2 <= syncer.syncs <= 4, f"{syncer.syncs} syncs for ten commits within one window or two"
+    finally:
+        box.close()
+        always.close()
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from bridge.store.records import OutgoingMessage
+from bridge.store.sqlite import SqliteOutbox
+box = SqliteOutbox(sys.argv[1], sync_interval=10.0)   # no sync before the kill
+for n in range(50):
+    stored = box.store([OutgoingMessage(bot="ops", group_key=f"g{n}", source="alertmanager", identity=f"i{n}",
+                                        payload=b'{"n": %d}' % n)])
+    print(stored.ids[0], flush=True)
+assert box._engine.syncer.syncs == 0
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_interval_mode_loses_nothing_answered_when_the_process_is_killed(tmp_path):
+    path = tmp_path / "outbox.db"
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    answered = [int(line) for line in done.stdout.split()]
+    assert len(answered) == 50
+    box = SqliteOutbox(path)
+    try:
+        assert [e.id for e in box.list(dead=False)] == answered
+        assert box.head("ops").payload == b'{"n": 0}'
+    finally:
+        box.close()

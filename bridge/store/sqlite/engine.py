@@ -2,10 +2,20 @@
 
 Every method of the outbox is one short transaction on this thread's own connection
 (sqlite3 connections must not cross threads). Failures raise StorageError with the
-reason. Accepted messages are committed with synchronous=FULL (on disk before the
-webhook is answered; concurrent accepts share one commit); the senders' bookkeeping
-uses NORMAL, which survives a killed process and at worst repeats a send after a
-power cut.
+reason. Concurrent accepts share one commit (GroupCommit). How an accept's commit is
+made durable depends on storage.sync:
+
+    always    synchronous=FULL: the WAL is fsync'd at the commit, on disk before the
+              webhook is answered.
+    interval  synchronous=NORMAL: the commit is in the WAL file in the operating system's
+              page cache before the answer, so it survives a kill -9 or crash of the bridge
+              (the OS writes it out), and this process's Syncer fdatasyncs the WAL file
+              every sync_interval after a commit, so a power loss of the host loses at most
+              that window. WAL mode with NORMAL never corrupts the file: a power loss only
+              undoes the last transactions, whole.
+
+The senders' bookkeeping uses NORMAL in both modes: it survives a killed process and at
+worst repeats a send after a power cut.
 
 SQLite has one writer for the whole file: BEGIN IMMEDIATE takes it, so every write
 transaction, in every process, runs alone. The queue semantics in outbox.py rely on
@@ -14,9 +24,12 @@ that (see bridge.store.Outbox for what a backend without it must do instead).
 
 from __future__ import annotations
 
+import atexit
+import os
 import sqlite3
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +77,13 @@ class Engine:
     they wait for another process, which a test's clock does not step."""
 
     def __init__(self, path: str | Path, *, busy_timeout: float,
-                 prepare: Callable[[sqlite3.Connection, float], None]):
+                 prepare: Callable[[sqlite3.Connection, float], None], sync_interval: float | None = None):
+        """sync_interval: None for storage.sync always (a durable write is on disk at its
+        commit), else the seconds within which a durable write reaches the disk."""
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._prepare = prepare
+        self.syncer = Syncer(Path(f"{self.path}-wal"), sync_interval) if sync_interval is not None else None
         self._local = threading.local()
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -128,9 +144,10 @@ class Engine:
         may undo it: for sender bookkeeping that only means a message is sent again."""
         with self.storage(doing):
             conn = self.conn()
-            if durable != self._local.durable:
-                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-                self._local.durable = durable
+            full = durable and self.syncer is None
+            if full != self._local.durable:
+                conn.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+                self._local.durable = full
             deadline = time.monotonic() + self.busy_timeout
             if not self._write_lock.acquire(timeout=self.busy_timeout):
                 raise sqlite3.OperationalError("database is locked (by this process's other writers)")
@@ -139,6 +156,8 @@ class Engine:
                 try:
                     yield conn
                     patiently(lambda: conn.execute("COMMIT"), deadline)
+                    if durable and self.syncer is not None:
+                        self.syncer.committed()
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -172,6 +191,84 @@ class Engine:
             if left <= 0:
                 return False
             time.sleep(min(CHANGE_POLL, left))
+
+
+class Syncer:
+    """storage.sync: interval. A thread of each process that committed durable writes
+    fdatasyncs the WAL file at most `interval` seconds after each such commit.
+
+    fdatasync of the WAL file is what FULL would have done at the commit (a checkpoint
+    syncs the WAL too before copying it into the database, and the database after). The
+    file is opened afresh each time: SQLite may delete the WAL when its last connection
+    closes (after a checkpoint, which synced it). The thread is started in the process
+    that commits (gunicorn forks workers after the master opened the store) and at exit
+    the last window is synced too."""
+
+    def __init__(self, wal: Path, interval: float):
+        self.wal = wal
+        self.interval = interval
+        self._dirty = threading.Event()
+        self._pid = 0
+        self._lock = threading.Lock()
+        self.syncs = 0          # fdatasyncs made by this process (tests and the benchmark read it)
+
+    def committed(self) -> None:
+        if self._pid != os.getpid():
+            self._start()
+        self._dirty.set()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._dirty = threading.Event()
+            me = weakref.ref(self)
+            threading.Thread(target=_sync_loop, args=(me, self._dirty, self.interval), name="outbox-sync",
+                             daemon=True).start()
+            atexit_sync(me)
+
+    def sync_now(self) -> None:
+        """fdatasync the WAL file now (nothing to do when there is none: it was checkpointed
+        and deleted, which synced it)."""
+        try:
+            fd = os.open(self.wal, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fdatasync(fd)
+            self.syncs += 1
+        finally:
+            os.close(fd)
+
+
+def _sync_loop(syncer: weakref.ref, dirty: threading.Event, interval: float) -> None:
+    """Wait for a commit, let the window fill, sync it; ends when the Syncer is gone."""
+    while True:
+        if not dirty.wait(1.0):
+            if syncer() is None:
+                return
+            continue
+        time.sleep(interval)
+        dirty.clear()       # before the sync: a commit from now on waits for the next one
+        me = syncer()
+        if me is None:
+            return
+        try:
+            me.sync_now()
+        except OSError:     # the disk is failing: the next commit fails as well, and says so
+            dirty.set()
+        del me
+
+
+def atexit_sync(syncer: weakref.ref) -> None:
+    """On a clean exit the window left is synced too (a kill -9 leaves it to the OS)."""
+    def last() -> None:
+        me = syncer()
+        if me is not None and me._dirty.is_set():
+            me.sync_now()
+
+    atexit.register(last)
 
 
 @dataclass

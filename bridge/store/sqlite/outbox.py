@@ -41,8 +41,10 @@ _ENTRY = ("SELECT id, bot, group_key, state, sent, IFNULL(json_array_length(bodi
 class SqliteOutbox:
     """bridge.store.Outbox in one SQLite file."""
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT, clock: Clock = SYSTEM_CLOCK):
-        self._engine = Engine(path, busy_timeout=busy_timeout, prepare=create)
+    def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT, clock: Clock = SYSTEM_CLOCK,
+                 sync_interval: float | None = None):
+        """sync_interval: None (storage.sync always) or storage.sync_interval (interval): see engine.py."""
+        self._engine = Engine(path, busy_timeout=busy_timeout, prepare=create, sync_interval=sync_interval)
         self.clock = clock
         self._accepts = GroupCommit(self._engine, "store messages in")
 
@@ -71,7 +73,8 @@ class SqliteOutbox:
     # -- accepting --------------------------------------------------------------------
     def store(self, messages: Iterable[OutgoingMessage], *, dedupe_window: float = 0.0,
               coalesce: bool = False) -> Stored:
-        """Store one notification's messages, all or none, committed (on disk) on return.
+        """Store one notification's messages, all or none, committed on return (on disk, or
+        with storage.sync interval in the OS and on disk within the interval).
         Concurrent calls share one commit (engine.GroupCommit)."""
         batch = list(messages)
         return self._accepts.run(lambda conn: _insert(conn, batch, dedupe_window, coalesce, self.clock.now()))
