@@ -100,6 +100,9 @@ class Stored:
     ids: list[int] = field(default_factory=list)
     duplicates: list[OutgoingMessage] = field(default_factory=list)
     superseded: list[tuple[int, str, str]] = field(default_factory=list)   # (id, bot, group_key)
+    # 1 for the store that made the commit, 0 for one that shared another's (group commit):
+    # summed, the number of commits.
+    commits: int = 1
 
 
 # -- app bots: an alert group's living card (bridge.delivery.appbot) ----------------------

@@ -277,6 +277,7 @@ class _Job(Generic[T]):
     result: Any = None
     error: StorageError | None = None
     done: bool = False
+    led: bool = False       # this job's thread made the commit (for the others too)
 
 
 class GroupCommit:
@@ -294,6 +295,10 @@ class GroupCommit:
     def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(conn)` inside a durable write transaction shared with concurrent calls;
         its result once committed (on disk)."""
+        return self.run_job(work).result
+
+    def run_job(self, work: Callable[[sqlite3.Connection], T]) -> _Job[T]:
+        """As run, but the finished job: its result, and whether it led the commit."""
         job = _Job(work)
         with self._group:
             self._queue.append(job)
@@ -309,10 +314,11 @@ class GroupCommit:
                 self._committing = True
                 jobs, self._queue = self._queue, []
         if not job.done:
+            job.led = True
             self._commit(jobs)
         if job.error is not None:
             raise job.error
-        return job.result
+        return job
 
     def _commit(self, jobs: list[_Job]) -> None:
         error: StorageError | None = None

@@ -77,7 +77,9 @@ class SqliteOutbox:
         with storage.sync interval in the OS and on disk within the interval).
         Concurrent calls share one commit (engine.GroupCommit)."""
         batch = list(messages)
-        return self._accepts.run(lambda conn: _insert(conn, batch, dedupe_window, coalesce, self.clock.now()))
+        job = self._accepts.run_job(lambda conn: _insert(conn, batch, dedupe_window, coalesce, self.clock.now()))
+        job.result.commits = int(job.led)
+        return job.result
 
     # -- the lease --------------------------------------------------------------------
     def bot_state(self, bot: str) -> BotState:
