@@ -97,6 +97,8 @@ class Outbox(Protocol):
           a group goes out after the newer one.
         - Dedupe (dedupe_window > 0): a message whose (bot, identity) was stored within
           the window is not stored again but returned in `duplicates`; "" never matches.
+          An identity implies its bot and group_key (the callers make it so), so a
+          backend may look for it among the rows of the message's group (SQLite does).
           Atomic per bot: the same identity stored at the same instant by two processes
           (an Alertmanager HA pair posting to two replicas) is stored exactly once.
         - Coalescing (coalesce): storing a message supersedes its group's pending

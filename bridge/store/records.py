@@ -25,6 +25,7 @@ class OutgoingMessage:
     source: str
     # The same notification delivered twice (an Alertmanager retry, each member of an HA
     # pair) gets the same identity, so the outbox keeps one; "" turns deduplication off.
+    # Two messages of one identity always have the same bot and group_key.
     identity: str = ""
     payload: bytes | None = None              # the webhook body (JSON) as received
     alerts: tuple[int, ...] | None = None     # the bot's alerts in it (indices); None: all

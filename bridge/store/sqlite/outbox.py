@@ -29,6 +29,7 @@ from .. import LEASE_TTL, SENDS_KEPT
 from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotState, Card, CardChange, Entry, Head,
                        LeaseLost, OutgoingMessage, Stored, Takeover)
 from . import cards
+from .accepting import insert, unpack
 from .engine import BUSY_TIMEOUT, Engine, GroupCommit
 from .schema import create
 
@@ -77,7 +78,7 @@ class SqliteOutbox:
         with storage.sync interval in the OS and on disk within the interval).
         Concurrent calls share one commit (engine.GroupCommit)."""
         batch = list(messages)
-        job = self._accepts.run_job(lambda conn: _insert(conn, batch, dedupe_window, coalesce, self.clock.now()))
+        job = self._accepts.run_job(lambda conn: insert(conn, batch, dedupe_window, coalesce, self.clock.now()))
         job.result.commits = int(job.led)
         return job.result
 
@@ -115,14 +116,14 @@ class SqliteOutbox:
     # -- sending ----------------------------------------------------------------------
     def head(self, bot: str) -> Head | None:
         rows = self._engine.read(
-            "SELECT m.id, m.group_key, m.source, CASE WHEN m.bodies IS NULL THEN p.body END, m.alerts,"
+            "SELECT m.id, m.group_key, m.source, CASE WHEN m.bodies IS NULL THEN p.body END, p.packed, m.alerts,"
             " m.routed, m.bodies, m.sent, m.attempts, m.created FROM messages m"
             " LEFT JOIN payloads p ON p.id = m.payload"
             " WHERE m.bot = ? AND m.state = ? ORDER BY m.seq LIMIT 1", (bot, PENDING))
         if not rows:
             return None
-        id_, group_key, source, payload, alerts, routed, bodies, sent, attempts, created = rows[0]
-        return Head(id_, group_key, source, payload, None if alerts is None else tuple(json.loads(alerts)),
+        id_, group_key, source, payload, packed, alerts, routed, bodies, sent, attempts, created = rows[0]
+        return Head(id_, group_key, source, unpack(payload, packed), None if alerts is None else tuple(json.loads(alerts)),
                     bool(routed), None if bodies is None else json.loads(bodies), sent, attempts, created)
 
     def set_bodies(self, message_id: int, bot: str, owner: str, bodies: list[dict],
@@ -284,54 +285,6 @@ class SqliteOutbox:
 def _entry(row: tuple) -> Entry:
     id_, bot, group, state, sent, parts, *rest = row
     return Entry(id_, bot, group, state, min(sent + 1, parts) if parts else 1, parts, *rest)
-
-
-def _insert(conn: sqlite3.Connection, messages: list[OutgoingMessage], dedupe_window: float, coalesce: bool,
-            now: float) -> Stored:
-    stored = Stored()
-    # The send order, dedupe and coalescing below are each one decision only because no
-    # other writer runs meanwhile (BEGIN IMMEDIATE): see bridge.store.Outbox.store.
-    seq = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM messages").fetchone()[0]
-    payloads: dict[int, int] = {}    # id(payload bytes) -> row: a notification's bots share one copy
-    for m in messages:
-        if dedupe_window > 0 and _seen(conn, m, now - dedupe_window):
-            stored.duplicates.append(m)
-            continue
-        if coalesce:
-            stored.superseded += _supersede(conn, m, now)
-        payload = None
-        if m.payload is not None:
-            payload = payloads.get(id(m.payload))
-            if payload is None:
-                payload = conn.execute("INSERT INTO payloads (source, body, created) VALUES (?, ?, ?)",
-                                       (m.source, m.payload, now)).lastrowid
-                payloads[id(m.payload)] = payload
-        seq += 1
-        cursor = conn.execute(
-            "INSERT INTO messages (seq, bot, group_key, identity, source, payload, alerts, routed, bodies,"
-            " state, created, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, m.bot, m.group_key, m.identity, m.source, payload,
-             None if m.alerts is None else json.dumps(m.alerts), int(m.routed),
-             None if m.bodies is None else json.dumps(m.bodies, ensure_ascii=False, separators=(",", ":")),
-             PENDING, now, now))
-        stored.ids.append(cursor.lastrowid)
-    return stored
-
-
-def _seen(conn: sqlite3.Connection, m: OutgoingMessage, since: float) -> bool:
-    if not m.identity:
-        return False
-    return conn.execute("SELECT 1 FROM messages WHERE bot = ? AND identity = ? AND created > ? LIMIT 1",
-                        (m.bot, m.identity, since)).fetchone() is not None
-
-
-def _supersede(conn: sqlite3.Connection, m: OutgoingMessage, now: float) -> list[tuple[int, str, str]]:
-    # Only pending rows: one in flight is already on its way. A message with some of its
-    # parts sent goes too: the newer one shows the whole group as it is now.
-    rows = conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'superseded', payload = NULL"
-                        " WHERE bot = ? AND group_key = ? AND state = ? RETURNING id",
-                        (SUPERSEDED, now, m.bot, m.group_key, PENDING)).fetchall()
-    return [(r[0], m.bot, m.group_key) for r in rows]
 
 
 def _extend_lease(conn: sqlite3.Connection, bot: str, owner: str, now: float, ttl: float) -> bool:
