@@ -87,7 +87,8 @@ def test_prune_never_deletes_a_payload_a_kept_row_refers_to(outbox, clock):
     body, dead_body = b'{"the": "webhook body"}', b'{"a": "dead letter"}'
     ids = outbox.store([payload_message("ops", body), payload_message("db", body),
                         payload_message("ops", dead_body, group="g2")]).ids
-    assert count(outbox, "payloads") == 2               # the two bots share one copy
+    assert count(outbox, "payloads") == 1               # the two bots share one copy ...
+    assert rows(outbox.path, "SELECT COUNT(*) FROM messages WHERE body IS NOT NULL") == [(1,)]   # ... one bot's is its row's
     outbox.acquire("ops", "me")
     outbox.mark_sent(ids[0], outbox.claim(ids[0], "ops", "me", record=True), "ops", "me", 0)
     outbox.dead_letter(ids[2], outbox.claim(ids[2], "ops", "me", record=True), "ops", "me",
@@ -96,15 +97,15 @@ def test_prune_never_deletes_a_payload_a_kept_row_refers_to(outbox, clock):
     outbox.prune(0)                                     # the sent row is kept (for dedupe) ...
     assert broken_references(outbox.path) == []         # ... and names no payload prune deleted
     outbox.prune(clock.now())
-    assert count(outbox, "payloads") == 2               # db's message and the dead letter need theirs
+    assert count(outbox, "payloads") == 1               # db's message needs it
 
     outbox.acquire("db", "me")
     outbox.mark_sent(ids[1], outbox.claim(ids[1], "db", "me", record=True), "db", "me", 0)
     outbox.prune(0)
-    assert broken_references(outbox.path) == [] and count(outbox, "payloads") == 1   # the dead letter's
+    assert broken_references(outbox.path) == [] and count(outbox, "payloads") == 0
     clock.step(10)
     outbox.prune(clock.now())
-    assert count(outbox, "payloads") == 1 and count(outbox, "messages") == 1
+    assert count(outbox, "payloads") == 0 and count(outbox, "messages") == 1   # the dead letter, with its body
     assert outbox.retry(ids[2]) == 1 and outbox.head("ops").payload == dead_body
 
 
@@ -120,21 +121,23 @@ def test_prune_finds_a_payloads_messages_through_an_index(outbox):
 def test_an_outbox_written_before_the_foreign_key_was_enforced_is_repaired_on_open(tmp_path, clock):
     path = tmp_path / "outbox.db"
     box = SqliteOutbox(path, clock=clock)
-    ids = box.store([payload_message("ops", b'{"sent": 1}'), payload_message("ops", b'{"waits": 1}', group="g2")]).ids
+    # Two bots each: a shared payload row (a one-bot notification's lives in its message's row).
+    ids = box.store([payload_message("ops", b'{"sent": 1}'), payload_message("db", b'{"sent": 1}')]).ids
+    box.store([payload_message("ops", b'{"waits": 1}', group="g2"), payload_message("db", b'{"waits": 1}', group="g2")])
     box.close()
-    # As the version before left it: no index, a sent row naming a payload prune deleted.
+    # As the version before left it: no index, sent rows naming a payload prune deleted.
     with sqlite3.connect(path) as conn:
         conn.execute("DROP INDEX messages_payload")
-        conn.execute("UPDATE messages SET state = 'sent', finished = 1 WHERE id = ?", (ids[0],))
+        conn.execute("UPDATE messages SET state = 'sent', finished = 1 WHERE id IN (?, ?)", tuple(ids))
         conn.execute("DELETE FROM payloads WHERE id = (SELECT payload FROM messages WHERE id = ?)", (ids[0],))
     conn.close()
-    assert len(broken_references(path)) == 1
+    assert len(broken_references(path)) == 2
 
     upgraded = SqliteOutbox(path, clock=clock)
     upgraded.open()
     assert broken_references(path) == []
     assert upgraded.head("ops").payload == b'{"waits": 1}'
-    assert upgraded.prune(2) == 1 and upgraded.entry(ids[0]) is None
+    assert upgraded.prune(2) == 2 and upgraded.entry(ids[0]) is None
     upgraded.close()
 
 
@@ -328,10 +331,12 @@ def test_an_outbox_of_schema_3_keeps_what_waits_and_its_dedupe_and_coalescing_af
 
 def test_a_payload_is_stored_compressed_and_read_back_as_received(outbox):
     body = json.dumps({"alerts": [{"labels": {"alertname": f"A{i}"}} for i in range(30)]}).encode()
-    outbox.store([payload_message("ops", body)])
-    (stored, packed), = rows(outbox.path, "SELECT body, packed FROM payloads")
-    assert packed == 1 and len(stored) < len(body) / 2
-    assert outbox.head("ops").payload == body
+    outbox.store([payload_message("ops", body)])                                  # one bot: in its row
+    outbox.store([payload_message("a", body, group="g2"), payload_message("b", body, group="g2")])   # shared
+    ((inline,),) = rows(outbox.path, "SELECT body FROM messages WHERE body IS NOT NULL")
+    ((shared, packed),) = rows(outbox.path, "SELECT body, packed FROM payloads")
+    assert len(inline) < len(body) / 2 and packed == 1 and len(shared) < len(body) / 2
+    assert outbox.head("ops").payload == outbox.head("a").payload == outbox.head("b").payload == body
 
 
 def test_dedupe_and_coalescing_compare_the_group_not_only_its_hash(outbox, monkeypatch):

@@ -5,7 +5,10 @@ touch is written twice (into the WAL at the commit, into the file at the checkpo
 So the rows are small and the indexes few:
 
 - The payload is stored compressed (zlib level 1: a 1.4 KB Alertmanager body becomes about
-  500 bytes, in 10 us; `packed` says so; rows of earlier versions stay as they are).
+  500 bytes, in 10 us), and in the message's own row (`messages.body`, always compressed)
+  when the notification is for one bot: no payloads row, no messages_payload entry, two
+  pages fewer per commit. A notification for several bots keeps one shared copy in
+  payloads (`packed` says it is compressed; rows of earlier versions stay as they are).
 - Dedupe and coalescing look a message up by its group, through one index on `gkey`, an
   8-byte hash of (bot, group_key), and `state`. A message's identity implies its bot and
   group (bridge.store.Outbox.store), so dedupe looks for it among the group's rows, which
@@ -20,6 +23,7 @@ import hashlib
 import json
 import sqlite3
 import zlib
+from collections import Counter
 
 from ..records import PENDING, SUPERSEDED, OutgoingMessage, Stored
 
@@ -47,6 +51,11 @@ def unpack(stored: bytes | None, packed: int | None) -> bytes | None:
     return zlib.decompress(stored) if stored is not None and packed else stored
 
 
+def payload_of(inline: bytes | None, shared: bytes | None, packed: int | None) -> bytes | None:
+    """A message's payload as received: its own (messages.body) or the shared one."""
+    return zlib.decompress(inline) if inline is not None else unpack(shared, packed)
+
+
 def insert(conn: sqlite3.Connection, messages: list[OutgoingMessage], dedupe_window: float, coalesce: bool,
            now: float) -> Stored:
     stored = Stored()
@@ -54,6 +63,7 @@ def insert(conn: sqlite3.Connection, messages: list[OutgoingMessage], dedupe_win
     # other writer runs meanwhile (BEGIN IMMEDIATE): see bridge.store.Outbox.store.
     seq = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM messages").fetchone()[0]
     payloads: dict[int, int] = {}    # id(payload bytes) -> row: a notification's bots share one copy
+    uses = Counter(id(m.payload) for m in messages if m.payload is not None)
     for m in messages:
         key = group_hash(m.bot, m.group_key)
         if dedupe_window > 0 and _seen(conn, m, key, now - dedupe_window):
@@ -61,8 +71,10 @@ def insert(conn: sqlite3.Connection, messages: list[OutgoingMessage], dedupe_win
             continue
         if coalesce:
             stored.superseded += _supersede(conn, m, key, now)
-        payload = None
-        if m.payload is not None:
+        payload = inline = None
+        if m.payload is not None and uses[id(m.payload)] == 1:
+            inline = zlib.compress(m.payload, _LEVEL)
+        elif m.payload is not None:
             payload = payloads.get(id(m.payload))
             if payload is None:
                 body, packed = pack(m.payload)
@@ -71,9 +83,9 @@ def insert(conn: sqlite3.Connection, messages: list[OutgoingMessage], dedupe_win
                 payloads[id(m.payload)] = payload
         seq += 1
         cursor = conn.execute(
-            "INSERT INTO messages (seq, bot, group_key, gkey, identity, source, payload, alerts, routed, bodies,"
-            " state, created, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, m.bot, m.group_key, key, m.identity, m.source, payload,
+            "INSERT INTO messages (seq, bot, group_key, gkey, identity, source, payload, body, alerts, routed, bodies,"
+            " state, created, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, m.bot, m.group_key, key, m.identity, m.source, payload, inline,
              None if m.alerts is None else json.dumps(m.alerts), int(m.routed),
              None if m.bodies is None else json.dumps(m.bodies, ensure_ascii=False, separators=(",", ":")),
              PENDING, now, now))
@@ -92,7 +104,8 @@ def _supersede(conn: sqlite3.Connection, m: OutgoingMessage, key: int, now: floa
     # Only pending rows: one in flight is already on its way. A message with some of its
     # parts sent goes too: the newer one shows the whole group as it is now. bot and
     # group_key are compared too: two groups may share a hash.
-    rows = conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'superseded', payload = NULL"
+    rows = conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'superseded', payload = NULL,"
+                        " body = NULL"
                         " WHERE gkey = ? AND state = ? AND bot = ? AND group_key = ? RETURNING id",
                         (SUPERSEDED, now, key, PENDING, m.bot, m.group_key)).fetchall()
     return [(r[0], m.bot, m.group_key) for r in rows]

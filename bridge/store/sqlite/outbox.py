@@ -29,7 +29,7 @@ from .. import LEASE_TTL, SENDS_KEPT
 from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotState, Card, CardChange, Entry, Head,
                        LeaseLost, OutgoingMessage, Stored, Takeover)
 from . import cards
-from .accepting import insert, unpack
+from .accepting import insert, payload_of
 from .engine import BUSY_TIMEOUT, Engine, GroupCommit
 from .schema import create
 
@@ -116,14 +116,15 @@ class SqliteOutbox:
     # -- sending ----------------------------------------------------------------------
     def head(self, bot: str) -> Head | None:
         rows = self._engine.read(
-            "SELECT m.id, m.group_key, m.source, CASE WHEN m.bodies IS NULL THEN p.body END, p.packed, m.alerts,"
+            "SELECT m.id, m.group_key, m.source, CASE WHEN m.bodies IS NULL THEN m.body END,"
+            " CASE WHEN m.bodies IS NULL THEN p.body END, p.packed, m.alerts,"
             " m.routed, m.bodies, m.sent, m.attempts, m.created FROM messages m"
             " LEFT JOIN payloads p ON p.id = m.payload"
             " WHERE m.bot = ? AND m.state = ? ORDER BY m.seq LIMIT 1", (bot, PENDING))
         if not rows:
             return None
-        id_, group_key, source, payload, packed, alerts, routed, bodies, sent, attempts, created = rows[0]
-        return Head(id_, group_key, source, unpack(payload, packed), None if alerts is None else tuple(json.loads(alerts)),
+        id_, group_key, source, inline, shared, packed, alerts, routed, bodies, sent, attempts, created = rows[0]
+        return Head(id_, group_key, source, payload_of(inline, shared, packed), None if alerts is None else tuple(json.loads(alerts)),
                     bool(routed), None if bodies is None else json.loads(bodies), sent, attempts, created)
 
     def set_bodies(self, message_id: int, bot: str, owner: str, bodies: list[dict],
@@ -172,9 +173,10 @@ class SqliteOutbox:
                 conn.execute("INSERT INTO sends (bot, started, finished) VALUES (?, ?, ?)", (bot, now, now))
                 _forget_old_sends(conn, bot, now)
             return conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'dry_run', sent = sent + 1,"
-                                " attempts = attempts + 1, payload = CASE WHEN ? THEN NULL ELSE payload END"
+                                " attempts = attempts + 1, payload = CASE WHEN ? THEN NULL ELSE payload END,"
+                                " body = CASE WHEN ? THEN NULL ELSE body END"
                                 " WHERE id = ? AND state = ?",
-                                (SENT if last else PENDING, now if last else None, last, message_id,
+                                (SENT if last else PENDING, now if last else None, last, last, message_id,
                                  PENDING)).rowcount == 1
 
     def mark_sent(self, message_id: int, send_id: int, bot: str, owner: str, code: int | None, *,
@@ -308,8 +310,10 @@ def _settle(conn: sqlite3.Connection, message_id: int, send_id: int, bot: str, o
         _forget_old_sends(conn, bot, now)
     return conn.execute(
         "UPDATE messages SET state = ?, owner = NULL, finished = ?, reason = ?, code = ?, detail = ?,"
-        " payload = CASE WHEN ? THEN NULL ELSE payload END WHERE id = ? AND owner = ? AND state = ?",
-        (state, finished, reason, code, detail, state == SENT, message_id, owner, SENDING)).rowcount == 1
+        " payload = CASE WHEN ? THEN NULL ELSE payload END, body = CASE WHEN ? THEN NULL ELSE body END"
+        " WHERE id = ? AND owner = ? AND state = ?",
+        (state, finished, reason, code, detail, state == SENT, state == SENT, message_id, owner,
+         SENDING)).rowcount == 1
 
 
 def _requeue(conn: sqlite3.Connection, ids: list[int], now: float) -> int:
@@ -321,8 +325,8 @@ def _requeue(conn: sqlite3.Connection, ids: list[int], now: float) -> int:
         # Rendered again, all its parts, when it has its payload: the fix that made it
         # worth a retry (a keyword, a template) then applies.
         count += conn.execute("UPDATE messages SET state = ?, seq = ?, attempts = 0, created = ?, next_attempt = ?,"
-                              " finished = NULL, bodies = CASE WHEN payload IS NULL THEN bodies END,"
-                              " sent = CASE WHEN payload IS NULL THEN sent ELSE 0 END"
+                              " finished = NULL, bodies = CASE WHEN payload IS NULL AND body IS NULL THEN bodies END,"
+                              " sent = CASE WHEN payload IS NULL AND body IS NULL THEN sent ELSE 0 END"
                               " WHERE id = ? AND state = ?",
                               (PENDING, seq, now, now, message_id, DEAD)).rowcount
     return count

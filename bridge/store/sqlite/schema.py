@@ -14,8 +14,10 @@ Four tables:
               `outbox retry`), or -> superseded (a newer message of the same group
               replaced it while it waited). `seq` is the send order: the order the
               rows were committed in. `gkey` (schema 7) hashes (bot, group_key): dedupe
-              and coalescing find a group's rows by it (accepting.py says why). `payload` is cleared when the row is done
-              (sent, superseded): it is kept after that only for deduplication.
+              and coalescing find a group's rows by it (accepting.py says why). `body`
+              (schema 7) is a one-bot notification's payload, compressed, in the row
+              itself; `payload` names a shared one. Both are cleared when the row is
+              done (sent, superseded): it is kept after that only for deduplication.
     bots      one row per bot: the sender lease (owner, expires) and the bot's retry
               pause (paused_until, backoff), so a process that takes the bot over
               carries on where the last one stopped.
@@ -53,7 +55,7 @@ _SCHEMA = (
         state TEXT NOT NULL, owner TEXT,
         attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
         next_attempt REAL NOT NULL, finished REAL,
-        reason TEXT, code INTEGER, detail TEXT, gkey INTEGER)""",
+        reason TEXT, code INTEGER, detail TEXT, gkey INTEGER, body BLOB)""",
     "CREATE INDEX IF NOT EXISTS messages_queue ON messages (bot, state, seq)",
     "CREATE INDEX IF NOT EXISTS messages_seq ON messages (seq)",
     # Dedupe and coalescing (accepting.py); replaces schema 3's messages_identity
@@ -131,13 +133,17 @@ def _migrate_from_1(conn: sqlite3.Connection) -> None:
 
 def _lean_accepts(conn: sqlite3.Connection) -> None:
     """To schema 7 (accepting.py), from any earlier file: payloads.packed (0: the rows
-    there are stored as received), messages.gkey filled in for every row, and the two
+    there are stored as received), messages.body (a one-bot notification's payload, in
+    its row), messages.gkey filled in for every row, and the two
     indexes it replaces dropped. Checked by the columns, not the version number, so the
     step stands on its own whatever steps come before it."""
     if "packed" not in _columns(conn, "payloads"):
         conn.execute("ALTER TABLE payloads ADD COLUMN packed INTEGER NOT NULL DEFAULT 0")
-    if "gkey" not in _columns(conn, "messages"):
+    columns = _columns(conn, "messages")
+    if "gkey" not in columns:
         conn.execute("ALTER TABLE messages ADD COLUMN gkey INTEGER")
+    if "body" not in columns:
+        conn.execute("ALTER TABLE messages ADD COLUMN body BLOB")
     conn.create_function("group_hash", 2, group_hash, deterministic=True)
     conn.execute("UPDATE messages SET gkey = group_hash(bot, group_key) WHERE gkey IS NULL")
     for index in ("messages_identity", "messages_group"):
