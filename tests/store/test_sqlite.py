@@ -347,3 +347,31 @@ def test_dedupe_and_coalescing_compare_the_group_not_only_its_hash(outbox, monke
     other = outbox.store([msg(2, group="b", identity="other")], dedupe_window=600, coalesce=True)
     assert len(first.ids) == len(other.ids) == 1 and other.superseded == []
     assert len(outbox.store([msg(3, bot="db", group="a", identity="same")], dedupe_window=600).ids) == 1
+
+
+def test_a_steady_stream_of_stores_shares_commits_and_a_lone_one_does_not_wait(tmp_path, clock):
+    from bridge.store.sqlite.engine import COMMIT_DELAY
+    box = SqliteOutbox(tmp_path / "outbox.db", clock=clock, sync_interval=1.0)
+    try:
+        box.store([msg(0)])
+        time.sleep(0.05)
+        started = time.monotonic()
+        assert box.store([msg(1)]).commits == 1          # calls far apart: it commits at once
+        assert time.monotonic() - started < COMMIT_DELAY * 5
+
+        results = []
+
+        def stream(t: int) -> None:
+            for n in range(40):
+                results.append(box.store([msg(100 * t + n, group=f"g{t}-{n}")]))
+                time.sleep(COMMIT_DELAY / 4)
+        threads = [threading.Thread(target=stream, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        group = len(results) / sum(r.commits for r in results)
+        assert group >= 1.5, f"{group:.2f} stores per commit under a steady stream"
+        assert len(box.list(dead=False)) == 2 + 160
+    finally:
+        box.close()

@@ -30,7 +30,7 @@ from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotSta
                        LeaseLost, OutgoingMessage, Stored, Takeover)
 from . import cards
 from .accepting import insert, payload_of
-from .engine import BUSY_TIMEOUT, Engine, GroupCommit
+from .engine import BUSY_TIMEOUT, COMMIT_DELAY, Engine, GroupCommit
 from .schema import create
 
 PRUNE_BATCH = 1000
@@ -47,7 +47,7 @@ class SqliteOutbox:
         """sync_interval: None (storage.sync always) or storage.sync_interval (interval): see engine.py."""
         self._engine = Engine(path, busy_timeout=busy_timeout, prepare=create, sync_interval=sync_interval)
         self.clock = clock
-        self._accepts = GroupCommit(self._engine, "store messages in")
+        self._accepts = GroupCommit(self._engine, "store messages in", commit_delay=COMMIT_DELAY)
 
     @property
     def path(self) -> Path:
