@@ -358,6 +358,12 @@ def test_a_steady_stream_of_stores_shares_commits_and_a_lone_one_does_not_wait(t
         started = time.monotonic()
         assert box.store([msg(1)]).commits == 1          # calls far apart: it commits at once
         assert time.monotonic() - started < COMMIT_DELAY * 5
+        # One client posting one request after another (close together) never waits for itself.
+        started = time.monotonic()
+        for n in range(2, 202):
+            box.store([msg(n, group=f"seq{n}")])
+        each = (time.monotonic() - started) / 200
+        assert each < COMMIT_DELAY / 2, f"{each * 1000:.2f} ms per store from one thread"
 
         results = []
 

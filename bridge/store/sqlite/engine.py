@@ -288,9 +288,10 @@ class GroupCommit:
     in the next transaction, so concurrent requests share one fsync instead of queueing
     for one each. Each call still gets its own answer.
 
-    Under a steady stream of calls the one that will commit first waits a little for the
-    next (commit_delay, as PostgreSQL's): about the time between calls of late, never
-    more than COMMIT_DELAY. Every commit writes the pages it touches whole (the page
+    Under a steady stream of concurrent calls the one that will commit first waits a little
+    for the next (commit_delay, as PostgreSQL's): about the time between calls of late,
+    never more than COMMIT_DELAY, and only while the last commit was shared (calls do
+    overlap: one client posting one request after another never waits for itself). Every commit writes the pages it touches whole (the page
     header, the right edges of the indexes), whatever it holds, so one of two webhooks
     writes about half of what two of one do, and costs one BEGIN/COMMIT instead of two.
     When calls are far apart (any real alert rate) nobody waits."""
@@ -304,6 +305,7 @@ class GroupCommit:
         self._committing = False
         self._last = 0.0                 # when the last call came (monotonic)
         self._gap = float("inf")         # the time between calls, averaged (EWMA)
+        self._shared = False             # the last commit held more than one call
 
     def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(conn)` inside a durable write transaction shared with concurrent calls;
@@ -329,13 +331,14 @@ class GroupCommit:
                     raise StorageError(f"cannot {self.doing} the outbox {self.engine.path}: timed out")
             if not job.done:
                 self._committing = True
-                delay = self._gap if self._gap < self.commit_delay else 0.0
+                delay = self._gap if self._shared and self._gap < self.commit_delay else 0.0
         if not job.done:
             job.led = True
             if delay:
                 time.sleep(delay)        # the lock released: the next calls join the queue
             with self._group:
                 jobs, self._queue = self._queue, []
+                self._shared = len(jobs) > 1
             self._commit(jobs)
         if job.error is not None:
             raise job.error
