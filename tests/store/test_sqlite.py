@@ -378,6 +378,6 @@ def test_a_steady_stream_of_stores_shares_commits_and_a_lone_one_does_not_wait(t
             thread.join()
         group = len(results) / sum(r.commits for r in results)
         assert group >= 1.5, f"{group:.2f} stores per commit under a steady stream"
-        assert len(box.list(dead=False)) == 2 + 160
+        assert len(box.list(dead=False)) == 2 + 200 + 160
     finally:
         box.close()

@@ -53,6 +53,8 @@ CACHE_KIB = 256
 # The longest the first of a group waits for the next call (GroupCommit): under steady
 # load, about the time between calls, when that is shorter than this.
 COMMIT_DELAY = 0.002
+# ... and only while more than this share of the recent commits held several calls.
+SHARED = 0.1
 # How often wait_for_change looks: the idle latency when the accepting process is not
 # the sender. A PRAGMA is microseconds.
 CHANGE_POLL = 0.025
@@ -290,8 +292,8 @@ class GroupCommit:
 
     Under a steady stream of concurrent calls the one that will commit first waits a little
     for the next (commit_delay, as PostgreSQL's): about the time between calls of late,
-    never more than COMMIT_DELAY, and only while the last commit was shared (calls do
-    overlap: one client posting one request after another never waits for itself). Every commit writes the pages it touches whole (the page
+    never more than COMMIT_DELAY, and only while commits are shared now and then (calls
+    do overlap: one client posting one request after another never waits for itself). Every commit writes the pages it touches whole (the page
     header, the right edges of the indexes), whatever it holds, so one of two webhooks
     writes about half of what two of one do, and costs one BEGIN/COMMIT instead of two.
     When calls are far apart (any real alert rate) nobody waits."""
@@ -305,7 +307,7 @@ class GroupCommit:
         self._committing = False
         self._last = 0.0                 # when the last call came (monotonic)
         self._gap = float("inf")         # the time between calls, averaged (EWMA)
-        self._shared = False             # the last commit held more than one call
+        self._shared = 0.0               # how often commits held more than one call (EWMA)
 
     def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(conn)` inside a durable write transaction shared with concurrent calls;
@@ -331,14 +333,14 @@ class GroupCommit:
                     raise StorageError(f"cannot {self.doing} the outbox {self.engine.path}: timed out")
             if not job.done:
                 self._committing = True
-                delay = self._gap if self._shared and self._gap < self.commit_delay else 0.0
+                delay = self._gap if self._shared > SHARED and self._gap < self.commit_delay else 0.0
         if not job.done:
             job.led = True
             if delay:
                 time.sleep(delay)        # the lock released: the next calls join the queue
             with self._group:
                 jobs, self._queue = self._queue, []
-                self._shared = len(jobs) > 1
+                self._shared = 0.9 * self._shared + 0.1 * (len(jobs) > 1)
             self._commit(jobs)
         if job.error is not None:
             raise job.error
