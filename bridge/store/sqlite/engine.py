@@ -53,6 +53,8 @@ CACHE_KIB = 256
 # The longest the first of a group waits for the next call (GroupCommit): under steady
 # load, about the time between calls, when that is shorter than this.
 COMMIT_DELAY = 0.002
+# It waits in steps of this, and stops after a step in which no call came.
+COMMIT_STEP = 0.0003
 # ... and only while more than this share of the recent commits held several calls.
 SHARED = 0.1
 # How often wait_for_change looks: the idle latency when the accepting process is not
@@ -337,7 +339,7 @@ class GroupCommit:
         if not job.done:
             job.led = True
             if delay:
-                time.sleep(delay)        # the lock released: the next calls join the queue
+                self._wait_for_more(time.monotonic() + delay)
             with self._group:
                 jobs, self._queue = self._queue, []
                 self._shared = 0.9 * self._shared + 0.1 * (len(jobs) > 1)
@@ -345,6 +347,20 @@ class GroupCommit:
         if job.error is not None:
             raise job.error
         return job
+
+    def _wait_for_more(self, deadline: float) -> None:
+        """Sleep (the lock released: the next calls join the queue) while calls keep
+        coming, until `deadline`: a step with none means the others are not near."""
+        while True:
+            with self._group:
+                queued = len(self._queue)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(COMMIT_STEP, left))
+            with self._group:
+                if len(self._queue) == queued:
+                    return
 
     def _commit(self, jobs: list[_Job]) -> None:
         error: StorageError | None = None
