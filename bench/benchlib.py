@@ -113,7 +113,7 @@ def start_bridge(workdir: Path, port: int, workers: int = 2, threads: int = 4,
                  sync: str = "always", env: dict[str, str] | None = None) -> subprocess.Popen:
     """`python -m bridge serve` under gunicorn, on the dry-run config, with the production
     defaults otherwise (log level info: the dry-run bot's lines, paced at 5/s, are written).
-    outbox: where storage.path points (default: outbox.db in workdir); storage: the whole
+    outbox: where storage.path points (default: NAME-outbox.db in workdir); storage: the whole
     storage section instead (flow-style YAML, e.g. a PostgreSQL one). Its config and log
     are NAME.yaml and NAME.log in workdir. sync: storage.sync. env: added to the server's."""
     config = workdir / f"{name}.yaml"
