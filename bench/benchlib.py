@@ -87,10 +87,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(argv: list[str], log_path: Path, ready_url: str, timeout: float = 30.0) -> subprocess.Popen:
+def start(argv: list[str], log_path: Path, ready_url: str, timeout: float = 30.0,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
     """Starts a server, its output to log_path, and waits until ready_url answers 200."""
     log = open(log_path, "wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+                            env={**os.environ, **env} if env else None)
     log.close()  # the child holds its own copy
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,22 +109,23 @@ def start(argv: list[str], log_path: Path, ready_url: str, timeout: float = 30.0
 
 
 def start_bridge(workdir: Path, port: int, workers: int = 2, threads: int = 4,
-                 outbox: Path | None = None, storage: str | None = None, name: str = "bridge") -> subprocess.Popen:
+                 outbox: Path | None = None, storage: str | None = None, name: str = "bridge",
+                 sync: str = "always", env: dict[str, str] | None = None) -> subprocess.Popen:
     """`python -m bridge serve` under gunicorn, on the dry-run config, with the production
     defaults otherwise (log level info: the dry-run bot's lines, paced at 5/s, are written).
-    outbox: where storage.path points (default: outbox.db in workdir); storage: the whole
+    outbox: where storage.path points (default: NAME-outbox.db in workdir); storage: the whole
     storage section instead (flow-style YAML, e.g. a PostgreSQL one). Its config and log
-    are NAME.yaml and NAME.log in workdir."""
+    are NAME.yaml and NAME.log in workdir. sync: storage.sync. env: added to the server's."""
     config = workdir / f"{name}.yaml"
-    text = DRY_RUN_CONFIG
+    text = DRY_RUN_CONFIG.replace("storage: {path: outbox.db}", f"storage: {{path: {name}-outbox.db}}")
     if outbox is not None:
-        text = text.replace("storage: {path: outbox.db}", f"storage: {{path: {json.dumps(str(outbox))}}}")
+        text = text.replace(f"storage: {{path: {name}-outbox.db}}", f"storage: {{path: {json.dumps(str(outbox))}}}")
     if storage is not None:
-        text = text.replace("storage: {path: outbox.db}", f"storage: {storage}")
-    config.write_text(text)
+        text = text.replace(f"storage: {{path: {name}-outbox.db}}", f"storage: {storage}")
+    config.write_text(text.replace("storage: {", f"storage: {{sync: {sync}, "))
     return start([sys.executable, "-m", "bridge", "serve", "--config", str(config), "--host", "127.0.0.1",
                   "--port", str(port), "--workers", str(workers), "--threads", str(threads)],
-                 workdir / f"{name}.log", f"http://127.0.0.1:{port}/-/ready")
+                 workdir / f"{name}.log", f"http://127.0.0.1:{port}/-/ready", env=env)
 
 
 def start_bare(workdir: Path, port: int, workers: int = 2, threads: int = 4) -> subprocess.Popen:
@@ -162,3 +165,67 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+# -- what a server's processes spent: CPU, bytes written, connections -------------------------
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(master: int) -> list[int]:
+    """gunicorn's master and its workers."""
+    return [master, *children(master)]
+
+
+def usage(pids: list[int]) -> dict[int, tuple[float, int]]:
+    """Per process: CPU seconds (user + system) and bytes it caused to be written to the
+    storage layer (/proc/PID/io write_bytes: counted when a page of the page cache is dirtied,
+    so a page rewritten before the kernel wrote it back counts once)."""
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+        except OSError:
+            continue   # exited meanwhile (a recycled worker)
+        found[pid] = ((int(fields[11]) + int(fields[12])) / TICKS, int(io["write_bytes"]))
+    return found
+
+
+def connections(pids: list[int], port: int) -> dict[int, int]:
+    """How many established connections to `port` each process holds open (from /proc/net/tcp
+    and the processes' file descriptors)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "01":   # local port, ESTABLISHED
+                inodes.add(cols[9])
+    held = {}
+    for pid in pids:
+        count = 0
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    count += 1
+        except OSError:
+            continue
+        held[pid] = count
+    return held
+
+
+def metric_sum(url: str, name: str) -> float:
+    """The sum of a metric's samples in a Prometheus text scrape of `url` (0 if absent)."""
+    text = requests.get(url, timeout=10, proxies=NO_PROXY).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

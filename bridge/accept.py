@@ -250,6 +250,7 @@ def store_messages(outbox: Outbox, messages: Iterable[OutgoingMessage], settings
         raise
     if health is not None:
         health.stored()
+    _count(log, metrics, lambda: _count_store(metrics, stored))
     for m in stored.duplicates:
         log.info("duplicate notification dropped (already stored within delivery.dedupe_window)",
                  extra={"event": "duplicate", "bot": m.bot, "group_key": m.group_key})
@@ -259,6 +260,12 @@ def store_messages(outbox: Outbox, messages: Iterable[OutgoingMessage], settings
                  extra={"event": "superseded", "bot": bot, "group_key": group_key, "message_id": message_id})
         _count(log, metrics, lambda bot=bot: metrics.superseded.labels(bot).inc())
     return stored
+
+
+def _count_store(metrics: Metrics, stored: Stored) -> None:
+    metrics.outbox_stores.inc()
+    if stored.commits:
+        metrics.outbox_commits.inc(stored.commits)
 
 
 def _count(log: logging.Logger, metrics: Metrics | None, count: Callable[[], None]) -> None:

@@ -66,6 +66,14 @@ class Metrics:
         self.superseded = Counter(
             "feishu_bridge_messages_superseded_total",
             "Waiting messages replaced by a newer state of the same group.", ["bot"], registry=reg)
+        # The pair gives the group commit's average size: stores / commits.
+        self.outbox_stores = Counter(
+            "feishu_bridge_outbox_stores_total",
+            "Accepted notifications and relayed messages committed to the outbox.", registry=reg)
+        self.outbox_commits = Counter(
+            "feishu_bridge_outbox_commits_total",
+            "Outbox transactions that committed them: concurrent stores of one process share one (SQLite).",
+            registry=reg)
         self.send_seconds = Histogram(
             "feishu_bridge_send_duration_seconds", "Time of one request to Feishu.", ["bot"],
             buckets=SEND_BUCKETS, registry=reg)

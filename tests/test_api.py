@@ -309,3 +309,15 @@ def test_a_store_failure_is_forgotten_after_a_minute_without_webhooks():
     health.failed("again")
     health.stored()
     assert health.problem() is None
+
+
+
+def test_the_accept_answer_is_byte_for_byte_what_jsonify_gives(client, app):
+    """The webhook answer is built without jsonify (a cost per request); it must not differ."""
+    from flask import jsonify
+
+    body = (FIXTURES / "alertmanager" / "am025-firing-single.json").read_bytes()
+    answer = client.post("/alertmanager", data=body, content_type="application/json")
+    assert answer.status_code == 200 and answer.mimetype == "application/json"
+    with app.app_context():
+        assert answer.get_data() == jsonify(answer.get_json()).get_data()

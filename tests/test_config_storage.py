@@ -58,3 +58,25 @@ def test_a_password_in_both_the_dsn_and_password_file_is_refused(tmp_path):
         cfg.loads(BOTS + f"storage: {{postgres: {{dsn: 'postgresql://u:{SECRET}@h/db', password_file: pw}}}}\n",
                   base_dir=tmp_path)
     assert failed.value.problems == ["storage.postgres.password_file: the DSN has a password too: keep it in one place"]
+
+
+# -- storage.sync ------------------------------------------------------------------------------
+def test_sync_is_always_by_default_and_interval_takes_its_window(tmp_path):
+    default = cfg.loads(BOTS).storage
+    assert (default.sync, default.sync_interval) == ("always", 0.2)
+    chosen = cfg.loads(BOTS + "storage: {path: x.db, sync: interval, sync_interval: 50ms}\n").storage
+    assert (chosen.sync, chosen.sync_interval) == ("interval", 0.05)
+    pg = cfg.loads(BOTS + "storage: {sync: interval, postgres: {dsn: 'postgresql://h/db'}}\n").storage
+    assert pg.sync == "interval" and pg.postgres is not None
+
+
+def test_a_wrong_sync_mode_or_window_is_an_error_naming_the_key():
+    assert problems("storage: {sync: sometimes}\n") == [
+        "storage.sync: expected one of always, interval, got 'sometimes'"]
+    assert problems("storage: {sync: interval, sync_interval: 0s}\n") == [
+        "storage.sync_interval: expected a positive duration like 10s, 1m or 500ms, got '0s'"]
+    assert problems("storage: {sync: interval, sync_interval: 1m}\n") == [
+        "storage.sync_interval: at most 10s (a power loss loses up to this window of accepted webhooks), got '1m'"]
+    assert problems("storage: {sync: interval, sync_interval: 1s, postgres: {dsn: 'postgresql://h/db'}}\n") == [
+        "storage.sync_interval: applies to the SQLite file only: with storage.postgres the server writes its WAL "
+        "to disk within 3 x its wal_writer_delay"]

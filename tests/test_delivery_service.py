@@ -62,10 +62,12 @@ def bot(name: str, url: str, **extra: object) -> dict:
     return {"name": name, "webhook_url": url, "read_timeout": READ_TIMEOUT, **extra}
 
 
-def write_config(tmp_path: Path, bots: list[dict], *, route: list[str] | None = None, **delivery: object) -> Path:
+def write_config(tmp_path: Path, bots: list[dict], *, route: list[str] | None = None, sync: str = "always",
+                 **delivery: object) -> Path:
     path = tmp_path / "config.yaml"
     # Level debug: the tests tell which worker accepted what by the "accepted" lines.
-    doc = {"bots": bots, "route": {"bots": route or [bots[0]["name"]]}, "storage": {"path": "outbox.db"},
+    doc = {"bots": bots, "route": {"bots": route or [bots[0]["name"]]},
+           "storage": {"path": "outbox.db", "sync": sync},
            "delivery": {**FAST_BACKOFF, **delivery}, "log": {"level": "debug"}}
     path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
     return path
@@ -360,14 +362,15 @@ def test_permanent_refusals_are_dead_letters_with_their_reason_and_outbox_retry_
 
 # -- 4. kill -9 with a backlog -------------------------------------------------------------------
 @pytest.mark.slow
-def test_kill_9_with_hundreds_waiting_loses_nothing_after_a_restart(fake_feishu, tmp_path, bridges):
+@pytest.mark.parametrize("sync", ["always", "interval"])
+def test_kill_9_with_hundreds_waiting_loses_nothing_after_a_restart(sync, fake_feishu, tmp_path, bridges):
     # 300 messages over 5 bots: 60 each stay under the 100/min window, so the backlog drains
     # in ~12 s at 5/s instead of the 3 minutes 300 messages to one bot take.
     bot_count, per_bot = 5, 60
     tokens = {f"kill{b}": f"tok-kill-{b}-e41f" for b in range(bot_count)}
     bots = [bot(name, fake_feishu.add_bot(token), rate_limit={"per_second": 5, "per_minute": 100})
             for name, token in tokens.items()]
-    config = write_config(tmp_path, bots)
+    config = write_config(tmp_path, bots, sync=sync)
     bridge = bridges(config)
     for token in tokens.values():
         # A slow Feishu (answering after 0.3 s, within read_timeout) keeps a request in flight

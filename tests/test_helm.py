@@ -449,3 +449,13 @@ def test_the_apps_callback_keys_come_from_an_existing_secret(helm, tmp_path):
     values["config"]["apps"][0]["encrypt_key"] = "inline"
     assert "config.apps[0].encrypt_key is set, but existingSecret is used" in refused(
         helm, "-f", values_file(tmp_path, values))
+def test_storage_sync_is_passed_on_only_when_interval(helm, default_docs):
+    assert "sync" not in config_of(default_docs)["storage"]      # always: the bridge's default, as before
+    docs = render(helm, "--set", "storage.sync=interval", "--set", "storage.syncInterval=50ms")
+    assert config_of(docs)["storage"] == {"path": "/var/lib/feishu-alert-bridge/outbox.db", "sync": "interval",
+                                          "sync_interval": "50ms"}
+    pg = render(helm, "--set", "storage.sync=interval", "--set", "postgres.enabled=true",
+                "--set", "postgres.host=db.example")
+    # PostgreSQL's window is the server's: storage.sync_interval would be refused.
+    assert config_of(pg)["storage"]["sync"] == "interval" and "sync_interval" not in config_of(pg)["storage"]
+    assert "/storage/sync" in refused(helm, "--set", "storage.sync=sometimes")

@@ -36,8 +36,8 @@ def database(postgres_cluster) -> str:
     return postgres_cluster.new_database("replicas")
 
 
-def write_config(tmp_path: Path, bots: list[dict], **delivery: object) -> Path:
-    doc = {"bots": bots, "route": {"bots": [bots[0]["name"]]}, "storage": postgres_storage(tmp_path),
+def write_config(tmp_path: Path, bots: list[dict], *, sync: str = "always", **delivery: object) -> Path:
+    doc = {"bots": bots, "route": {"bots": [bots[0]["name"]]}, "storage": {"sync": sync, **postgres_storage(tmp_path)},
            "delivery": {**FAST_BACKOFF, **delivery}, "log": {"level": "debug"}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -194,10 +194,12 @@ def _running(cluster) -> bool:
 
 # -- one replica killed mid-storm ---------------------------------------------------------------
 @pytest.mark.slow
-def test_kill_9_of_one_replica_mid_storm_the_other_finishes_and_nothing_is_lost(fake_feishu, tmp_path, replicas,
+@pytest.mark.parametrize("sync", ["always", "interval"])
+def test_kill_9_of_one_replica_mid_storm_the_other_finishes_and_nothing_is_lost(sync, fake_feishu, tmp_path, replicas,
                                                                                postgres_cluster, database):
     tokens = {f"kill{b}": f"tok-rkill-{b}-77d3" for b in range(4)}
-    config = write_config(tmp_path, [bot(name, fake_feishu.add_bot(token)) for name, token in tokens.items()])
+    config = write_config(tmp_path, [bot(name, fake_feishu.add_bot(token)) for name, token in tokens.items()],
+                          sync=sync)
     pair = [replicas(config), replicas(config)]
     for token in tokens.values():
         fake_feishu.script(token, *[SLOW] * 10)   # a request in flight most of the time

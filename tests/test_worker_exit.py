@@ -72,14 +72,14 @@ EXITS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", list(EXITS))
+@pytest.mark.parametrize("how, sync", [(how, "always") for how in EXITS] + [("sigkill", "interval")])
 def test_a_worker_exiting_mid_storm_leaves_the_service_up_and_delivers_everything_once(
-        how, fake_feishu, tmp_path):
+        how, sync, fake_feishu, tmp_path):
     bots = [bot(name, fake_feishu.add_bot(token)) for name, token in BOTS.items()]
     for token in BOTS.values():
         # A slow Feishu keeps a send in flight most of the time, so the exit lands mid-send.
         fake_feishu.script(token, *[SLOW] * PER_BOT)
-    config = write_config(tmp_path, bots)
+    config = write_config(tmp_path, bots, sync=sync)
     bridge = BridgeProcess(config, tmp_path / "bridge.log", workers=2, env=EXITS[how])
     try:
         master = bridge.proc.pid

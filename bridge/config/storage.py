@@ -15,9 +15,12 @@ from typing import Any
 
 from ..secret import DSN, Secret
 from .reader import Reader
-from .types import DEFAULT_PG_POOL, DEFAULT_PG_SCHEMA, DEFAULT_STORAGE_PATH, PostgresConfig, StorageConfig
+from .types import (DEFAULT_PG_POOL, DEFAULT_PG_SCHEMA, DEFAULT_STORAGE_PATH, DEFAULT_SYNC_INTERVAL, SYNC_MODES,
+                    PostgresConfig, StorageConfig)
 
-STORAGE_KEYS = {"path", "postgres"}
+STORAGE_KEYS = {"path", "postgres", "sync", "sync_interval"}
+# A longer window than this is a typo rather than a choice: Redis syncs every second.
+MAX_SYNC_INTERVAL = 10.0
 POSTGRES_KEYS = {"dsn", "dsn_file", "password_file", "schema", "pool_size"}
 # Unquoted PostgreSQL identifiers only: the schema's name is written into SQL and into
 # the LISTEN channel's name, so it must need no quoting.
@@ -32,12 +35,31 @@ DRIVER_MISSING = ("the PostgreSQL driver (psycopg) is not installed: "
 def read_storage(r: Reader, raw: Any) -> StorageConfig:
     section = r.mapping(raw, "storage", STORAGE_KEYS)
     text = r.string(section["path"], "storage.path") if section.get("path") is not None else None
+    sync, interval = _sync(r, section)
     if section.get("postgres") is None:
-        return StorageConfig(path=r.base_dir / (text or DEFAULT_STORAGE_PATH))
+        return StorageConfig(path=r.base_dir / (text or DEFAULT_STORAGE_PATH), sync=sync, sync_interval=interval)
     if section.get("path") is not None:
         r.problem("storage.postgres", "set either storage.path (a SQLite file) or storage.postgres "
                                       "(a shared database), not both")
-    return StorageConfig(path=None, postgres=read_postgres(r, section["postgres"]))
+    if section.get("sync_interval") is not None:
+        r.problem("storage.sync_interval", "applies to the SQLite file only: with storage.postgres the server "
+                                           "writes its WAL to disk within 3 x its wal_writer_delay")
+    return StorageConfig(path=None, postgres=read_postgres(r, section["postgres"]), sync=sync)
+
+
+def _sync(r: Reader, section: dict[str, Any]) -> tuple[str, float]:
+    sync = "always"
+    if section.get("sync") is not None:
+        text = r.string(section["sync"], "storage.sync")
+        if text in SYNC_MODES:
+            sync = text
+        elif text is not None:
+            r.problem("storage.sync", f"expected one of {', '.join(SYNC_MODES)}, got {section['sync']!r}")
+    interval = r.duration(section.get("sync_interval"), "storage.sync_interval", DEFAULT_SYNC_INTERVAL)
+    if interval > MAX_SYNC_INTERVAL:
+        r.problem("storage.sync_interval", f"at most {MAX_SYNC_INTERVAL:g}s (a power loss loses up to this "
+                                           f"window of accepted webhooks), got {section['sync_interval']!r}")
+    return sync, interval
 
 
 def read_postgres(r: Reader, raw: Any) -> PostgresConfig | None:

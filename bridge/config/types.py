@@ -26,6 +26,10 @@ DEFAULT_READ_TIMEOUT = 10.0
 DEFAULT_STORAGE_PATH = "feishu-alert-bridge-outbox.db"
 DEFAULT_PG_SCHEMA = "feishu_bridge"
 DEFAULT_PG_POOL = 4
+# storage.sync: "always" (every accepted webhook on disk before its 200) or "interval" (in
+# the operating system before its 200, on disk within storage.sync_interval).
+SYNC_MODES = ("always", "interval")
+DEFAULT_SYNC_INTERVAL = 0.2
 # Between names in a label value, besides whitespace: ASCII and full-width commas and
 # semicolons, and the ideographic enumeration comma that Chinese lists use (张三、李四).
 # config.bots.USER_NAME keeps them out of the names in users:.
@@ -196,6 +200,11 @@ class StorageConfig:
     # (the working directory for the embedded default). None with postgres.
     path: Path | None = Path(DEFAULT_STORAGE_PATH)
     postgres: PostgresConfig | None = None
+    # "always": each 200 after its commit is on disk. "interval": after its commit reached
+    # the operating system (it survives the bridge's crash, not the host's power loss),
+    # on disk at most sync_interval later (SQLite; PostgreSQL's window is the server's).
+    sync: str = "always"
+    sync_interval: float = DEFAULT_SYNC_INTERVAL
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..accept import UnknownBot, find_bot, store_messages
@@ -175,6 +175,7 @@ class Relay:
         self.metrics = metrics
         self.health = health
         self.templates = relay_templates(config)   # with the renderer's: both read at load time
+        self._delivery = replace(config.delivery, coalesce=False)
 
     def bot(self, name: object) -> Bot:
         return relay_bot(self.config, name)
@@ -184,10 +185,14 @@ class Relay:
         (503) when nothing was stored."""
         bot = self.bot(name)
         prepared = prepare(self.config, self.renderer, bot, body, self.templates)
-        # Its own group: a relayed message never supersedes another (delivery.coalesce).
-        message = OutgoingMessage(bot=bot.name, group_key=f"{SOURCE}:{uuid.uuid4().hex[:16]}", source=SOURCE,
-                                  identity=_identity(prepared.dedupe_key), bodies=prepared.bodies)
-        stored = store_messages(self.outbox, [message], self.config.delivery, self.log, self.metrics, self.health)
+        # Its own group, named after its dedupe_key if it has one (a message's identity must
+        # imply its group: bridge.store.Outbox.store), and stored without coalescing: a
+        # relayed message never supersedes another.
+        identity = _identity(prepared.dedupe_key)
+        group = identity[len("relay:"):][:32] if identity else uuid.uuid4().hex[:16]
+        message = OutgoingMessage(bot=bot.name, group_key=f"{SOURCE}:{group}", source=SOURCE, identity=identity,
+                                  bodies=prepared.bodies)
+        stored = store_messages(self.outbox, [message], self._delivery, self.log, self.metrics, self.health)
         if stored.ids:
             self.wake()
         duplicate = bool(stored.duplicates)

@@ -64,6 +64,13 @@ TRIM_SECONDS = 10.0          # and at most this often otherwise (the senders' re
 # renders in a child process for up to 10 s), and Feishu's card callbacks (a tap gets
 # 3 s, §6.5: never behind a storm's webhooks).
 LANES = ((b"/-/", 2), (b"/preview", 2), (b"/feishu/", 2))
+# After taking a connection a worker leaves the next ones to the other workers for this
+# long. Workers share one listening socket and the kernel wakes them all for each new
+# connection: the one that happens to run first took most of them, and a client's few
+# kept-alive connections (an Alertmanager's, wrk's 8) could all end on one worker, one
+# process and one core for everything (issue 15: the bridge halved). A new connection
+# waits at most this long when every worker has just taken one.
+ACCEPT_YIELD = 0.01
 
 
 class BufferingWorker(ThreadWorker):
@@ -120,7 +127,22 @@ class BufferingWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
+        if self.cfg.workers > 1:
+            self.yield_until = time.monotonic() + ACCEPT_YIELD
+            super().set_accept_enabled(False)
         self.enqueue_req(Conn(self, self.cfg, sock, client, listener.getsockname()))
+
+    yield_until = 0.0
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """gthread's loop asks for accepting at every turn; not while this worker yields."""
+        super().set_accept_enabled(enabled and time.monotonic() >= self.yield_until)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        left = self.yield_until - time.monotonic()
+        if left > 0 and self.alive:
+            timeout = min(timeout, left)    # take up accepting again on time
+        super().wait_for_and_dispatch_events(timeout)
 
     def enqueue_req(self, conn: Conn) -> None:
         """Every way a request reaches gthread's thread pool (a new connection, a kept-alive

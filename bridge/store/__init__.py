@@ -111,6 +111,8 @@ class Outbox(Protocol):
           a group goes out after the newer one.
         - Dedupe (dedupe_window > 0): a message whose (bot, identity) was stored within
           the window is not stored again but returned in `duplicates`; "" never matches.
+          An identity implies its bot and group_key (the callers make it so), so a
+          backend may look for it among the rows of the message's group (SQLite does).
           Atomic per bot: the same identity stored at the same instant by two processes
           (an Alertmanager HA pair posting to two replicas) is stored exactly once.
         - Coalescing (coalesce): storing a message supersedes its group's pending
@@ -327,8 +329,9 @@ def open_store(storage: StorageConfig, *, clock: Clock | None = None) -> Outbox:
     if storage.postgres is not None:
         from .postgres import PostgresOutbox
 
-        return PostgresOutbox(storage.postgres, clock=clock)
+        return PostgresOutbox(storage.postgres, clock=clock, sync_commit=storage.sync == "always")
     from .sqlite import SqliteOutbox
 
     assert storage.path is not None
-    return SqliteOutbox(storage.path, clock=clock or SYSTEM_CLOCK)
+    return SqliteOutbox(storage.path, clock=clock or SYSTEM_CLOCK,
+                        sync_interval=storage.sync_interval if storage.sync == "interval" else None)

@@ -28,6 +28,7 @@ class OutgoingMessage:
     source: str
     # The same notification delivered twice (an Alertmanager retry, each member of an HA
     # pair) gets the same identity, so the outbox keeps one; "" turns deduplication off.
+    # Two messages of one identity always have the same bot and group_key.
     identity: str = ""
     payload: bytes | None = None              # the webhook body (JSON) as received
     alerts: tuple[int, ...] | None = None     # the bot's alerts in it (indices); None: all
@@ -133,6 +134,9 @@ class Stored:
     ids: list[int] = field(default_factory=list)
     duplicates: list[OutgoingMessage] = field(default_factory=list)
     superseded: list[tuple[int, str, str]] = field(default_factory=list)   # (id, bot, group_key)
+    # 1 for the store that made the commit, 0 for one that shared another's (group commit):
+    # summed, the number of commits.
+    commits: int = 1
 
 
 # -- app bots: an alert group's living card (bridge.delivery.appbot) ----------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+import json
+
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import UnsupportedMediaType
 
 from .. import sources
@@ -55,7 +57,15 @@ def _accept(source: str, bot: str | None) -> Response:
     accepted = current.accept(notification, raw, only_bot=bot)
     for name, alerts in accepted.routed.items():
         bridge().metrics.routed(name, alerts)
-    return jsonify(accepted.as_json())
+    return _answer(accepted.as_json())
+
+
+def _answer(document: dict) -> Response:
+    """The 200's JSON, byte for byte what jsonify gives (sorted keys, compact, a newline),
+    without its provider lookups: a sixth of the handler's own time in a profile of one
+    accept (58 of 588 us, against 8 for json.dumps)."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":")) + "\n"
+    return Response(text, mimetype="application/json")
 
 
 def _body() -> bytes:

@@ -14,7 +14,9 @@ from support.postgres import new_schema
 
 # Every backend here runs tests/store/test_contract.py. A new one adds its name and,
 # in `storage` below, how to get a fresh, empty store of its kind for one test.
-BACKENDS = ["sqlite", "postgres"]
+# sqlite-interval: the same file with storage.sync interval (accepts committed without
+# waiting for the disk), which must keep every promise of the contract the same.
+BACKENDS = ["sqlite", "sqlite-interval", "postgres"]
 
 
 @pytest.fixture
@@ -26,6 +28,8 @@ def clock() -> SteppedClock:
 def storage(request: pytest.FixtureRequest, tmp_path) -> StorageConfig:
     if request.param == "sqlite":
         return StorageConfig(path=tmp_path / "sub" / "outbox.db")
+    if request.param == "sqlite-interval":
+        return StorageConfig(path=tmp_path / "sub" / "outbox.db", sync="interval", sync_interval=0.05)
     if request.param == "postgres":
         # A fresh schema in the session's server: the store creates it, as in production.
         cluster = request.getfixturevalue("postgres_cluster")

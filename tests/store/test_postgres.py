@@ -40,8 +40,9 @@ def make(config) -> Iterator[Callable[..., PostgresOutbox]]:
     """A store on `config` (or another), opened; every one is shut down at the end."""
     made: list[PostgresOutbox] = []
 
-    def make(cfg: PostgresConfig | None = None, *, clock=None, open_: bool = True) -> PostgresOutbox:
-        store = PostgresOutbox(cfg or config, clock=clock)
+    def make(cfg: PostgresConfig | None = None, *, clock=None, open_: bool = True,
+             sync_commit: bool = True) -> PostgresOutbox:
+        store = PostgresOutbox(cfg or config, clock=clock, sync_commit=sync_commit)
         made.append(store)
         if open_:
             store.open()
@@ -269,3 +270,14 @@ def test_outbox_list_reads_the_database_and_shows_no_password(tmp_path, cluster)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == [message_id]
     assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_sync_interval_commits_without_waiting_for_the_wal_and_always_waits(make):
+    """storage.sync: interval is synchronous_commit off on the bridge's sessions (the
+    commit is in the server, visible to every replica, on disk within the WAL writer's
+    window); always keeps it on."""
+    for n, (sync_commit, expected) in enumerate(((False, "off"), (True, "on")), 1):
+        store = make(sync_commit=sync_commit)
+        store.store([msg(n, group=f"g{n}")])
+        assert store._engine.read("SHOW synchronous_commit") == [(expected,)]
+        assert len(make().list(dead=False)) == n     # seen by another replica at once

@@ -3,7 +3,7 @@ transactions, errors without secrets, and LISTEN for other processes' commits.
 
 Every connection is set up the same way (`_setup`): the schema on the search path,
 synchronous commit on (a webhook is answered 200 only once its messages are durable, on
-the primary and on any synchronous standby), and short statement and lock timeouts, so
+the primary and on any synchronous standby; off with storage.sync interval, see _setup), and short statement and lock timeouts, so
 that a database that is stuck answers the HTTP handler with an error (503) within
 seconds instead of holding it.
 
@@ -62,8 +62,11 @@ class Engine:
     """The connections to one database and schema. `prepare(conn)` runs once per process,
     before the first transaction: it creates or migrates the schema."""
 
-    def __init__(self, config: PostgresConfig, *, prepare: Callable[[psycopg.Connection], None]):
+    def __init__(self, config: PostgresConfig, *, prepare: Callable[[psycopg.Connection], None],
+                 sync_commit: bool = True):
+        """sync_commit: storage.sync always (True) or interval (False): see `_setup`."""
         self.config = config
+        self.sync_commit = sync_commit
         self.schema = config.schema
         self.namespace = lock_namespace(config.schema)
         self.channel = f"{config.schema}_changes"
@@ -92,8 +95,16 @@ class Engine:
         return kwargs
 
     def _setup(self, conn: psycopg.Connection) -> None:
+        """storage.sync interval turns synchronous_commit off for the whole session: a commit
+        returns once it is in the server's WAL buffers (it survives the bridge's crash, and
+        its effects are visible to every replica at once), and the server's WAL writer puts
+        it on disk within 3 x wal_writer_delay (200 ms by default); a crash of the database
+        server or its host loses at most that window, never corrupts. Per session rather
+        than per accept: a SET LOCAL would cost each accept a round trip, and the senders'
+        bookkeeping is allowed the same (a lost record only repeats a send)."""
         conn.autocommit = True     # transactions are explicit (`transaction` below)
-        conn.execute(f"SET search_path TO {self.schema}; SET synchronous_commit TO on;"
+        conn.execute(f"SET search_path TO {self.schema};"
+                     f" SET synchronous_commit TO {'on' if self.sync_commit else 'off'};"
                      f" SET statement_timeout TO {int(STATEMENT_TIMEOUT * 1000)};"
                      f" SET lock_timeout TO {int(LOCK_TIMEOUT * 1000)};"
                      " SET idle_in_transaction_session_timeout TO 60000")

@@ -44,8 +44,9 @@ _ENTRY = ("SELECT id, bot, group_key, state, sent, COALESCE(json_array_length(bo
 class PostgresOutbox:
     """bridge.store.Outbox in a PostgreSQL schema."""
 
-    def __init__(self, config: PostgresConfig, *, clock: Clock | None = None):
-        self._engine = Engine(config, prepare=lambda conn: prepare(conn, config.schema, self._engine.namespace))
+    def __init__(self, config: PostgresConfig, *, clock: Clock | None = None, sync_commit: bool = True):
+        self._engine = Engine(config, prepare=lambda conn: prepare(conn, config.schema, self._engine.namespace),
+                              sync_commit=sync_commit)
         self._given = clock
         self.clock: Clock = clock if clock is not None else DatabaseClock(self._database_time)
         self.config = config

@@ -1,8 +1,10 @@
 """The SQLite backend of bridge.store.Outbox: one file, shared by the processes of one host.
 
 engine.py   connections (one per thread), write and read transactions, waiting for a
-            lock, group commit, noticing other processes' commits (data_version)
+            lock, group commit, storage.sync (the Syncer), noticing other processes'
+            commits (data_version)
 schema.py   the tables, created on first use; migrations from older versions
+accepting.py  what an accept writes (schema 7): the insert, dedupe and coalescing
 outbox.py   SqliteOutbox: the queue semantics (store, lease, claim, settle, operate)
 cards.py    app bots: each group's card, each app's access token
 """

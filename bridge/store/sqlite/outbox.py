@@ -30,7 +30,8 @@ from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotSta
                        GroupActions, GroupTarget, LeaseLost, OutgoingMessage, Silence, Stored, Takeover, Window,
                        WindowFull)
 from . import actions, cards
-from .engine import BUSY_TIMEOUT, Engine, GroupCommit
+from .accepting import insert, payload_of
+from .engine import BUSY_TIMEOUT, COMMIT_DELAY, Engine, GroupCommit
 from .schema import create
 
 PRUNE_BATCH = 1000
@@ -42,10 +43,12 @@ _ENTRY = ("SELECT id, bot, group_key, state, sent, IFNULL(json_array_length(bodi
 class SqliteOutbox:
     """bridge.store.Outbox in one SQLite file."""
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT, clock: Clock = SYSTEM_CLOCK):
-        self._engine = Engine(path, busy_timeout=busy_timeout, prepare=create)
+    def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT, clock: Clock = SYSTEM_CLOCK,
+                 sync_interval: float | None = None):
+        """sync_interval: None (storage.sync always) or storage.sync_interval (interval): see engine.py."""
+        self._engine = Engine(path, busy_timeout=busy_timeout, prepare=create, sync_interval=sync_interval)
         self.clock = clock
-        self._accepts = GroupCommit(self._engine, "store messages in")
+        self._accepts = GroupCommit(self._engine, "store messages in", commit_delay=COMMIT_DELAY)
 
     @property
     def path(self) -> Path:
@@ -72,10 +75,13 @@ class SqliteOutbox:
     # -- accepting --------------------------------------------------------------------
     def store(self, messages: Iterable[OutgoingMessage], *, dedupe_window: float = 0.0,
               coalesce: bool = False) -> Stored:
-        """Store one notification's messages, all or none, committed (on disk) on return.
+        """Store one notification's messages, all or none, committed on return (on disk, or
+        with storage.sync interval in the OS and on disk within the interval).
         Concurrent calls share one commit (engine.GroupCommit)."""
         batch = list(messages)
-        return self._accepts.run(lambda conn: _insert(conn, batch, dedupe_window, coalesce, self.clock.now()))
+        job = self._accepts.run_job(lambda conn: insert(conn, batch, dedupe_window, coalesce, self.clock.now()))
+        job.result.commits = int(job.led)
+        return job.result
 
     # -- the lease --------------------------------------------------------------------
     def bot_state(self, bot: str) -> BotState:
@@ -111,14 +117,15 @@ class SqliteOutbox:
     # -- sending ----------------------------------------------------------------------
     def head(self, bot: str) -> Head | None:
         rows = self._engine.read(
-            "SELECT m.id, m.group_key, m.source, CASE WHEN m.bodies IS NULL THEN p.body END, m.alerts,"
+            "SELECT m.id, m.group_key, m.source, CASE WHEN m.bodies IS NULL THEN m.body END,"
+            " CASE WHEN m.bodies IS NULL THEN p.body END, p.packed, m.alerts,"
             " m.routed, m.bodies, m.sent, m.attempts, m.created FROM messages m"
             " LEFT JOIN payloads p ON p.id = m.payload"
             " WHERE m.bot = ? AND m.state = ? ORDER BY m.seq LIMIT 1", (bot, PENDING))
         if not rows:
             return None
-        id_, group_key, source, payload, alerts, routed, bodies, sent, attempts, created = rows[0]
-        return Head(id_, group_key, source, payload, None if alerts is None else tuple(json.loads(alerts)),
+        id_, group_key, source, inline, shared, packed, alerts, routed, bodies, sent, attempts, created = rows[0]
+        return Head(id_, group_key, source, payload_of(inline, shared, packed), None if alerts is None else tuple(json.loads(alerts)),
                     bool(routed), None if bodies is None else json.loads(bodies), sent, attempts, created)
 
     def set_bodies(self, message_id: int, bot: str, owner: str, bodies: list[dict],
@@ -175,9 +182,10 @@ class SqliteOutbox:
                 conn.execute("INSERT INTO sends (bot, started, finished) VALUES (?, ?, ?)", (bot, now, now))
                 _forget_old_sends(conn, bot, now)
             return conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'dry_run', sent = sent + 1,"
-                                " attempts = attempts + 1, payload = CASE WHEN ? THEN NULL ELSE payload END"
+                                " attempts = attempts + 1, payload = CASE WHEN ? THEN NULL ELSE payload END,"
+                                " body = CASE WHEN ? THEN NULL ELSE body END"
                                 " WHERE id = ? AND state = ?",
-                                (SENT if last else PENDING, now if last else None, last, message_id,
+                                (SENT if last else PENDING, now if last else None, last, last, message_id,
                                  PENDING)).rowcount == 1
 
     def mark_sent(self, message_id: int, send_id: int, bot: str, owner: str, code: int | None, *,
@@ -319,54 +327,6 @@ def _entry(row: tuple) -> Entry:
     return Entry(id_, bot, group, state, min(sent + 1, parts) if parts else 1, parts, *rest)
 
 
-def _insert(conn: sqlite3.Connection, messages: list[OutgoingMessage], dedupe_window: float, coalesce: bool,
-            now: float) -> Stored:
-    stored = Stored()
-    # The send order, dedupe and coalescing below are each one decision only because no
-    # other writer runs meanwhile (BEGIN IMMEDIATE): see bridge.store.Outbox.store.
-    seq = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM messages").fetchone()[0]
-    payloads: dict[int, int] = {}    # id(payload bytes) -> row: a notification's bots share one copy
-    for m in messages:
-        if dedupe_window > 0 and _seen(conn, m, now - dedupe_window):
-            stored.duplicates.append(m)
-            continue
-        if coalesce:
-            stored.superseded += _supersede(conn, m, now)
-        payload = None
-        if m.payload is not None:
-            payload = payloads.get(id(m.payload))
-            if payload is None:
-                payload = conn.execute("INSERT INTO payloads (source, body, created) VALUES (?, ?, ?)",
-                                       (m.source, m.payload, now)).lastrowid
-                payloads[id(m.payload)] = payload
-        seq += 1
-        cursor = conn.execute(
-            "INSERT INTO messages (seq, bot, group_key, identity, source, payload, alerts, routed, bodies,"
-            " state, created, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, m.bot, m.group_key, m.identity, m.source, payload,
-             None if m.alerts is None else json.dumps(m.alerts), int(m.routed),
-             None if m.bodies is None else json.dumps(m.bodies, ensure_ascii=False, separators=(",", ":")),
-             PENDING, now, now))
-        stored.ids.append(cursor.lastrowid)
-    return stored
-
-
-def _seen(conn: sqlite3.Connection, m: OutgoingMessage, since: float) -> bool:
-    if not m.identity:
-        return False
-    return conn.execute("SELECT 1 FROM messages WHERE bot = ? AND identity = ? AND created > ? LIMIT 1",
-                        (m.bot, m.identity, since)).fetchone() is not None
-
-
-def _supersede(conn: sqlite3.Connection, m: OutgoingMessage, now: float) -> list[tuple[int, str, str]]:
-    # Only pending rows: one in flight is already on its way. A message with some of its
-    # parts sent goes too: the newer one shows the whole group as it is now.
-    rows = conn.execute("UPDATE messages SET state = ?, finished = ?, reason = 'superseded', payload = NULL"
-                        " WHERE bot = ? AND group_key = ? AND state = ? RETURNING id",
-                        (SUPERSEDED, now, m.bot, m.group_key, PENDING)).fetchall()
-    return [(r[0], m.bot, m.group_key) for r in rows]
-
-
 def _extend_lease(conn: sqlite3.Connection, bot: str, owner: str, now: float, ttl: float) -> bool:
     return conn.execute("UPDATE bots SET expires = ? WHERE bot = ? AND owner = ? AND expires > ?",
                         (now + ttl, bot, owner, now)).rowcount == 1
@@ -406,8 +366,10 @@ def _settle(conn: sqlite3.Connection, message_id: int, send_id: int, bot: str, o
         _forget_old_sends(conn, bot, now)
     return conn.execute(
         "UPDATE messages SET state = ?, owner = NULL, finished = ?, reason = ?, code = ?, detail = ?,"
-        " payload = CASE WHEN ? THEN NULL ELSE payload END WHERE id = ? AND owner = ? AND state = ?",
-        (state, finished, reason, code, detail, state == SENT, message_id, owner, SENDING)).rowcount == 1
+        " payload = CASE WHEN ? THEN NULL ELSE payload END, body = CASE WHEN ? THEN NULL ELSE body END"
+        " WHERE id = ? AND owner = ? AND state = ?",
+        (state, finished, reason, code, detail, state == SENT, state == SENT, message_id, owner,
+         SENDING)).rowcount == 1
 
 
 def _requeue(conn: sqlite3.Connection, ids: list[int], now: float) -> int:
@@ -419,8 +381,8 @@ def _requeue(conn: sqlite3.Connection, ids: list[int], now: float) -> int:
         # Rendered again, all its parts, when it has its payload: the fix that made it
         # worth a retry (a keyword, a template) then applies.
         count += conn.execute("UPDATE messages SET state = ?, seq = ?, attempts = 0, created = ?, next_attempt = ?,"
-                              " finished = NULL, bodies = CASE WHEN payload IS NULL THEN bodies END,"
-                              " sent = CASE WHEN payload IS NULL THEN sent ELSE 0 END"
+                              " finished = NULL, bodies = CASE WHEN payload IS NULL AND body IS NULL THEN bodies END,"
+                              " sent = CASE WHEN payload IS NULL AND body IS NULL THEN sent ELSE 0 END"
                               " WHERE id = ? AND state = ?",
                               (PENDING, seq, now, now, message_id, DEAD)).rowcount
     return count

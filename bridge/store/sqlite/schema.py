@@ -3,17 +3,21 @@
 One file (config `storage.path`, WAL mode) is shared by every gunicorn worker process.
 Four tables:
 
-    payloads  each accepted notification's body, as received (JSON), kept while a
-              message still needs it. Accepting stores this and nothing derived from
-              it: rendering happens at send time, once per message (bridge.pipeline).
+    payloads  each accepted notification's body, as received (JSON; zlib-compressed
+              when `packed`, schema 7), kept while a message still needs it. Accepting
+              stores this and nothing derived from it: rendering happens at send time,
+              once per message (bridge.pipeline).
     messages  one row per notification and bot: which of the payload's alerts are the
               bot's, and once rendered, the Feishu request bodies (`bodies`, one or
               more parts) and how many of them are sent. state: pending -> sending ->
               pending (the next part) ... -> sent, or -> dead (a dead letter, kept until
               `outbox retry`), or -> superseded (a newer message of the same group
               replaced it while it waited). `seq` is the send order: the order the
-              rows were committed in. `payload` is cleared when the row is done
-              (sent, superseded): it is kept after that only for deduplication.
+              rows were committed in. `gkey` (schema 7) hashes (bot, group_key): dedupe
+              and coalescing find a group's rows by it (accepting.py says why). `body`
+              (schema 7) is a one-bot notification's payload, compressed, in the row
+              itself; `payload` names a shared one. Both are cleared when the row is
+              done (sent, superseded): it is kept after that only for deduplication.
     bots      one row per bot: the sender lease (owner, expires) and the bot's retry
               pause (paused_until, backoff), so a process that takes the bot over
               carries on where the last one stopped.
@@ -44,13 +48,19 @@ from __future__ import annotations
 
 import sqlite3
 
+from .accepting import group_hash
 from .engine import patiently
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
+# A new file's page size. Every commit writes each page it touches whole, and an accept
+# touches a leaf of the messages_key index at random: smaller pages write less per accept.
+# Files made before keep theirs (a WAL file's page size cannot change without a VACUUM).
+PAGE_SIZE = 1024
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS payloads (
-        id INTEGER PRIMARY KEY, source TEXT NOT NULL, body BLOB NOT NULL, created REAL NOT NULL)""",
+        id INTEGER PRIMARY KEY, source TEXT NOT NULL, body BLOB NOT NULL, created REAL NOT NULL,
+        packed INTEGER NOT NULL DEFAULT 0)""",
     """CREATE TABLE IF NOT EXISTS messages (
         id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, bot TEXT NOT NULL,
         group_key TEXT NOT NULL, identity TEXT NOT NULL, source TEXT NOT NULL,
@@ -59,11 +69,12 @@ _SCHEMA = (
         state TEXT NOT NULL, owner TEXT,
         attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
         next_attempt REAL NOT NULL, finished REAL,
-        reason TEXT, code INTEGER, detail TEXT)""",
+        reason TEXT, code INTEGER, detail TEXT, gkey INTEGER, body BLOB)""",
     "CREATE INDEX IF NOT EXISTS messages_queue ON messages (bot, state, seq)",
     "CREATE INDEX IF NOT EXISTS messages_seq ON messages (seq)",
-    "CREATE INDEX IF NOT EXISTS messages_identity ON messages (bot, identity, created)",
-    "CREATE INDEX IF NOT EXISTS messages_group ON messages (bot, group_key, state)",
+    # Dedupe and coalescing (accepting.py); replaces schema 3's messages_identity
+    # (bot, identity, created) and messages_group (bot, group_key, state).
+    "CREATE INDEX IF NOT EXISTS messages_key ON messages (gkey, state)",
     # With the foreign key enforced, deleting a payload looks for messages still naming
     # it: without this index that is a scan of messages per payload, and prune deleting
     # 1 000 payloads beside 200 000 kept rows held the write lock for 6 s (2 ms with it).
@@ -108,6 +119,8 @@ _SCHEMA = (
 
 def create(conn: sqlite3.Connection, deadline: float) -> None:
     """Create the tables, or bring an older file up to date (once per process)."""
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")     # a new file: before its first page
     mode = patiently(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0], deadline)
     if mode != "wal":
         # Without WAL, readers block the writer and several processes would stall each other.
@@ -121,6 +134,8 @@ def create(conn: sqlite3.Connection, deadline: float) -> None:
             _migrate_from_1(conn)
         if version >= 2:
             _forget_done_payloads(conn)
+        if version >= 1:
+            _lean_accepts(conn)
         # 2 -> 3 adds the app bots' tables (cards, app_tokens) and changes nothing else:
         # _SCHEMA below creates them. A bridge of schema 2 refuses the file afterwards.
         # 3 -> 4 adds send_windows (the shared rate windows), 5 app_users and 6 group_actions
@@ -149,6 +164,29 @@ def _migrate_from_1(conn: sqlite3.Connection) -> None:
         " CASE WHEN state = 'sent' THEN 1 ELSE 0 END, state, owner, attempts, created, next_attempt, finished,"
         " reason, code, detail FROM messages_1")
     conn.execute("DROP TABLE messages_1")
+
+
+def _lean_accepts(conn: sqlite3.Connection) -> None:
+    """To schema 7 (accepting.py), from any earlier file: payloads.packed (0: the rows
+    there are stored as received), messages.body (a one-bot notification's payload, in
+    its row), messages.gkey filled in for every row, and the two
+    indexes it replaces dropped. Checked by the columns, not the version number, so the
+    step stands on its own whatever steps come before it."""
+    if "packed" not in _columns(conn, "payloads"):
+        conn.execute("ALTER TABLE payloads ADD COLUMN packed INTEGER NOT NULL DEFAULT 0")
+    columns = _columns(conn, "messages")
+    if "gkey" not in columns:
+        conn.execute("ALTER TABLE messages ADD COLUMN gkey INTEGER")
+    if "body" not in columns:
+        conn.execute("ALTER TABLE messages ADD COLUMN body BLOB")
+    conn.create_function("group_hash", 2, group_hash, deterministic=True)
+    conn.execute("UPDATE messages SET gkey = group_hash(bot, group_key) WHERE gkey IS NULL")
+    for index in ("messages_identity", "messages_group"):
+        conn.execute(f"DROP INDEX IF EXISTS {index}")
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def _forget_done_payloads(conn: sqlite3.Connection) -> None:

@@ -221,8 +221,12 @@ parts carries no password, so it may stay in the ConfigMap.
 */}}
 {{- define "fab.storage" -}}
 {{- $pg := .Values.postgres }}
+{{- /* storage.sync: left out when "always" (the bridge's default), so configs stay as before. */}}
+{{- $sync := dict }}
+{{- with .Values.storage }}{{ if eq (toString .sync) "interval" }}{{ $_ := set $sync "sync" "interval" }}{{ end }}{{ end }}
 {{- if not (include "fab.postgresOn" .) }}
-{{- toJson (dict "path" (printf "%s/outbox.db" (include "fab.dataDir" .))) }}
+{{- if $sync }}{{ with .Values.storage.syncInterval }}{{ $_ := set $sync "sync_interval" . }}{{ end }}{{ end }}
+{{- toJson (merge (dict "path" (printf "%s/outbox.db" (include "fab.dataDir" .))) $sync) }}
 {{- else }}
 {{- $out := dict }}
 {{- if $pg.existingSecret }}
@@ -251,7 +255,7 @@ parts carries no password, so it may stay in the ConfigMap.
 {{- end }}
 {{- with $pg.schema }}{{ $_ := set $out "schema" . }}{{ end }}
 {{- if not (kindIs "invalid" $pg.poolSize) }}{{ $_ := set $out "pool_size" (int $pg.poolSize) }}{{ end }}
-{{- toJson (dict "postgres" $out) }}
+{{- toJson (merge (dict "postgres" $out) $sync) }}
 {{- end }}
 {{- end }}
 
