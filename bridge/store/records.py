@@ -250,6 +250,17 @@ class GroupActions:
     def silenced(self, now: float) -> bool:
         return self.silence_id is not None and (self.silenced_until or 0.0) > now
 
+    # The columns every backend keeps, in this order (matchers and body as JSON text), and
+    # their decoding: one encoding, as for Card.
+    COLUMNS = ("ref, bot, group_key, chat, source, external_url, matchers, body, acked_by, acked_at, silence_id,"
+               " silenced_by, silenced_until, silence_url")
+
+    @classmethod
+    def from_stored(cls, row: tuple) -> GroupActions:
+        ref, bot, group_key, chat, source, external_url, matchers, body, *rest = row
+        return cls(ref, bot, group_key, GroupTarget(chat, source, external_url, json.loads(matchers), json.loads(body)),
+                   *rest)
+
 
 @dataclass(frozen=True)
 class Silence:

@@ -12,8 +12,7 @@ import psycopg
 from .. import CARDS_KEPT, EVENTS_KEPT
 from ..records import GroupActions, GroupTarget, Silence, group_ref
 
-_COLUMNS = ("ref, bot, group_key, chat, source, external_url, matchers, body, acked_by, acked_at, silence_id,"
-            " silenced_by, silenced_until, silence_url")
+_COLUMNS = GroupActions.COLUMNS
 
 
 def remember(conn: psycopg.Connection, bot: str, group_key: str, target: GroupTarget, fresh: bool,
@@ -30,12 +29,13 @@ def remember(conn: psycopg.Connection, bot: str, group_key: str, target: GroupTa
         conn.execute("UPDATE group_actions SET acked_by = NULL, acked_at = NULL, silence_id = NULL,"
                      " silenced_by = NULL, silenced_until = NULL, silence_url = NULL, pending = NULL"
                      " WHERE ref = %s", (ref,))
-    return _actions(conn.execute(f"SELECT {_COLUMNS} FROM group_actions WHERE ref = %s", (ref,)).fetchone())
+    row = conn.execute(f"SELECT {_COLUMNS} FROM group_actions WHERE ref = %s", (ref,)).fetchone()
+    return GroupActions.from_stored(row)
 
 
 def read(conn: psycopg.Connection, ref: str) -> GroupActions | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM group_actions WHERE ref = %s", (ref,)).fetchone()
-    return _actions(row) if row else None
+    return GroupActions.from_stored(row) if row else None
 
 
 def claim_silence(conn: psycopg.Connection, ref: str, now: float, hold: float) -> bool:
@@ -73,9 +73,3 @@ def prune(conn: psycopg.Connection, now: float, batch: int) -> None:
                  " LIMIT %s)", (now - CARDS_KEPT, batch))
     conn.execute("DELETE FROM callback_events WHERE event_id IN (SELECT event_id FROM callback_events"
                  " WHERE seen < %s LIMIT %s)", (now - EVENTS_KEPT, batch))
-
-
-def _actions(row: tuple) -> GroupActions:
-    ref, bot, group_key, chat, source, external_url, matchers, body, *rest = row
-    return GroupActions(ref, bot, group_key, GroupTarget(chat, source, external_url, json.loads(matchers),
-                                                         json.loads(body)), *rest)

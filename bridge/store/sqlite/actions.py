@@ -10,8 +10,7 @@ from .. import CARDS_KEPT, EVENTS_KEPT
 from ..records import GroupActions, GroupTarget, Silence, group_ref
 from .engine import Engine
 
-_COLUMNS = ("ref, bot, group_key, chat, source, external_url, matchers, body, acked_by, acked_at, silence_id,"
-            " silenced_by, silenced_until, silence_url")
+_COLUMNS = GroupActions.COLUMNS
 
 
 def remember(engine: Engine, bot: str, group_key: str, target: GroupTarget, fresh: bool, now: float) -> GroupActions:
@@ -29,12 +28,12 @@ def remember(engine: Engine, bot: str, group_key: str, target: GroupTarget, fres
                          " silenced_by = NULL, silenced_until = NULL, silence_url = NULL, pending = NULL"
                          " WHERE ref = ?", (ref,))
         row = conn.execute(f"SELECT {_COLUMNS} FROM group_actions WHERE ref = ?", (ref,)).fetchone()
-    return _actions(row)
+    return GroupActions.from_stored(row)
 
 
 def read(engine: Engine, ref: str) -> GroupActions | None:
     rows = engine.read(f"SELECT {_COLUMNS} FROM group_actions WHERE ref = ?", (ref,))
-    return _actions(rows[0]) if rows else None
+    return GroupActions.from_stored(rows[0]) if rows else None
 
 
 def claim_silence(engine: Engine, ref: str, now: float, hold: float) -> bool:
@@ -78,9 +77,3 @@ def prune(engine: Engine, now: float, batch: int) -> None:
                      " LIMIT ?)", (now - CARDS_KEPT, batch))
         conn.execute("DELETE FROM callback_events WHERE rowid IN (SELECT rowid FROM callback_events WHERE seen < ?"
                      " LIMIT ?)", (now - EVENTS_KEPT, batch))
-
-
-def _actions(row: tuple) -> GroupActions:
-    ref, bot, group_key, chat, source, external_url, matchers, body, *rest = row
-    return GroupActions(ref, bot, group_key, GroupTarget(chat, source, external_url, json.loads(matchers),
-                                                         json.loads(body)), *rest)
