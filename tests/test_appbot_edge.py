@@ -15,10 +15,8 @@ import logging
 import pytest
 
 from bridge.delivery.appbot import moved
-from fake_open_api import FakeOpenAPI
 from fake_open_api import answers as a
-from support.appbot import (CHAT, SteppedBridge, alert, buzzes, config_yaml, payload, setup_fake, thread_texts,
-                            titles)
+from support.appbot import CHAT, SteppedBridge, alert, buzzes, config_yaml, payload, stepped_fake, thread_texts, titles
 from support.clock import FakeClock
 from support.delivery import events
 
@@ -34,8 +32,7 @@ def clock():
 
 @pytest.fixture
 def fake(clock):
-    with FakeOpenAPI(clock=clock.now, chat_per_second=1000) as fake:
-        setup_fake(fake)
+    with stepped_fake(clock) as fake:
         yield fake
 
 

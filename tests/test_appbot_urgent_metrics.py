@@ -11,9 +11,8 @@ import logging
 import pytest
 
 from bridge.metrics import Metrics
-from fake_open_api import FakeOpenAPI
 from fake_open_api import answers as a
-from support.appbot import ALICE, BOB, CHAT, SteppedBridge, alert, buzzes, config_yaml, payload, setup_fake, titles
+from support.appbot import ALICE, BOB, CHAT, SteppedBridge, alert, buzzes, config_yaml, payload, stepped_fake, titles
 from support.clock import FakeClock
 from support.delivery import events, sample
 
@@ -27,9 +26,7 @@ def clock():
 
 @pytest.fixture
 def fake(clock):
-    # The fake's per-chat window is on the real monotonic clock, which stepping does not move.
-    with FakeOpenAPI(clock=clock.now, chat_per_second=1000) as fake:
-        setup_fake(fake)
+    with stepped_fake(clock) as fake:
         yield fake
 
 

@@ -13,8 +13,7 @@ import logging
 import pytest
 
 from bridge.store.records import group_ref
-from fake_open_api import FakeOpenAPI
-from support.appbot import APP_ID, SteppedBridge, alert, config_yaml, payload, setup_fake
+from support.appbot import APP_ID, SteppedBridge, alert, config_yaml, payload, stepped_fake
 from support.clock import FakeClock
 
 pytestmark = pytest.mark.usefixtures("no_proxy_env")
@@ -28,9 +27,7 @@ def clock():
 
 @pytest.fixture
 def fake(clock):
-    # The fake's per-chat window runs on the real clock, which a stepped sender does not move.
-    with FakeOpenAPI(clock=clock.now, chat_per_second=1000) as fake:
-        setup_fake(fake)
+    with stepped_fake(clock) as fake:
         fake.set_callback_keys(APP_ID, "ek-race", "vt-race")
         yield fake
 

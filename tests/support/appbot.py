@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 APP_ID, APP_SECRET, CHAT = "cli_appbot1", "appbot-S3cret-4Kq", "oc_appbot1"
 ALICE, BOB = "ou_alice1", "ou_bob2"
@@ -58,6 +60,19 @@ def setup_fake(fake) -> None:
     fake.add_app(APP_ID, APP_SECRET)
     fake.add_chat(CHAT, apps=[APP_ID], members=[ALICE, BOB])
     fake.add_user(ALICE, "alice@example.com")
+
+
+@contextmanager
+def stepped_fake(clock) -> Iterator:
+    """The strict fake Open API on `clock` (a FakeClock the bridge's senders share, so its
+    14-day rule moves with them), set up as setup_fake does. Its per-chat window runs on the
+    real monotonic clock, which a sender stepped by hand does not move: it is widened here
+    (pacing is tested elsewhere)."""
+    from fake_open_api import FakeOpenAPI
+
+    with FakeOpenAPI(clock=clock.now, chat_per_second=1000) as fake:
+        setup_fake(fake)
+        yield fake
 
 
 def titles(fake, chat: str = CHAT) -> list[tuple[str, str]]:
