@@ -3,6 +3,7 @@
 engine.py   connections (one per thread), write and read transactions, waiting for a
             lock, group commit, storage.sync (the Syncer), noticing other processes'
             commits (data_version)
+checkpoint.py the WAL checkpoint, by a thread of its own off the request path
 schema.py   the tables, created on first use; migrations from older versions
 accepting.py  what an accept writes (schema 7): the insert, dedupe and coalescing
 outbox.py   SqliteOutbox: the queue semantics (store, lease, claim, settle, operate)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from ...errors import StorageError
+from .checkpoint import BOUND_BYTES, Checkpointer
 
 # A writer waits this long for another's lock before giving up: short, because the HTTP
 # handler is waiting too and answers 503 (Alertmanager then retries) rather than hang.
@@ -57,12 +58,12 @@ COMMIT_DELAY = 0.002
 COMMIT_STEP = 0.0003
 # ... and only while more than this share of the recent commits held several calls.
 SHARED = 0.1
-# The WAL is copied into the file (checkpointed, PASSIVE, by the commit that takes it past
-# this) once it holds this much. A page changed by many commits between two checkpoints is
-# copied once: SQLite's default, 1000 pages (1 MiB with 1 KiB pages), copied the same
-# index pages over and over. bench/accept.py: 10.3 -> 7.9 KiB written per webhook
-# (always), 9.7 -> 6.9 (interval), the rates unchanged. Crash recovery reads at most this.
-CHECKPOINT_BYTES = 8 * 1024 * 1024
+# The WAL is copied into the file once it holds checkpoint.CHECKPOINT_BYTES (8 MiB), by a
+# thread of its own (checkpoint.py), not by a commit. A page changed by many commits between
+# two checkpoints is copied once: SQLite's default, 1000 pages (1 MiB with 1 KiB pages),
+# copied the same index pages over and over. bench/accept.py: 10.3 -> 7.9 KiB written per
+# webhook (always), 9.7 -> 6.9 (interval), the rates unchanged. Crash recovery reads at most
+# BOUND_BYTES.
 # How often wait_for_change looks: the idle latency when the accepting process is not
 # the sender. A PRAGMA is microseconds.
 CHANGE_POLL = 0.025
@@ -100,6 +101,7 @@ class Engine:
         self._local = threading.local()
         self._ready = False
         self._ready_lock = threading.Lock()
+        self.checkpointer: Checkpointer | None = None      # once the page size is known
         # This process's writers queue here (woken at once, in turn) rather than in SQLite.
         self._write_lock = threading.Lock()
 
@@ -126,7 +128,10 @@ class Engine:
                     self._prepare(conn, time.monotonic() + self.busy_timeout)
                     self._ready = True
             page = conn.execute("PRAGMA page_size").fetchone()[0]     # known once the file is made
-            conn.execute(f"PRAGMA wal_autocheckpoint = {max(1000, CHECKPOINT_BYTES // page)}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {max(1000, BOUND_BYTES // page)}")
+            with self._ready_lock:
+                if self.checkpointer is None:
+                    self.checkpointer = Checkpointer(self.path, page)
         except BaseException:
             conn.close()
             raise
@@ -171,6 +176,8 @@ class Engine:
                 try:
                     yield conn
                     patiently(lambda: conn.execute("COMMIT"), deadline)
+                    if self.checkpointer is not None:
+                        self.checkpointer.committed()
                     if durable and self.syncer is not None:
                         self.syncer.committed()
                 except BaseException:
