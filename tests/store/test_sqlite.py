@@ -410,7 +410,7 @@ def test_dedupe_and_coalescing_compare_the_group_not_only_its_hash(outbox, monke
 
 
 def test_a_steady_stream_of_stores_shares_commits_and_a_lone_one_does_not_wait(tmp_path, clock):
-    from bridge.store.sqlite.engine import COMMIT_DELAY
+    from bridge.store.sqlite.group import COMMIT_DELAY
     box = SqliteOutbox(tmp_path / "outbox.db", clock=clock, sync_interval=1.0)
     try:
         box.store([msg(0)])

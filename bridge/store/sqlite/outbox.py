@@ -31,7 +31,8 @@ from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotSta
                        WindowFull)
 from . import actions, cards
 from .accepting import insert, payload_of
-from .engine import BUSY_TIMEOUT, COMMIT_DELAY, Engine, GroupCommit
+from .engine import BUSY_TIMEOUT, Engine
+from .group import COMMIT_DELAY, GroupCommit
 from .schema import create
 
 PRUNE_BATCH = 1000
@@ -77,7 +78,7 @@ class SqliteOutbox:
               coalesce: bool = False) -> Stored:
         """Store one notification's messages, all or none, committed on return (on disk, or
         with storage.sync interval in the OS and on disk within the interval).
-        Concurrent calls share one commit (engine.GroupCommit)."""
+        Concurrent calls share one commit (group.GroupCommit)."""
         batch = list(messages)
         job = self._accepts.run_job(lambda conn: insert(conn, batch, dedupe_window, coalesce, self.clock.now()))
         job.result.commits = int(job.led)
