@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
@@ -18,6 +19,11 @@ COMMIT_DELAY = 0.002
 COMMIT_STEP = 0.0003
 # ... and only while more than this share of the recent commits held several calls.
 SHARED = 0.1
+# ... and stops once the queue holds as many calls as the largest of the last RECENT
+# commits did: then every thread of the process that commits is likely in it already,
+# and nobody else is coming.
+RECENT = 32
+FULL = True
 T = TypeVar("T")
 
 
@@ -53,6 +59,7 @@ class GroupCommit:
         self._last = 0.0                 # when the last call came (monotonic)
         self._gap = float("inf")         # the time between calls, averaged (EWMA)
         self._shared = 0.0               # how often commits held more than one call (EWMA)
+        self._sizes: deque[int] = deque(maxlen=RECENT)   # the calls of the last commits
 
     def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(conn)` inside a durable write transaction shared with concurrent calls;
@@ -86,6 +93,7 @@ class GroupCommit:
             with self._group:
                 jobs, self._queue = self._queue, []
                 self._shared = 0.9 * self._shared + 0.1 * (len(jobs) > 1)
+                self._sizes.append(len(jobs))
             self._commit(jobs)
         if job.error is not None:
             raise job.error
@@ -93,12 +101,15 @@ class GroupCommit:
 
     def _wait_for_more(self, deadline: float) -> None:
         """Sleep (the lock released: the next calls join the queue) while calls keep
-        coming, until `deadline`: a step with none means the others are not near."""
+        coming, until `deadline`: a step with none means the others are not near; a queue
+        as long as the largest recent group means they are all here."""
+        with self._group:
+            full = max(self._sizes, default=0) if FULL else 0
         while True:
             with self._group:
                 queued = len(self._queue)
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or 1 < full <= queued:
                 return
             time.sleep(min(COMMIT_STEP, left))
             with self._group:
