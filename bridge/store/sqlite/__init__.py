@@ -6,7 +6,7 @@ engine.py   connections (one per thread), write and read transactions, waiting f
 group.py    group commit: concurrent accepts of one process share a transaction
 checkpoint.py the WAL checkpoint, by a thread of its own off the request path
 schema.py   the tables, created on first use; migrations from older versions
-accepting.py  what an accept writes (schema 7): the insert, dedupe and coalescing
+accepting.py  what an accept writes (schemas 7, 8): the insert, dedupe and coalescing, the next seq
 outbox.py   SqliteOutbox: the queue semantics (store, lease, claim, settle, operate)
 cards.py    app bots: each group's card, each app's access token
 """

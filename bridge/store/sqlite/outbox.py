@@ -30,7 +30,7 @@ from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotSta
                        GroupActions, GroupTarget, LeaseLost, OutgoingMessage, Silence, Stored, Takeover, Window,
                        WindowFull)
 from . import actions, cards
-from .accepting import insert, payload_of
+from .accepting import insert, payload_of, requeue_seq
 from .engine import BUSY_TIMEOUT, Engine
 from .group import COMMIT_DELAY, GroupCommit
 from .schema import create
@@ -374,7 +374,7 @@ def _settle(conn: sqlite3.Connection, message_id: int, send_id: int, bot: str, o
 
 
 def _requeue(conn: sqlite3.Connection, ids: list[int], now: float) -> int:
-    seq = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM messages").fetchone()[0]
+    seq = requeue_seq(conn, len(ids)) - 1
     count = 0
     for message_id in ids:
         # A fresh age (max_age counts from now) and a place at the back of the queue.
