@@ -70,7 +70,9 @@ class Checkpointer:
         """One PASSIVE checkpoint on a connection of its own, opened for it: it copies what
         no reader still needs, takes no write lock, and returns at once if another runs.
         The frames the WAL held (-1 if unknown)."""
-        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+        # mode=rw: a file gone meanwhile (a test's, removed) is not made again, empty.
+        conn = sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=rw", uri=True, timeout=0,
+                               isolation_level=None)
         try:
             _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.checkpoints += 1
