@@ -123,7 +123,7 @@ class _Server(BaseApplication):
 # Why threads in a few processes (issue 15, measured with bench/accept.py on 2 cores): a
 # request is CPU in Python (one GIL per process) and then a wait for the outbox's commit;
 # threads fill the wait with other requests' CPU, and concurrent webhooks of one process
-# share one commit (store/sqlite/engine.py GroupCommit), so a process needs several
+# share one commit (store/sqlite/group.py GroupCommit), so a process needs several
 # threads; processes put both cores to work. 2 x 4 is the default: on 2 cores (2026-12-05,
 # webhooks/s with storage.sync always / interval) 2 x 4 took 1465 / 1858, 4 x 2 1071 / 1564
 # (1.1 webhooks per commit: nothing left to group), 3 x 3 1196 / 1466, 2 x 8 1478 / 1832

@@ -410,7 +410,7 @@ def test_dedupe_and_coalescing_compare_the_group_not_only_its_hash(outbox, monke
 
 
 def test_a_steady_stream_of_stores_shares_commits_and_a_lone_one_does_not_wait(tmp_path, clock):
-    from bridge.store.sqlite.engine import COMMIT_DELAY
+    from bridge.store.sqlite.group import COMMIT_DELAY
     box = SqliteOutbox(tmp_path / "outbox.db", clock=clock, sync_interval=1.0)
     try:
         box.store([msg(0)])
@@ -441,10 +441,3 @@ def test_a_steady_stream_of_stores_shares_commits_and_a_lone_one_does_not_wait(t
         assert len(box.list(dead=False)) == 2 + 200 + 160
     finally:
         box.close()
-
-
-def test_the_wal_is_checkpointed_at_8_mib_whatever_the_page_size(outbox):
-    outbox.open()
-    conn = outbox._engine.conn()
-    page = conn.execute("PRAGMA page_size").fetchone()[0]
-    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] * page == 8 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""What accepting writes (schema 7): as little as the send order, dedupe and coalescing need.
+"""What accepting writes (schemas 7 and 8): as little as the send order, dedupe and coalescing need.
 
 An accept is one INSERT into payloads and one per bot into messages, and every page those
 touch is written twice (into the WAL at the commit, into the file at the checkpoint), whole.
@@ -15,6 +15,9 @@ So the rows are small and the indexes few:
   are few (a group's rows are kept for the dedupe window), and compares the identity in
   the row. Before, two indexes keyed by long random strings (identity, group_key) put two
   random leaf pages into every commit: 12 of the 27 KiB an accept wrote.
+- The send order (`seq`) has no index of its own (schema 8): a new row's seq is its id
+  plus `seq_offset` (next_seq), so finding the next one needs no index on seq, and no
+  commit writes the right edge of one.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def insert(conn: sqlite3.Connection, messages: list[OutgoingMessage], dedupe_win
     stored = Stored()
     # The send order, dedupe and coalescing below are each one decision only because no
     # other writer runs meanwhile (BEGIN IMMEDIATE): see bridge.store.Outbox.store.
-    seq = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM messages").fetchone()[0]
+    seq = next_seq(conn) - 1
     payloads: dict[int, int] = {}    # id(payload bytes) -> row: a notification's bots share one copy
     uses = Counter(id(m.payload) for m in messages if m.payload is not None)
     for m in messages:
@@ -91,6 +94,25 @@ def insert(conn: sqlite3.Connection, messages: list[OutgoingMessage], dedupe_win
              PENDING, now, now))
         stored.ids.append(cursor.lastrowid)
     return stored
+
+
+def next_seq(conn: sqlite3.Connection) -> int:
+    """The seq of the next row inserted: its id (the largest id + 1, O(log n) in the table's
+    own tree) plus seq_offset, without an index on seq (schema 8: one index page fewer in
+    every commit). Each row inserted takes the next id and the next seq alike."""
+    return conn.execute("SELECT (SELECT value FROM outbox_meta WHERE key = 'seq_offset') + IFNULL(MAX(id), 0) + 1"
+                        " FROM messages").fetchone()[0]
+
+
+def requeue_seq(conn: sqlite3.Connection, count: int) -> int:
+    """The first of `count` seqs at the back of the queue for rows requeued (an operator's
+    `outbox retry`), with seq_offset raised past them: a row inserted later has an id of at
+    least 1, so its seq is above theirs whatever id it gets (ids are taken again when the
+    newest rows were deleted). No row's seq is above next_seq's: an inserted row's is its id
+    plus the offset then, a requeued or migrated row's at most the offset."""
+    first = next_seq(conn)
+    conn.execute("UPDATE outbox_meta SET value = ? WHERE key = 'seq_offset'", (first + count - 1,))
+    return first
 
 
 def _seen(conn: sqlite3.Connection, m: OutgoingMessage, key: int, since: float) -> bool:

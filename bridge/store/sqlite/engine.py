@@ -17,6 +17,8 @@ made durable depends on storage.sync:
 The senders' bookkeeping uses NORMAL in both modes: it survives a killed process and at
 worst repeats a send after a power cut.
 
+Group commit (concurrent accepts sharing one transaction) is group.py's.
+
 SQLite has one writer for the whole file: BEGIN IMMEDIATE takes it, so every write
 transaction, in every process, runs alone. The queue semantics in outbox.py rely on
 that (see bridge.store.Outbox for what a backend without it must do instead).
@@ -31,11 +33,11 @@ import threading
 import time
 import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from ...errors import StorageError
+from .checkpoint import BOUND_BYTES, Checkpointer
 
 # A writer waits this long for another's lock before giving up: short, because the HTTP
 # handler is waiting too and answers 503 (Alertmanager then retries) rather than hang.
@@ -50,19 +52,12 @@ LOCK_POLL = 0.0002
 # SQLite's default (2 MiB each) grew a worker by several MiB for lookups that touch a
 # handful of index pages; the OS page cache holds the file anyway.
 CACHE_KIB = 256
-# The longest the first of a group waits for the next call (GroupCommit): under steady
-# load, about the time between calls, when that is shorter than this.
-COMMIT_DELAY = 0.002
-# It waits in steps of this, and stops after a step in which no call came.
-COMMIT_STEP = 0.0003
-# ... and only while more than this share of the recent commits held several calls.
-SHARED = 0.1
-# The WAL is copied into the file (checkpointed, PASSIVE, by the commit that takes it past
-# this) once it holds this much. A page changed by many commits between two checkpoints is
-# copied once: SQLite's default, 1000 pages (1 MiB with 1 KiB pages), copied the same
-# index pages over and over. bench/accept.py: 10.3 -> 7.9 KiB written per webhook
-# (always), 9.7 -> 6.9 (interval), the rates unchanged. Crash recovery reads at most this.
-CHECKPOINT_BYTES = 8 * 1024 * 1024
+# The WAL is copied into the file once it holds checkpoint.CHECKPOINT_BYTES (8 MiB), by a
+# thread of its own (checkpoint.py), not by a commit. A page changed by many commits between
+# two checkpoints is copied once: SQLite's default, 1000 pages (1 MiB with 1 KiB pages),
+# copied the same index pages over and over. bench/accept.py: 10.3 -> 7.9 KiB written per
+# webhook (always), 9.7 -> 6.9 (interval), the rates unchanged. Crash recovery reads at most
+# BOUND_BYTES.
 # How often wait_for_change looks: the idle latency when the accepting process is not
 # the sender. A PRAGMA is microseconds.
 CHANGE_POLL = 0.025
@@ -100,6 +95,7 @@ class Engine:
         self._local = threading.local()
         self._ready = False
         self._ready_lock = threading.Lock()
+        self.checkpointer: Checkpointer | None = None      # once the page size is known
         # This process's writers queue here (woken at once, in turn) rather than in SQLite.
         self._write_lock = threading.Lock()
 
@@ -126,7 +122,10 @@ class Engine:
                     self._prepare(conn, time.monotonic() + self.busy_timeout)
                     self._ready = True
             page = conn.execute("PRAGMA page_size").fetchone()[0]     # known once the file is made
-            conn.execute(f"PRAGMA wal_autocheckpoint = {max(1000, CHECKPOINT_BYTES // page)}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {max(1000, BOUND_BYTES // page)}")
+            with self._ready_lock:
+                if self.checkpointer is None:
+                    self.checkpointer = Checkpointer(self.path, page)
         except BaseException:
             conn.close()
             raise
@@ -171,6 +170,8 @@ class Engine:
                 try:
                     yield conn
                     patiently(lambda: conn.execute("COMMIT"), deadline)
+                    if self.checkpointer is not None:
+                        self.checkpointer.committed()
                     if durable and self.syncer is not None:
                         self.syncer.committed()
                 except BaseException:
@@ -284,106 +285,3 @@ def atexit_sync(syncer: weakref.ref) -> None:
             me.sync_now()
 
     atexit.register(last)
-
-
-@dataclass
-class _Job(Generic[T]):
-    work: Callable[[sqlite3.Connection], T]
-    result: Any = None
-    error: StorageError | None = None
-    done: bool = False
-    led: bool = False       # this job's thread made the commit (for the others too)
-
-
-class GroupCommit:
-    """Group commit: the calls arriving while a commit is under way are written together
-    in the next transaction, so concurrent requests share one fsync instead of queueing
-    for one each. Each call still gets its own answer.
-
-    Under a steady stream of concurrent calls the one that will commit first waits a little
-    for the next (commit_delay, as PostgreSQL's): about the time between calls of late,
-    never more than COMMIT_DELAY, and only while commits are shared now and then (calls
-    do overlap: one client posting one request after another never waits for itself). Every commit writes the pages it touches whole (the page
-    header, the right edges of the indexes), whatever it holds, so one of two webhooks
-    writes about half of what two of one do, and costs one BEGIN/COMMIT instead of two.
-    When calls are far apart (any real alert rate) nobody waits."""
-
-    def __init__(self, engine: Engine, doing: str, commit_delay: float = 0.0):
-        self.engine = engine
-        self.doing = doing
-        self.commit_delay = commit_delay
-        self._group = threading.Condition()
-        self._queue: list[_Job] = []
-        self._committing = False
-        self._last = 0.0                 # when the last call came (monotonic)
-        self._gap = float("inf")         # the time between calls, averaged (EWMA)
-        self._shared = 0.0               # how often commits held more than one call (EWMA)
-
-    def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """`work(conn)` inside a durable write transaction shared with concurrent calls;
-        its result once committed (on disk)."""
-        return self.run_job(work).result
-
-    def run_job(self, work: Callable[[sqlite3.Connection], T]) -> _Job[T]:
-        """As run, but the finished job: its result, and whether it led the commit."""
-        job = _Job(work)
-        with self._group:
-            now = time.monotonic()
-            self._gap = min(now - self._last, 1.0) if self._gap == float("inf") else \
-                0.8 * self._gap + 0.2 * min(now - self._last, 1.0)
-            self._last = now
-            self._queue.append(job)
-            deadline = time.monotonic() + 2 * self.engine.busy_timeout
-            while not job.done and self._committing:
-                if not self._group.wait(max(0.0, deadline - time.monotonic())):
-                    if job in self._queue:
-                        self._queue.remove(job)
-                    # Else a commit under way has it: if that succeeds after all, the
-                    # sender's retry of this 503 is dropped as a duplicate.
-                    raise StorageError(f"cannot {self.doing} the outbox {self.engine.path}: timed out")
-            if not job.done:
-                self._committing = True
-                delay = self._gap if self._shared > SHARED and self._gap < self.commit_delay else 0.0
-        if not job.done:
-            job.led = True
-            if delay:
-                self._wait_for_more(time.monotonic() + delay)
-            with self._group:
-                jobs, self._queue = self._queue, []
-                self._shared = 0.9 * self._shared + 0.1 * (len(jobs) > 1)
-            self._commit(jobs)
-        if job.error is not None:
-            raise job.error
-        return job
-
-    def _wait_for_more(self, deadline: float) -> None:
-        """Sleep (the lock released: the next calls join the queue) while calls keep
-        coming, until `deadline`: a step with none means the others are not near."""
-        while True:
-            with self._group:
-                queued = len(self._queue)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(COMMIT_STEP, left))
-            with self._group:
-                if len(self._queue) == queued:
-                    return
-
-    def _commit(self, jobs: list[_Job]) -> None:
-        error: StorageError | None = None
-        try:
-            with self.engine.write(self.doing, durable=True) as conn:
-                for job in jobs:
-                    job.result = job.work(conn)
-        except StorageError as exc:
-            error = exc
-        except BaseException as exc:   # a bug: every job in the group learns of it
-            error = StorageError(f"cannot {self.doing} the outbox {self.engine.path}: {exc!r}")
-            raise
-        finally:
-            with self._group:
-                for job in jobs:
-                    job.error, job.done = error, True
-                self._committing = False
-                self._group.notify_all()

@@ -30,8 +30,9 @@ from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotSta
                        GroupActions, GroupTarget, LeaseLost, OutgoingMessage, Silence, Stored, Takeover, Window,
                        WindowFull)
 from . import actions, cards
-from .accepting import insert, payload_of
-from .engine import BUSY_TIMEOUT, COMMIT_DELAY, Engine, GroupCommit
+from .accepting import insert, payload_of, requeue_seq
+from .engine import BUSY_TIMEOUT, Engine
+from .group import COMMIT_DELAY, GroupCommit
 from .schema import create
 
 PRUNE_BATCH = 1000
@@ -77,7 +78,7 @@ class SqliteOutbox:
               coalesce: bool = False) -> Stored:
         """Store one notification's messages, all or none, committed on return (on disk, or
         with storage.sync interval in the OS and on disk within the interval).
-        Concurrent calls share one commit (engine.GroupCommit)."""
+        Concurrent calls share one commit (group.GroupCommit)."""
         batch = list(messages)
         job = self._accepts.run_job(lambda conn: insert(conn, batch, dedupe_window, coalesce, self.clock.now()))
         job.result.commits = int(job.led)
@@ -373,7 +374,7 @@ def _settle(conn: sqlite3.Connection, message_id: int, send_id: int, bot: str, o
 
 
 def _requeue(conn: sqlite3.Connection, ids: list[int], now: float) -> int:
-    seq = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM messages").fetchone()[0]
+    seq = requeue_seq(conn, len(ids)) - 1
     count = 0
     for message_id in ids:
         # A fresh age (max_age counts from now) and a place at the back of the queue.

@@ -13,7 +13,8 @@ Four tables:
               pending (the next part) ... -> sent, or -> dead (a dead letter, kept until
               `outbox retry`), or -> superseded (a newer message of the same group
               replaced it while it waited). `seq` is the send order: the order the
-              rows were committed in. `gkey` (schema 7) hashes (bot, group_key): dedupe
+              rows were committed in (schema 8: a new row's is its id plus
+              outbox_meta's `seq_offset`, with no index of its own). `gkey` (schema 7) hashes (bot, group_key): dedupe
               and coalescing find a group's rows by it (accepting.py says why). `body`
               (schema 7) is a one-bot notification's payload, compressed, in the row
               itself; `payload` names a shared one. Both are cleared when the row is
@@ -42,6 +43,7 @@ Four tables:
               forgotten when unchanged as long as cards are (CARDS_KEPT).
     callback_events  card actions (schema 6): the event ids of Feishu's callbacks handled
               lately, so a replayed one is refused by every process; kept an hour.
+    outbox_meta  (schema 8) the store's own numbers: `seq_offset` (see messages.seq).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import sqlite3
 from .accepting import group_hash
 from .engine import patiently
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # A new file's page size. Every commit writes each page it touches whole, and an accept
 # touches a leaf of the messages_key index at random: smaller pages write less per accept.
 # Files made before keep theirs (a WAL file's page size cannot change without a VACUUM).
@@ -71,7 +73,9 @@ _SCHEMA = (
         next_attempt REAL NOT NULL, finished REAL,
         reason TEXT, code INTEGER, detail TEXT, gkey INTEGER, body BLOB)""",
     "CREATE INDEX IF NOT EXISTS messages_queue ON messages (bot, state, seq)",
-    "CREATE INDEX IF NOT EXISTS messages_seq ON messages (seq)",
+    # Schema 8: no index on seq (the queue's index has it after bot and state); a new row's
+    # seq is its id plus `seq_offset`, which a requeue raises (accepting.py).
+    """CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)""",
     # Dedupe and coalescing (accepting.py); replaces schema 3's messages_identity
     # (bot, identity, created) and messages_group (bot, group_key, state).
     "CREATE INDEX IF NOT EXISTS messages_key ON messages (gkey, state)",
@@ -142,6 +146,7 @@ def create(conn: sqlite3.Connection, deadline: float) -> None:
         # and callback_events (card actions), likewise.
         for statement in _SCHEMA:
             conn.execute(statement)
+        _seq_without_index(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -183,6 +188,17 @@ def _lean_accepts(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE messages SET gkey = group_hash(bot, group_key) WHERE gkey IS NULL")
     for index in ("messages_identity", "messages_group"):
         conn.execute(f"DROP INDEX IF EXISTS {index}")
+
+
+def _seq_without_index(conn: sqlite3.Connection) -> None:
+    """To schema 8, from any file: a seq_offset that puts every new row after every row
+    there (the largest seq: a requeue may have given a row a seq above every id, and the
+    newest ids may be deleted and taken again), then messages_seq dropped. Checked by the
+    row, not the version number."""
+    if conn.execute("SELECT 1 FROM outbox_meta WHERE key = 'seq_offset'").fetchone() is None:
+        offset = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM messages").fetchone()[0]
+        conn.execute("INSERT INTO outbox_meta (key, value) VALUES ('seq_offset', ?)", (offset,))
+    conn.execute("DROP INDEX IF EXISTS messages_seq")
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
