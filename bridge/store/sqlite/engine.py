@@ -117,11 +117,14 @@ class Engine:
             # Off by default in SQLite, per connection: messages.payload must name a
             # payload that exists (prune relies on it, and so would any other database).
             conn.execute("PRAGMA foreign_keys = ON")
+            deadline = time.monotonic() + self.busy_timeout
             with self._ready_lock:
                 if not self._ready:
-                    self._prepare(conn, time.monotonic() + self.busy_timeout)
+                    self._prepare(conn, deadline)
                     self._ready = True
-            page = conn.execute("PRAGMA page_size").fetchone()[0]     # known once the file is made
+            # Reading the header needs a shared lock, which another process starting at the
+            # same moment can hold off (its switch to WAL, its schema check): wait, as _prepare does.
+            page = patiently(lambda: conn.execute("PRAGMA page_size").fetchone()[0], deadline)
             conn.execute(f"PRAGMA wal_autocheckpoint = {max(1000, BOUND_BYTES // page)}")
             with self._ready_lock:
                 if self.checkpointer is None:
