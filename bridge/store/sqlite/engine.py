@@ -34,7 +34,7 @@ import time
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from ...errors import StorageError
 from .checkpoint import BOUND_BYTES, Checkpointer
@@ -112,20 +112,25 @@ class Engine:
         # Autocommit mode: each method says BEGIN IMMEDIATE itself, so a writer takes the
         # lock up front instead of failing half-way on an upgrade from a read.
         conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)   # we wait ourselves: LOCK_POLL
+        deadline = time.monotonic() + self.busy_timeout
+
+        def setting(sql: str) -> Any:
+            # Even a PRAGMA may read the file's header or schema, which needs a shared lock
+            # that another process starting at the same moment can hold off (its switch to
+            # WAL, its schema check): each waits, as _prepare's statements do.
+            return patiently(lambda: conn.execute(sql).fetchone(), deadline)
+
         try:
-            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            setting(f"PRAGMA cache_size = -{CACHE_KIB}")
             # Off by default in SQLite, per connection: messages.payload must name a
             # payload that exists (prune relies on it, and so would any other database).
-            conn.execute("PRAGMA foreign_keys = ON")
-            deadline = time.monotonic() + self.busy_timeout
+            setting("PRAGMA foreign_keys = ON")
             with self._ready_lock:
                 if not self._ready:
                     self._prepare(conn, deadline)
                     self._ready = True
-            # Reading the header needs a shared lock, which another process starting at the
-            # same moment can hold off (its switch to WAL, its schema check): wait, as _prepare does.
-            page = patiently(lambda: conn.execute("PRAGMA page_size").fetchone()[0], deadline)
-            conn.execute(f"PRAGMA wal_autocheckpoint = {max(1000, BOUND_BYTES // page)}")
+            page = setting("PRAGMA page_size")[0]     # known once the file is made
+            setting(f"PRAGMA wal_autocheckpoint = {max(1000, BOUND_BYTES // page)}")
             with self._ready_lock:
                 if self.checkpointer is None:
                     self.checkpointer = Checkpointer(self.path, page)
