@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
 
 # A message's states. pending -> sending -> sent | pending (retry) | dead; a pending one
 # can be superseded by a newer state of its group.
@@ -68,6 +69,19 @@ class WindowFull(Exception):
     def __init__(self, key: str, until: float):
         super().__init__(f"rate window {key} is full until {until}")
         self.key, self.until = key, until
+
+
+def check_windows(windows: Sequence[Window], now: float, ends_of: Callable[[str, float], list[float | None]]) -> None:
+    """Raise WindowFull unless one more request fits in each of `windows` now: the rule
+    every backend applies, each reading the requests with its own query. `ends_of(key,
+    since)` answers the ends (None: still open) of the requests of `key` that ended after
+    `since` or are still open; a request left open longer than SENDS_KEPT (its process
+    died, and no takeover closed it: its bot is gone from the config) is left out there."""
+    for key in dict.fromkeys(w.key for w in windows):
+        ends = ends_of(key, now - max(w.seconds for w in windows if w.key == key))
+        untils = [u for w in windows if w.key == key and (u := w.opens(ends, now)) is not None]
+        if untils:
+            raise WindowFull(key, max(untils))
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from typing import Sequence
 
 import psycopg
 
-from .. import SENDS_KEPT
-from ..records import DEAD, PENDING, SENDING, SENT, SUPERSEDED, OutgoingMessage, Stored, Window, WindowFull
+from .. import SENDS_KEPT, records
+from ..records import DEAD, PENDING, SENDING, SENT, SUPERSEDED, OutgoingMessage, Stored, Window
 from .engine import lock_key
 
 # The time inside the database, unless the outbox was given a clock (tests step one).
@@ -174,17 +174,13 @@ def lock_windows(conn: psycopg.Connection, namespace: int, windows: Sequence[Win
 
 
 def check_windows(conn: psycopg.Connection, windows: Sequence[Window], now: float) -> None:
-    """Raise WindowFull unless one more request fits in each window now (their locks
-    held). A request left open longer than SENDS_KEPT (its replica died, and no takeover
-    closed it: its bot is gone from the config) no longer counts."""
-    for key in dict.fromkeys(w.key for w in windows):
-        span = max(w.seconds for w in windows if w.key == key)
-        ends = [r[0] for r in conn.execute(
+    """records.check_windows on this database (the windows' locks held)."""
+    def ends_of(key: str, since: float) -> list[float | None]:
+        return [r[0] for r in conn.execute(
             "SELECT s.finished FROM send_windows w JOIN sends s ON s.id = w.send_id WHERE w.key = %s"
-            " AND (s.finished > %s OR (s.finished IS NULL AND s.started > %s))", (key, now - span, now - SENDS_KEPT))]
-        untils = [u for w in windows if w.key == key and (u := w.opens(ends, now)) is not None]
-        if untils:
-            raise WindowFull(key, max(untils))
+            " AND (s.finished > %s OR (s.finished IS NULL AND s.started > %s))", (key, since, now - SENDS_KEPT))]
+
+    records.check_windows(windows, now, ends_of)
 
 
 def prune_batch(conn: psycopg.Connection, before: float) -> tuple[int, bool]:

@@ -28,7 +28,7 @@ from ...errors import StorageError
 from .. import LEASE_TTL, SENDS_KEPT
 from ..records import (DEAD, PENDING, SENDING, SENT, SUPERSEDED, WAITING, BotState, Card, CardChange, Entry, Head,
                        GroupActions, GroupTarget, LeaseLost, OutgoingMessage, Silence, Stored, Takeover, Window,
-                       WindowFull)
+                       check_windows)
 from . import actions, cards
 from .accepting import insert, payload_of, requeue_seq
 from .engine import BUSY_TIMEOUT, Engine
@@ -342,17 +342,13 @@ def _forget_old_sends(conn: sqlite3.Connection, bot: str, now: float) -> None:
 
 
 def _check_windows(conn: sqlite3.Connection, windows: Sequence[Window], now: float) -> None:
-    """Raise WindowFull unless one more request fits in each window now. A request left
-    open longer than SENDS_KEPT (its process died, and no takeover closed it: its bot
-    is gone from the config) no longer counts."""
-    for key in dict.fromkeys(w.key for w in windows):
-        span = max(w.seconds for w in windows if w.key == key)
-        ends = [r[0] for r in conn.execute(
+    """records.check_windows on this file."""
+    def ends_of(key: str, since: float) -> list[float | None]:
+        return [r[0] for r in conn.execute(
             "SELECT s.finished FROM send_windows w JOIN sends s ON s.id = w.send_id WHERE w.key = ?"
-            " AND (s.finished > ? OR (s.finished IS NULL AND s.started > ?))", (key, now - span, now - SENDS_KEPT))]
-        untils = [u for w in windows if w.key == key and (u := w.opens(ends, now)) is not None]
-        if untils:
-            raise WindowFull(key, max(untils))
+            " AND (s.finished > ? OR (s.finished IS NULL AND s.started > ?))", (key, since, now - SENDS_KEPT))]
+
+    check_windows(windows, now, ends_of)
 
 
 def _settle(conn: sqlite3.Connection, message_id: int, send_id: int, bot: str, owner: str, now: float, *,
