@@ -268,21 +268,15 @@ def _render(args: argparse.Namespace) -> int:
     from . import bootstrap
     from . import config as config_module
     from . import sources
-    from .accept import decode_json, find_bot, route_shares
+    from .accept import find_bot, route_shares
     from .errors import PayloadError
     from .limits import app_content, app_size, encode_body
+    from .send import read_json
 
     config = config_module.load(args.config)
     if args.bot is not None:
         find_bot(config, args.bot)
-    try:
-        raw = sys.stdin.buffer.read() if args.payload == "-" else Path(args.payload).read_bytes()
-    except OSError as exc:
-        raise BridgeError(f"cannot read {args.payload}: {exc.strerror or exc}") from None
-    try:
-        payload = decode_json(raw)
-    except PayloadError as exc:
-        raise BridgeError(f"{args.payload}: {exc}") from None
+    payload = read_json(args.payload)
     source = args.source if args.source != "auto" else sources.guess(payload)
     try:
         notification = sources.parse(source, payload)

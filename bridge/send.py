@@ -42,19 +42,10 @@ def run(args: argparse.Namespace) -> int:
 
 def request_body(args: argparse.Namespace) -> dict:
     """The relay request: --text, or the JSON of --file, with --dedupe-key and --mention added."""
-    from .accept import decode_json
-
     if args.text is not None:
         body: Any = {"text": args.text}
     else:
-        try:
-            raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-        except OSError as exc:
-            raise BridgeError(f"cannot read {args.file}: {exc.strerror or exc}") from None
-        try:
-            body = decode_json(raw)
-        except PayloadError as exc:
-            raise BridgeError(f"{args.file}: {exc}") from None
+        body = read_json(args.file)
         if not isinstance(body, dict):
             raise BridgeError(f"{args.file}: expected a JSON object (a message, or a relay request)")
     if args.dedupe_key is not None:
@@ -168,3 +159,18 @@ def explain_refusal(what: str, result: SendResult) -> None:
     print(f"{what} not sent ({code}): {result.advice}", file=sys.stderr)
     if result.detail:
         print(f"  Feishu said: {result.detail}", file=sys.stderr)
+
+
+def read_json(path: str) -> Any:
+    """The JSON in the file `path` names (`-`: standard input), read as the webhooks read a
+    body (accept.decode_json); what is wrong with it as a BridgeError naming the file."""
+    from .accept import decode_json
+
+    try:
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise BridgeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return decode_json(raw)
+    except PayloadError as exc:
+        raise BridgeError(f"{path}: {exc}") from None
