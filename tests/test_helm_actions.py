@@ -6,15 +6,18 @@ which go into the chart's Secret, or come from existingSecret, and reach the con
 *_file. Every rendering is validated against the Kubernetes schemas and its config run
 through the bridge's check-config with the pod's volumes laid out on disk.
 
-A file of its own beside tests/test_helm.py (over 400 lines already); same tools: helm,
-kubernetes-validate, promtool.
+A file of its own beside tests/test_helm.py (over 400 lines already), with the events
+container's other tests; same tools: helm, kubernetes-validate, promtool.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
@@ -37,6 +40,11 @@ def helm() -> str:
 @pytest.fixture(scope="module")
 def all_docs(helm: str) -> list[dict[str, Any]]:
     return render(helm, "-f", str(ALL_FEATURES))
+
+
+@pytest.fixture(scope="module")
+def default_docs(helm: str) -> list[dict[str, Any]]:
+    return render(helm)
 
 
 def containers(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -244,3 +252,78 @@ def test_the_schema_refuses_a_mistyped_credential_key(helm, tmp_path):
     values = all_features()
     values["config"]["actions"]["timeout"] = "2 seconds"
     assert "timeout" in refused(helm, "-f", values_file(tmp_path, values))
+
+
+# --- the events container (card taps over the long connection) -----------------------
+
+
+def test_events_are_off_by_default(default_docs):
+    assert list(containers(default_docs)) == ["bridge"]
+
+
+def test_the_events_container_shares_the_servers_config_secrets_and_outbox(all_docs):
+    by_name = containers(all_docs)
+    bridge, events = by_name["bridge"], by_name["events"]
+    assert events["args"] == ["events"] and events["image"] == bridge["image"]
+    assert events["volumeMounts"] == bridge["volumeMounts"]          # the SQLite file: one volume, one pod
+    env = {e["name"]: e for e in events["env"]}
+    bridge_env = {e["name"]: e for e in bridge["env"]}
+    for name in ("BRIDGE_CONFIG", "BRIDGE_STORAGE_PATH", "BRIDGE_LOG_FORMAT", "BRIDGE_LOG_LEVEL",
+                 "BRIDGE_BOT_0_PROXY_URL", "NO_PROXY"):
+        assert env[name] == bridge_env[name], name
+    assert env["BRIDGE_EVENTS_RETRY_CONNECT"]["value"] == "20"
+    assert env["BRIDGE_EVENTS_HEARTBEAT"]["value"].startswith("/tmp/")
+    assert "readinessProbe" not in events                            # it never makes the pod unready
+    assert [p["name"] for p in events["ports"]] == ["events-metrics"]  # its /metrics only
+    probe = events["livenessProbe"]["exec"]["command"]
+    assert probe[:2] == ["python", "-c"] and env["BRIDGE_EVENTS_HEARTBEAT"]["value"] in probe[2]
+    assert events["resources"]["limits"]["memory"]
+    assert events["securityContext"] == bridge["securityContext"]
+
+
+def test_the_events_liveness_probe_reads_the_heartbeats_age(all_docs, tmp_path):
+    """The probe's own command, run here against a fresh and a stale heartbeat file."""
+    events = containers(all_docs)["events"]
+    heartbeat = {e["name"]: e for e in events["env"]}["BRIDGE_EVENTS_HEARTBEAT"]["value"]
+    code = events["livenessProbe"]["exec"]["command"][2].replace(heartbeat, str(tmp_path / "alive"))
+    probe = [sys.executable, "-c", code]
+    assert subprocess.run(probe, capture_output=True).returncode != 0          # no heartbeat yet
+    (tmp_path / "alive").touch()
+    assert subprocess.run(probe, capture_output=True).returncode == 0
+    old = time.time() - 120
+    os.utime(tmp_path / "alive", (old, old))
+    assert subprocess.run(probe, capture_output=True).returncode != 0
+
+
+def test_the_events_containers_config_loads_with_its_own_env_and_mounts(all_docs, tmp_path):
+    check_config(all_docs, tmp_path, container="events")
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"config": {"actions": {"enabled": False}}}, "config.actions.enabled is not true"),
+    ({"config": {"apps": []}}, "events.enabled needs a Feishu app under config.apps"),
+])
+def test_events_without_actions_or_an_app_are_refused(helm, tmp_path, change, reason):
+    values = yaml.safe_load(ALL_FEATURES.read_text(encoding="utf-8"))
+    values["config"].update(change["config"])
+    if not values["config"]["apps"]:
+        values["config"]["bots"] = [b for b in values["config"]["bots"] if "app" not in b]
+        values["config"]["route"] = {"bots": ["ops"]}
+    assert reason in refused(helm, "-f", values_file(tmp_path, values))
+
+
+def test_the_apps_callback_keys_come_from_an_existing_secret(helm, tmp_path):
+    keys = ["app-oncall-secret", "app-oncall-encrypt-key", "app-oncall-verification-token"]
+    values = {"existingSecret": "feishu-apps", "existingSecretKeys": keys,
+              "config": {"apps": [{"name": "oncall", "app_id": "cli_1"}], "actions": {"enabled": True},
+                         "bots": [{"name": "sre", "app": "oncall", "chat_id": "oc_1"}], "route": {"bots": ["sre"]}},
+              "events": {"enabled": True}}
+    docs = render(helm, "-f", values_file(tmp_path, values))
+    app = config_of(docs)["apps"][0]
+    assert app["encrypt_key_file"] == "/etc/feishu-alert-bridge/secrets/app-oncall-encrypt-key"
+    assert app["verification_token_file"] == "/etc/feishu-alert-bridge/secrets/app-oncall-verification-token"
+    volume = {v["name"]: v for v in pod_spec(docs)["volumes"]}["secrets"]["secret"]
+    assert sorted(i["key"] for i in volume["items"]) == sorted(keys)
+    values["config"]["apps"][0]["encrypt_key"] = "inline"
+    assert "config.apps[0].encrypt_key is set, but existingSecret is used" in refused(
+        helm, "-f", values_file(tmp_path, values))
